@@ -1,0 +1,9 @@
+//! greenfiber: greenlet and gevent for Rust.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod error;
+pub mod coroutine;
+
+pub use error::{Error, SwitchError};
