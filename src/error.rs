@@ -48,8 +48,6 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
-    } else if payload.is::<crate::GreenletExit>() {
-        "GreenletExit".to_owned()
     } else {
         "a panic payload that is not a string".to_owned()
     }
