@@ -3,7 +3,8 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-mod error;
 pub mod coroutine;
+mod error;
 
+pub use coroutine::{Builder, Coroutine, GreenletExit, current};
 pub use error::{Error, SwitchError};

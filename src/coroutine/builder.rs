@@ -1,0 +1,85 @@
+//! `Builder`: stack size, parent and name for a new coroutine (std::thread::Builder's shape).
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::rc::Rc;
+
+use super::switch::{self, Expect};
+use super::{Core, Coroutine, RawCoroutine, current, stack_pool, thread};
+
+/// Configures a coroutine before it is created.
+///
+/// ```
+/// let c = greenfiber::Coroutine::builder()
+///     .name("worker-7")
+///     .stack_size(64 * 1024)
+///     .build(|x: u32| x + 1);
+/// assert_eq!(c.name(), Some("worker-7"));
+/// assert_eq!(c.switch::<u32, u32>(41), 42);
+/// ```
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Builder {
+    stack_size: Option<usize>,
+    parent: Option<Coroutine>,
+    name: Option<String>,
+}
+
+impl Builder {
+    /// A builder with the defaults: the default stack size, the current coroutine as parent,
+    /// no name.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Usable stack size in bytes (rounded up to whole pages; a guard page is added below it).
+    /// The default is `DEFAULT_STACK_SIZE` (256 KiB of address space; only touched pages use
+    /// memory).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// The coroutine that receives this one's result; the current coroutine by default.
+    pub fn parent(mut self, p: &Coroutine) -> Builder {
+        self.parent = Some(p.clone());
+        self
+    }
+
+    /// A name for logs, `Debug` and the stack-overflow message.
+    pub fn name(mut self, n: &str) -> Builder {
+        self.name = Some(n.to_owned());
+        self
+    }
+
+    /// Creates the coroutine. It runs `f` at the first switch to it.
+    pub fn build<A: 'static, R: 'static>(self, f: impl FnOnce(A) -> R + 'static) -> Coroutine {
+        let stack = stack_pool::take(self.stack_size.unwrap_or(stack_pool::DEFAULT_STACK_SIZE));
+        let parent = self.parent.unwrap_or_else(current);
+        let id = thread::with(|ts| {
+            let id = ts.next_id.get();
+            ts.next_id.set(id + 1);
+            id
+        });
+        let core = Rc::new(Core {
+            id,
+            name: self.name.map(String::into_boxed_str),
+            is_main: false,
+            started: Cell::new(false),
+            dead: Cell::new(false),
+            in_chain: Cell::new(false),
+            parent: RefCell::new(Some(parent)),
+            expect: Cell::new(Expect::of::<A>()),
+            yielder: Cell::new(std::ptr::null()),
+            raw: UnsafeCell::new(None),
+        });
+        let ptr: *const Core = Rc::as_ptr(&core);
+        let raw = RawCoroutine::with_stack(stack, move |yielder, ()| {
+            // SAFETY: `ptr` is this coroutine's own core, alive while it runs (rule 2).
+            unsafe { switch::body(ptr, yielder, f) }
+        });
+        // SAFETY: rule 3: the coroutine was just created; nothing else can reach `raw` yet.
+        unsafe { *core.raw.get() = Some(raw) };
+        log::trace!("coroutine {} created", core.label());
+        Coroutine(core)
+    }
+}

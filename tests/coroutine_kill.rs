@@ -1,0 +1,141 @@
+//! kill(), GreenletExit, and kill on drop of the last handle.
+use std::cell::RefCell;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::rc::Rc;
+
+/// Switches to the current coroutine's parent. The parent is bound first, so no handle to the
+/// current coroutine stays on its own stack while it is suspended (that would keep it alive).
+fn up<T: 'static, R: 'static>(v: T) -> R {
+    let p = current().parent().unwrap();
+    p.switch(v)
+}
+
+use greenfiber::{Coroutine, GreenletExit, current};
+
+/// Counts drops, to prove a stack was unwound.
+struct Canary(Rc<RefCell<Vec<&'static str>>>, &'static str);
+impl Drop for Canary {
+    fn drop(&mut self) {
+        self.0.borrow_mut().push(self.1);
+    }
+}
+
+fn suspended(log: &Rc<RefCell<Vec<&'static str>>>) -> Coroutine {
+    let l = log.clone();
+    let c = Coroutine::new(move |()| {
+        let _c = Canary(l.clone(), "unwound");
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            up::<(), ()>(());
+        }));
+        let p = r.unwrap_err();
+        l.borrow_mut().push(if p.is::<GreenletExit>() { "saw GreenletExit" } else { "saw other" });
+        resume_unwind(p);
+    });
+    c.switch::<(), ()>(());
+    c
+}
+
+#[test]
+fn kill_unwinds_the_stack_and_returns_greenlet_exit_as_a_value() {
+    let log = Rc::new(RefCell::new(vec![]));
+    let c = suspended(&log);
+    c.kill();
+    assert!(c.is_dead());
+    assert_eq!(*log.borrow(), ["saw GreenletExit", "unwound"]);
+    c.kill(); // no-op on a dead one
+}
+
+#[test]
+fn kill_from_a_non_parent_comes_back_to_the_killer() {
+    let log = Rc::new(RefCell::new(vec![]));
+    let victim = suspended(&log);
+    let killer = Coroutine::new(move |()| {
+        victim.kill();
+        assert!(victim.is_dead());
+        "killer resumed"
+    });
+    assert_eq!(killer.switch::<(), &str>(()), "killer resumed");
+    assert_eq!(*log.borrow(), ["saw GreenletExit", "unwound"]);
+}
+
+#[test]
+fn killing_a_not_started_coroutine_never_runs_it() {
+    let ran = Rc::new(RefCell::new(false));
+    let r = ran.clone();
+    let c = Coroutine::new(move |()| *r.borrow_mut() = true);
+    c.kill();
+    assert!(c.is_dead() && !c.is_started());
+    assert!(!*ran.borrow());
+    assert_eq!(Rc::strong_count(&ran), 1, "its closure was dropped");
+}
+
+#[test]
+fn dropping_last_handle_kills_and_returns_to_dropper() {
+    let log = Rc::new(RefCell::new(vec![]));
+    let c = suspended(&log);
+    drop(c);
+    assert_eq!(*log.borrow(), ["saw GreenletExit", "unwound"]);
+}
+
+#[test]
+fn dropping_last_handle_inside_another_coroutine_returns_there() {
+    let log = Rc::new(RefCell::new(vec![]));
+    let victim = suspended(&log);
+    let l = log.clone();
+    let dropper = Coroutine::new(move |()| {
+        drop(victim);
+        l.borrow_mut().push("dropper continues");
+        1u8
+    });
+    assert_eq!(dropper.switch::<(), u8>(()), 1);
+    assert_eq!(*log.borrow(), ["saw GreenletExit", "unwound", "dropper continues"]);
+}
+
+#[test]
+fn values_on_a_suspended_stack_are_dropped_with_it() {
+    let token = Rc::new(());
+    let t = token.clone();
+    let c = Coroutine::new(move |()| {
+        let held = t; // lives on the coroutine's stack
+        up::<(), ()>(());
+        drop(held);
+    });
+    c.switch::<(), ()>(());
+    assert_eq!(Rc::strong_count(&token), 2);
+    drop(c);
+    assert_eq!(Rc::strong_count(&token), 1);
+}
+
+#[test]
+fn a_panic_while_unwinding_from_a_drop_kill_is_logged_not_raised() {
+    let c = Coroutine::new(|()| {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            up::<(), ()>(());
+        }));
+        // Swallow GreenletExit and raise something else instead.
+        drop(r);
+        panic!("another panic during the kill");
+    });
+    c.switch::<(), ()>(());
+    drop(c); // must not panic here
+}
+
+#[test]
+fn a_suspended_coroutine_reachable_only_from_a_dropped_child_is_killed() {
+    let log = Rc::new(RefCell::new(vec![]));
+    let parent = suspended(&log);
+    let child = Coroutine::builder().parent(&parent).build(|()| ());
+    drop(parent); // still alive through child's parent link
+    assert!(log.borrow().is_empty());
+    drop(child); // never started: dropping it drops the last link to parent
+    assert_eq!(*log.borrow(), ["saw GreenletExit", "unwound"]);
+}
+
+#[test]
+fn killing_the_current_coroutine_raises_greenlet_exit_inside_it() {
+    let c = Coroutine::new(|()| {
+        let r = catch_unwind(|| current().kill());
+        r.unwrap_err().is::<GreenletExit>()
+    });
+    assert!(c.switch::<(), bool>(()));
+}
