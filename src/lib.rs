@@ -3,7 +3,8 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-mod error;
 pub mod coroutine;
+mod error;
+pub mod hub;
 
 pub use error::{Error, SwitchError};
