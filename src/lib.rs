@@ -3,8 +3,9 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod coroutine;
 mod error;
+pub mod coroutine;
+pub mod hub;
 
 pub use coroutine::{Builder, Coroutine, GreenletExit, current};
 pub use error::{Error, SwitchError};

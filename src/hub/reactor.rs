@@ -1,0 +1,464 @@
+//! The hub's I/O driver: a mio [`Poll`] and a slab of registrations, each holding the waiters
+//! parked on one file descriptor.
+//!
+//! This is a *driver* (see `design.md`, "drivers don't switch"): [`Reactor::poll`] only reports
+//! *which* waiters became runnable, by moving them into a `Vec` the hub passes in. It never
+//! switches, never performs the I/O operation itself, and knows nothing about fibers: the waiter
+//! type `W` is opaque (the hub uses a fiber handle, the tests use integers).
+//!
+//! # Model
+//!
+//! Every source is registered once, for `READABLE | WRITABLE`, and mio registers edge-triggered:
+//! the kernel reports a *change* to ready, not a level. A registration keeps, per [`Direction`], a
+//! FIFO list of waiters (usually one). An event moves *all* waiters of each ready direction into
+//! `woken`: with edges, a waiter that is not woken might never see another event, so a
+//! thundering herd (e.g. several fibers accepting on one listener) is the price of never losing
+//! one. Error and hang-up readiness wake both directions, so the retried operation surfaces the
+//! error.
+//!
+//! # Rules for callers (the scheduler and `net/io.rs`)
+//!
+//! 1. **Try first, then wait.** An edge delivered while nobody waits in that direction is dropped
+//!    (there is no readiness cache). So a fiber must attempt the operation (or otherwise check
+//!    the fd, e.g. `poll(2)` with a zero timeout for `wait_fd`), and only on `WouldBlock` call
+//!    [`Reactor::add_waiter`], *without switching in between*: any readiness after the failed
+//!    attempt then produces an edge that a later [`Reactor::poll`] delivers to the waiter.
+//! 2. **A wake-up is a hint.** A waiter can be woken by an edge that happened before its attempt
+//!    (the event was still queued), or for the other half of a shared registration's readiness
+//!    (error/hang-up). The woken fiber retries and, on `WouldBlock`, waits again.
+//! 3. **Leaving early.** A fiber killed or timed out while parked calls
+//!    [`Reactor::remove_waiter`]; one woken by `poll` is no longer in the list.
+//! 4. **Closing.** [`Reactor::deregister`] hands back the waiters still parked on the fd; the
+//!    caller wakes them with an error. After that the [`Token`] is dead: its slot may be reused,
+//!    but with a new generation, so a stale token is refused rather than aliased.
+//!
+//! # Tokens
+//!
+//! A token packs a slab index (low half of a `usize`) and that slot's generation (high half).
+//! [`WAKER_TOKEN`] (`usize::MAX`) is reserved for the [`Waker`] that `remote.rs` uses and never
+//! names a registration.
+//!
+//! | slot state          | token generation | `add_waiter` / `remove_waiter` / `deregister` |
+//! |---------------------|------------------|-----------------------------------------------|
+//! | registered          | equal            | act on the slot                               |
+//! | registered (reused) | older            | refused: `Err(w)` / `false` / `NotFound`      |
+//! | free                | any              | refused: `Err(w)` / `false` / `NotFound`      |
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::event::Source;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+/// The token of the cross-thread [`Waker`]; never a registration's token.
+pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
+
+/// How many events one `epoll_wait` may return; more wait for the next poll.
+const EVENTS_CAPACITY: usize = 1024;
+
+const INDEX_BITS: u32 = usize::BITS / 2;
+const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
+/// Slab indices stay below this, so no registration token can equal [`WAKER_TOKEN`].
+const MAX_SLOTS: usize = INDEX_MASK;
+
+/// Which readiness a waiter waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Readable, read-closed, error or hang-up.
+    Read,
+    /// Writable, write-closed, error or hang-up.
+    Write,
+}
+
+/// The waiters parked on one registered source.
+#[derive(Debug)]
+struct Registration<W> {
+    readers: Vec<W>,
+    writers: Vec<W>,
+}
+
+impl<W> Registration<W> {
+    fn list(&mut self, dir: Direction) -> &mut Vec<W> {
+        match dir {
+            Direction::Read => &mut self.readers,
+            Direction::Write => &mut self.writers,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot<W> {
+    /// Bumped each time the slot is freed, so old tokens stop matching.
+    generation: usize,
+    reg: Option<Registration<W>>,
+}
+
+/// mio `Poll` plus the waiters parked on each registered source; see the module docs.
+pub(crate) struct Reactor<W> {
+    poll: Poll,
+    events: Events,
+    slots: Vec<Slot<W>>,
+    /// Indices of free slots, reused last-freed first.
+    free: Vec<usize>,
+    waker: Arc<Waker>,
+}
+
+impl<W> std::fmt::Debug for Reactor<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("registrations", &(self.slots.len() - self.free.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W> Reactor<W> {
+    /// A new epoll instance with its cross-thread [`Waker`] registered under [`WAKER_TOKEN`].
+    pub(crate) fn new() -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+        Ok(Reactor {
+            poll,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            slots: Vec::new(),
+            free: Vec::new(),
+            waker,
+        })
+    }
+
+    /// The waker that makes [`poll`](Self::poll) return `Ok(true)`; `remote.rs` wraps it.
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// Number of live registrations.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Registers `source` for both directions, edge-triggered, with no waiters yet.
+    pub(crate) fn register(&mut self, source: &mut impl Source) -> io::Result<Token> {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None if self.slots.len() < MAX_SLOTS => {
+                self.slots.push(Slot { generation: 0, reg: None });
+                self.slots.len() - 1
+            }
+            None => return Err(io::Error::other("greenfiber: too many registered sources")),
+        };
+        let slot = &mut self.slots[index];
+        slot.reg = Some(Registration { readers: Vec::new(), writers: Vec::new() });
+        let token = Token(index | (slot.generation << INDEX_BITS));
+        if let Err(e) =
+            self.poll.registry().register(source, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            self.free_slot(index);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    /// Registers a raw file descriptor (for `wait_fd`). The caller keeps it open until
+    /// [`deregister_fd`](Self::deregister_fd).
+    pub(crate) fn register_fd(&mut self, fd: RawFd) -> io::Result<Token> {
+        self.register(&mut SourceFd(&fd))
+    }
+
+    /// Removes `source`, moving the waiters still parked on it into `parked` (readers first, then
+    /// writers) so the caller can wake them with an error. The slot is freed even if the OS
+    /// refuses (e.g. the fd was already closed); that error is returned afterwards. A stale or
+    /// unknown `token` gives `NotFound` and touches nothing.
+    pub(crate) fn deregister(
+        &mut self,
+        source: &mut impl Source,
+        token: Token,
+        parked: &mut Vec<W>,
+    ) -> io::Result<()> {
+        let Some(mut reg) = self.get_mut(token).and_then(|s| s.reg.take()) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "greenfiber: stale reactor token"));
+        };
+        let n = reg.readers.len() + reg.writers.len();
+        if n > 0 {
+            log::debug!("reactor: deregistering {token:?} with {n} parked waiter(s)");
+        }
+        parked.append(&mut reg.readers);
+        parked.append(&mut reg.writers);
+        self.free_slot(token.0 & INDEX_MASK);
+        self.poll.registry().deregister(source)
+    }
+
+    /// [`deregister`](Self::deregister) for a raw file descriptor; call it before closing `fd`.
+    pub(crate) fn deregister_fd(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        parked: &mut Vec<W>,
+    ) -> io::Result<()> {
+        self.deregister(&mut SourceFd(&fd), token, parked)
+    }
+
+    /// Parks `w` on `token` for `dir`, behind any earlier waiters. Hands `w` back if `token` is
+    /// stale (the source was deregistered). See rule 1: call it right after a `WouldBlock`.
+    pub(crate) fn add_waiter(&mut self, token: Token, dir: Direction, w: W) -> Result<(), W> {
+        match self.get_mut(token).and_then(|s| s.reg.as_mut()) {
+            Some(reg) => {
+                reg.list(dir).push(w);
+                Ok(())
+            }
+            None => Err(w),
+        }
+    }
+
+    /// Takes back the first waiter equal to `w` (a fiber that was killed or timed out while
+    /// parked). `false` if it is not there: already woken, or the token is stale.
+    pub(crate) fn remove_waiter(&mut self, token: Token, dir: Direction, w: &W) -> bool
+    where
+        W: PartialEq,
+    {
+        let Some(list) = self.get_mut(token).and_then(|s| s.reg.as_mut()).map(|r| r.list(dir))
+        else {
+            return false;
+        };
+        match list.iter().position(|x| x == w) {
+            Some(i) => {
+                list.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many waiters are parked on `token` for `dir`; `None` for a stale token.
+    pub(crate) fn waiters(&self, token: Token, dir: Direction) -> Option<usize> {
+        let slot = self.slots.get(token.0 & INDEX_MASK)?;
+        let reg = slot.reg.as_ref().filter(|_| slot.generation == token.0 >> INDEX_BITS)?;
+        Some(match dir {
+            Direction::Read => reg.readers.len(),
+            Direction::Write => reg.writers.len(),
+        })
+    }
+
+    /// Waits up to `timeout` (`None`: forever) for events, then moves the waiters of every ready
+    /// direction into `woken`, in event order and FIFO within one list. `EINTR` is retried with
+    /// the remaining time. Returns `true` if the [`waker`](Self::waker) fired, in which case the
+    /// hub must drain its `Remote` (that is what lets `Remote::wake` skip redundant syscalls).
+    pub(crate) fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        woken: &mut Vec<W>,
+    ) -> io::Result<bool> {
+        // A timeout too large to add to now is as good as none.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut timeout = deadline.and(timeout);
+        loop {
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
+        let mut remote = false;
+        for event in self.events.iter() {
+            let token = event.token();
+            if token == WAKER_TOKEN {
+                remote = true;
+                continue;
+            }
+            let failed = event.is_error();
+            let read = failed || event.is_readable() || event.is_read_closed();
+            let write = failed || event.is_writable() || event.is_write_closed();
+            let index = token.0 & INDEX_MASK;
+            let Some(reg) = self
+                .slots
+                .get_mut(index)
+                .filter(|s| s.generation == token.0 >> INDEX_BITS)
+                .and_then(|s| s.reg.as_mut())
+            else {
+                // Cannot happen: deregistration runs between polls, and epoll stops reporting a
+                // descriptor once it is removed.
+                log::warn!("reactor: event for unknown {token:?}");
+                continue;
+            };
+            if read && !reg.readers.is_empty() {
+                woken.append(&mut reg.readers);
+            }
+            if write && !reg.writers.is_empty() {
+                woken.append(&mut reg.writers);
+            }
+            log::trace!("reactor: {token:?} read={read} write={write} error={failed}");
+        }
+        Ok(remote)
+    }
+
+    fn get_mut(&mut self, token: Token) -> Option<&mut Slot<W>> {
+        self.slots
+            .get_mut(token.0 & INDEX_MASK)
+            .filter(|s| s.reg.is_some() && s.generation == token.0 >> INDEX_BITS)
+    }
+
+    fn free_slot(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        slot.reg = None;
+        slot.generation = (slot.generation + 1) & (usize::MAX >> INDEX_BITS);
+        self.free.push(index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+
+    /// Polls until `woken` is non-empty or ten seconds pass (a hang guard, not a timing assert).
+    fn poll_until_woken(r: &mut Reactor<u32>) -> Vec<u32> {
+        let mut woken = Vec::new();
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while woken.is_empty() && Instant::now() < give_up {
+            r.poll(Some(Duration::from_millis(100)), &mut woken).unwrap();
+        }
+        woken
+    }
+
+    fn poll_now(r: &mut Reactor<u32>) -> Vec<u32> {
+        let mut woken = Vec::new();
+        r.poll(Some(Duration::ZERO), &mut woken).unwrap();
+        woken
+    }
+
+    #[test]
+    fn poll_zero_returns_with_nothing() {
+        let mut r = Reactor::<u32>::new().unwrap();
+        let mut woken = Vec::new();
+        assert!(!r.poll(Some(Duration::ZERO), &mut woken).unwrap());
+        assert!(woken.is_empty());
+    }
+
+    #[test]
+    fn read_waiter_woken_exactly_once() {
+        let mut r = Reactor::new().unwrap();
+        let (mut a, mut b) = mio::net::UnixStream::pair().unwrap();
+        let ta = r.register(&mut a).unwrap();
+        r.add_waiter(ta, Direction::Read, 1).unwrap();
+        // Registration reports the socket writable; nobody waits for that, so nothing wakes.
+        assert_eq!(poll_now(&mut r), []);
+        assert_eq!(r.waiters(ta, Direction::Read), Some(1));
+
+        b.write_all(b"x").unwrap();
+        assert_eq!(poll_until_woken(&mut r), [1]);
+        assert_eq!(r.waiters(ta, Direction::Read), Some(0));
+        b.write_all(b"y").unwrap(); // a new edge, but nobody waits any more
+        assert_eq!(poll_now(&mut r), []);
+
+        let mut buf = [0; 8];
+        assert_eq!(a.read(&mut buf).unwrap(), 2);
+        let mut parked = Vec::new();
+        r.deregister(&mut a, ta, &mut parked).unwrap();
+        assert!(parked.is_empty());
+    }
+
+    #[test]
+    fn removed_waiter_is_not_woken_and_all_others_are_fifo() {
+        let mut r = Reactor::new().unwrap();
+        let (mut a, mut b) = mio::net::UnixStream::pair().unwrap();
+        let ta = r.register(&mut a).unwrap();
+        assert_eq!(poll_now(&mut r), []);
+        for w in [1, 2, 3] {
+            r.add_waiter(ta, Direction::Read, w).unwrap();
+        }
+        assert!(r.remove_waiter(ta, Direction::Read, &2));
+        assert!(!r.remove_waiter(ta, Direction::Read, &2));
+        assert!(!r.remove_waiter(ta, Direction::Write, &1));
+
+        b.write_all(b"x").unwrap();
+        assert_eq!(poll_until_woken(&mut r), [1, 3]);
+    }
+
+    #[test]
+    fn deregister_returns_parked_waiters_and_kills_the_token() {
+        let mut r = Reactor::new().unwrap();
+        let (mut a, _b) = mio::net::UnixStream::pair().unwrap();
+        let ta = r.register(&mut a).unwrap();
+        r.add_waiter(ta, Direction::Write, 2).unwrap();
+        r.add_waiter(ta, Direction::Read, 1).unwrap();
+        let mut parked = Vec::new();
+        r.deregister(&mut a, ta, &mut parked).unwrap();
+        assert_eq!(parked, [1, 2]);
+        assert_eq!(r.len(), 0);
+
+        assert_eq!(r.add_waiter(ta, Direction::Read, 3), Err(3));
+        assert!(!r.remove_waiter(ta, Direction::Read, &1));
+        assert_eq!(r.waiters(ta, Direction::Read), None);
+        let err = r.deregister(&mut a, ta, &mut parked).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+
+        // The slot is reused under a new generation; the old token still does not alias it.
+        let ta2 = r.register(&mut a).unwrap();
+        assert_eq!(ta2.0 & INDEX_MASK, ta.0 & INDEX_MASK);
+        assert_ne!(ta2, ta);
+        assert_eq!(r.add_waiter(ta, Direction::Read, 4), Err(4));
+        assert_eq!(r.add_waiter(ta2, Direction::Read, 5), Ok(()));
+        // Nothing was pending on the old registration; the event was not misrouted.
+        assert_eq!(poll_now(&mut r), []);
+    }
+
+    #[test]
+    fn hang_up_wakes_both_directions() {
+        let mut r = Reactor::new().unwrap();
+        let (mut a, b) = mio::net::UnixStream::pair().unwrap();
+        let ta = r.register(&mut a).unwrap();
+        assert_eq!(poll_now(&mut r), []); // the initial writable edge
+        r.add_waiter(ta, Direction::Read, 1).unwrap();
+        r.add_waiter(ta, Direction::Write, 2).unwrap();
+        drop(b);
+        let mut woken = poll_until_woken(&mut r);
+        woken.sort();
+        assert_eq!(woken, [1, 2]);
+    }
+
+    #[test]
+    fn listener_accept_readiness() {
+        let mut r = Reactor::new().unwrap();
+        let mut l = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let tl = r.register(&mut l).unwrap();
+        r.add_waiter(tl, Direction::Read, 7).unwrap();
+        assert_eq!(poll_now(&mut r), []);
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert_eq!(poll_until_woken(&mut r), [7]);
+        assert!(l.accept().is_ok());
+    }
+
+    #[test]
+    fn raw_fd_registration() {
+        let mut r = Reactor::new().unwrap();
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let fd = reader.as_raw_fd();
+        let t = r.register_fd(fd).unwrap();
+        r.add_waiter(t, Direction::Read, 9).unwrap();
+        assert_eq!(poll_now(&mut r), []);
+        writer.write_all(b"z").unwrap();
+        assert_eq!(poll_until_woken(&mut r), [9]);
+        let mut parked = Vec::new();
+        r.deregister_fd(fd, t, &mut parked).unwrap();
+        assert!(parked.is_empty());
+    }
+
+    #[test]
+    fn waker_is_reported_and_wakes_no_waiter() {
+        let mut r = Reactor::new().unwrap();
+        let (mut a, _b) = mio::net::UnixStream::pair().unwrap();
+        let ta = r.register(&mut a).unwrap();
+        assert_eq!(poll_now(&mut r), []);
+        r.add_waiter(ta, Direction::Read, 1).unwrap();
+        r.waker().wake().unwrap();
+        let mut woken = Vec::new();
+        assert!(r.poll(Some(Duration::from_secs(10)), &mut woken).unwrap());
+        assert!(woken.is_empty());
+        assert!(!r.poll(Some(Duration::ZERO), &mut woken).unwrap());
+    }
+}
