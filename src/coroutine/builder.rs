@@ -71,6 +71,7 @@ impl Builder {
             expect: Cell::new(Expect::of::<A>()),
             yielder: Cell::new(std::ptr::null()),
             raw: UnsafeCell::new(None),
+            park_slot: Cell::new(std::ptr::null()),
         });
         let ptr: *const Core = Rc::as_ptr(&core);
         let raw = RawCoroutine::with_stack(stack, move |yielder, ()| {

@@ -84,6 +84,9 @@ pub(crate) struct Core {
     expect: Cell<Expect>,
     yielder: Cell<*const Yielder>,
     raw: UnsafeCell<Option<RawCoroutine>>,
+    /// Owned by the scheduler above (the hub): what this coroutine currently waits on, or null.
+    /// Layer 1 only stores it.
+    park_slot: Cell<*const ()>,
 }
 
 impl Core {
@@ -173,6 +176,7 @@ impl Coroutine {
             expect: Cell::new(Expect::of::<()>()),
             yielder: Cell::new(std::ptr::null()),
             raw: UnsafeCell::new(None),
+            park_slot: Cell::new(std::ptr::null()),
         }))
     }
 
@@ -272,7 +276,13 @@ impl Coroutine {
         self.0.id
     }
 
-    fn is_current(&self) -> bool {
+    /// A word for the scheduler above layer 1: the hub keeps a pointer to the coroutine's
+    /// current wait record here. Layer 1 never reads it.
+    pub(crate) fn park_slot(&self) -> &Cell<*const ()> {
+        &self.0.park_slot
+    }
+
+    pub(crate) fn is_current(&self) -> bool {
         thread::with(|ts| Rc::ptr_eq(&ts.current.borrow().0, &self.0))
     }
 
