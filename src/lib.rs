@@ -3,7 +3,9 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+// One `mod` per layer, lowest first; blank lines keep rustfmt from sorting them.
 mod error;
+
 pub mod coroutine;
 pub mod hub;
 

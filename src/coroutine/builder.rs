@@ -4,7 +4,7 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::rc::Rc;
 
 use super::switch::{self, Expect};
-use super::{Core, Coroutine, RawCoroutine, current, stack_pool, thread};
+use super::{Core, Coroutine, RawCoroutine, current, overflow, stack_pool, thread};
 
 /// Configures a coroutine before it is created.
 ///
@@ -53,6 +53,7 @@ impl Builder {
 
     /// Creates the coroutine. It runs `f` at the first switch to it.
     pub fn build<A: 'static, R: 'static>(self, f: impl FnOnce(A) -> R + 'static) -> Coroutine {
+        overflow::install();
         let stack = stack_pool::take(self.stack_size.unwrap_or(stack_pool::DEFAULT_STACK_SIZE));
         let parent = self.parent.unwrap_or_else(current);
         let id = thread::with(|ts| {
@@ -73,6 +74,12 @@ impl Builder {
             raw: UnsafeCell::new(None),
             park_slot: Cell::new(std::ptr::null()),
         });
+        if let Some(name) = &core.name {
+            // SAFETY: the name's bytes live in `core`, which outlives the stack's use: the stack
+            // goes back to the pool (clearing the name) before `core` is freed (rule 2, and
+            // `Core`'s `Drop` drops `raw` first).
+            unsafe { stack.set_owner_name(Some(name)) };
+        }
         let ptr: *const Core = Rc::as_ptr(&core);
         let raw = RawCoroutine::with_stack(stack, move |yielder, ()| {
             // SAFETY: `ptr` is this coroutine's own core, alive while it runs (rule 2).

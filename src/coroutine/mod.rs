@@ -51,7 +51,9 @@
 
 mod builder;
 mod exit;
-pub(crate) mod stack_pool;
+mod overflow;
+mod stack;
+mod stack_pool;
 mod switch;
 mod thread;
 mod tree;
@@ -64,7 +66,7 @@ use std::rc::Rc;
 
 pub use builder::Builder;
 pub use exit::GreenletExit;
-use stack_pool::FiberStack;
+use stack::FiberStack;
 use switch::{Expect, Msg, Slot};
 
 use crate::error::SwitchError;

@@ -1,0 +1,381 @@
+//! The one way a coroutine blocks: a [`Waiter`] on its own stack, parked until something
+//! unparks it, its deadline passes, or it is killed.
+//!
+//! ```text
+//!  fiber's stack                       hub structures (hold WaiterRef = *const Waiter)
+//!  +------------------------------+
+//!  | Waiter { co, state, timer,   | <-- timers: TimerAction::Wake(ref)   (deadline)
+//!  |          io, what }          | <-- reactor: waiters of (token, dir)  (socket readiness)
+//!  |   park() -> hub.switch(())   | <-- WaitList of a Greenlet, Event, Lock, Queue ...
+//!  +------------------------------+ <-- remote_waits: id -> ref           (another OS thread)
+//! ```
+//!
+//! # Rules (cited by the `SAFETY` comments)
+//! 1. A `WaiterRef` sits in a hub structure only while its `Waiter` is alive: the `Waiter`'s
+//!    `Drop` removes it from the timers, the reactor and the remote table, and every `WaitList`
+//!    entry is removed by the guard that added it before that guard's frame ends. A kill or a
+//!    timeout unwinds through those same `Drop`s, so nothing dangles.
+//! 2. A `Waiter` never moves while it is registered: it is a local of the parked frame, and is
+//!    only handed out by shared reference.
+//! 3. Exactly one wake per park: [`unpark`] acts only on a waiter in state `Parked` and moves
+//!    it to `Woken` in the same step as queueing its coroutine; later wakes are no-ops.
+//!
+//! | state  | meaning                                  | who moves it on                   |
+//! |--------|------------------------------------------|-----------------------------------|
+//! | Idle   | not parked (before or after a park)      | `park` → Parked                   |
+//! | Parked | switched to the hub, waiting             | `unpark`/timer/reactor → Woken    |
+//! | Woken  | in the ready queue with a reason         | the hub runs it; `park` → Idle    |
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+use super::reactor::Direction;
+use super::remote::Remote;
+use super::scheduler::{self, Hub, TimerAction};
+use crate::coroutine::{Coroutine, current};
+
+/// Why a park ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// Something unparked it (a socket became ready, an event was set, a yield came round).
+    Woken,
+    /// Its deadline passed.
+    TimedOut,
+    /// Nothing else could ever run: raise LoopExit.
+    LoopExit,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    Parked,
+    Woken(Wake),
+}
+
+/// One coroutine's wait record. Lives on the waiting coroutine's stack (rule 2).
+pub(crate) struct Waiter {
+    co: Coroutine,
+    state: Cell<State>,
+    timer: Cell<Option<super::timers::TimerKey>>,
+    io: Cell<Option<(Token, Direction)>>,
+    remote: Cell<Option<u64>>,
+    what: &'static str,
+}
+
+/// A pointer to a live [`Waiter`], as the hub's structures hold it (rule 1).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct WaiterRef(*const Waiter);
+
+impl Waiter {
+    /// A waiter for the current coroutine; `what` names the wait in `fibers()` and LoopExit.
+    pub(crate) fn new(what: &'static str) -> Waiter {
+        Waiter {
+            co: current(),
+            state: Cell::new(State::Idle),
+            timer: Cell::new(None),
+            io: Cell::new(None),
+            remote: Cell::new(None),
+            what,
+        }
+    }
+
+    pub(crate) fn as_ref(&self) -> WaiterRef {
+        WaiterRef(self)
+    }
+
+    /// What this waiter waits on.
+    pub(crate) fn what(&self) -> &'static str {
+        self.what
+    }
+
+    /// True while it sits in the ready queue, woken and not yet run.
+    pub(crate) fn is_woken(&self) -> bool {
+        matches!(self.state.get(), State::Woken(_))
+    }
+
+    /// True while parked and not yet woken.
+    pub(crate) fn is_parked(&self) -> bool {
+        self.state.get() == State::Parked
+    }
+
+    /// Registers this waiter for readiness of `token` in direction `dir` until it is dropped or
+    /// [`clear_io`](Waiter::clear_io) is called.
+    pub(crate) fn set_io(&self, hub: &Hub, token: Token, dir: Direction) -> bool {
+        self.clear_io(hub);
+        if hub.reactor.borrow_mut().add_waiter(token, dir, self.as_ref()).is_err() {
+            return false;
+        }
+        hub.io_waits.set(hub.io_waits.get() + 1);
+        self.io.set(Some((token, dir)));
+        true
+    }
+
+    /// Undoes [`set_io`](Waiter::set_io).
+    pub(crate) fn clear_io(&self, hub: &Hub) {
+        if let Some((token, dir)) = self.io.take() {
+            hub.reactor.borrow_mut().remove_waiter(token, dir, &self.as_ref());
+            hub.io_waits.set(hub.io_waits.get() - 1);
+        }
+    }
+
+    /// Switches to the hub until this waiter is woken or `deadline` passes.
+    ///
+    /// # Panics
+    /// With the LoopExit message when nothing else can ever run; when called in the hub.
+    pub(crate) fn park(&self, deadline: Option<Instant>) -> Wake {
+        scheduler::with(|hub| self.park_in(hub, deadline, false))
+    }
+
+    /// Queues the current coroutine behind every other ready one and switches to the hub.
+    pub(crate) fn yield_now(&self) {
+        scheduler::with(|hub| self.park_in(hub, None, true));
+    }
+
+    fn park_in(&self, hub: &Hub, deadline: Option<Instant>, ready: bool) -> Wake {
+        if self.co == hub.co {
+            panic!(
+                "greenfiber: cannot block inside the hub (a link callback or timer action tried to \
+                 wait on {})",
+                self.what
+            );
+        }
+        debug_assert!(self.co.is_current(), "a waiter parks only its own coroutine");
+        self.state.set(State::Parked);
+        if ready {
+            unpark_in(hub, self.as_ref(), Wake::Woken);
+        }
+        if let Some(d) = deadline {
+            self.timer.set(Some(hub.timers.borrow_mut().insert(d, TimerAction::Wake(self.as_ref()))));
+        }
+        let _parked = Parked::enter(hub, self);
+        // SWITCH: every other coroutine may run; only `self` and `hub` are known to be unchanged.
+        let () = hub.co.switch(());
+        match self.state.get() {
+            State::Woken(Wake::LoopExit) => {
+                let msg = hub.loop_exit.take().unwrap_or_default();
+                panic!("{msg}");
+            }
+            State::Woken(w) => w,
+            // Switched to directly by someone other than the hub: a spurious wake-up.
+            State::Parked | State::Idle => Wake::Woken,
+        }
+    }
+}
+
+/// Marks the coroutine parked for the duration of one park; on the way out — a normal return
+/// or an unwind for kill/timeout — cancels the timer and resets the state.
+struct Parked<'a> {
+    hub: &'a Hub,
+    w: &'a Waiter,
+    prev: *const (),
+}
+
+impl<'a> Parked<'a> {
+    fn enter(hub: &'a Hub, w: &'a Waiter) -> Parked<'a> {
+        let prev = w.co.park_slot().replace(w as *const Waiter as *const ());
+        hub.set_last_parked(&w.co);
+        Parked { hub, w, prev }
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.w.timer.take() {
+            self.hub.timers.borrow_mut().cancel(k);
+        }
+        self.w.co.park_slot().set(self.prev);
+        self.w.state.set(State::Idle);
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if self.io.get().is_some() || self.remote.get().is_some() {
+            scheduler::try_with(|hub| {
+                self.clear_io(hub);
+                if let Some(id) = self.remote.take() {
+                    hub.remote_waits.borrow_mut().remove(&id);
+                }
+            });
+        }
+    }
+}
+
+/// Wakes the waiter: queues its coroutine with `why`. A no-op unless it is parked (rule 3).
+///
+/// # Safety
+/// `w` must point at a live waiter: one that is registered in a hub structure (rule 1).
+pub(crate) unsafe fn unpark(w: WaiterRef, why: Wake) {
+    scheduler::with(|hub| unpark_in(hub, w, why))
+}
+
+pub(crate) fn unpark_in(hub: &Hub, w: WaiterRef, why: Wake) {
+    // SAFETY: rule 1: every `WaiterRef` the hub or a wait list holds is alive; callers outside
+    // this module go through `unpark`, whose contract says the same.
+    let waiter = unsafe { &*w.0 };
+    if waiter.state.get() != State::Parked {
+        return;
+    }
+    waiter.state.set(State::Woken(why));
+    hub.ready.borrow_mut().push_back(waiter.co.clone());
+}
+
+/// The waiter a coroutine is parked on, if any.
+pub(crate) fn waiter_of(co: &Coroutine) -> Option<&Waiter> {
+    let p = co.park_slot().get() as *const Waiter;
+    // SAFETY: `park_slot` is set by `Parked::enter` and reset by its `Drop` before the waiter
+    // dies, so a non-null slot points at a live waiter (rules 1 and 2).
+    unsafe { p.as_ref() }
+}
+
+/// A FIFO list of parked coroutines: what every primitive that waits is built on.
+///
+/// Entries are added by [`WaitList::wait`], which removes its own entry when it returns or
+/// unwinds (rule 1), so a killed or timed-out waiter never stays behind.
+#[derive(Default)]
+pub(crate) struct WaitList {
+    list: RefCell<std::collections::VecDeque<WaiterRef>>,
+}
+
+impl WaitList {
+    pub(crate) fn new() -> WaitList {
+        WaitList::default()
+    }
+
+    /// Parks the current coroutine on this list until woken or `deadline`.
+    pub(crate) fn wait(&self, what: &'static str, deadline: Option<Instant>) -> Wake {
+        let w = Waiter::new(what);
+        self.list.borrow_mut().push_back(w.as_ref());
+        let _entry = Entry { list: self, w: w.as_ref() };
+        w.park(deadline)
+    }
+
+    /// Wakes the first waiter; false if there was none.
+    pub(crate) fn notify_one(&self) -> bool {
+        let w = self.list.borrow_mut().pop_front();
+        match w {
+            Some(w) => {
+                // SAFETY: rule 1: the entry was in the list, so its waiter is alive.
+                unsafe { unpark(w, Wake::Woken) };
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Wakes every waiter; returns how many.
+    pub(crate) fn notify_all(&self) -> usize {
+        let all = std::mem::take(&mut *self.list.borrow_mut());
+        let n = all.len();
+        for w in all {
+            // SAFETY: rule 1: the entry was in the list, so its waiter is alive.
+            unsafe { unpark(w, Wake::Woken) };
+        }
+        n
+    }
+
+    /// Number of waiters.
+    pub(crate) fn len(&self) -> usize {
+        self.list.borrow().len()
+    }
+
+    /// True if nobody waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.borrow().is_empty()
+    }
+}
+
+struct Entry<'a> {
+    list: &'a WaitList,
+    w: WaiterRef,
+}
+
+impl Drop for Entry<'_> {
+    fn drop(&mut self) {
+        let mut l = self.list.list.borrow_mut();
+        if let Some(i) = l.iter().position(|x| *x == self.w) {
+            l.remove(i);
+        }
+    }
+}
+
+/// The waiting half of a cross-thread wake-up: lives on the hub's thread (`!Send`).
+///
+/// ```
+/// use greenfiber::hub::remote_signal;
+/// let (wait, waker) = remote_signal();
+/// let t = std::thread::spawn(move || {
+///     std::thread::sleep(std::time::Duration::from_millis(10));
+///     waker.wake();
+/// });
+/// wait.wait(); // other fibers run meanwhile
+/// t.join().unwrap();
+/// ```
+pub struct RemoteWait {
+    id: u64,
+    shared: Arc<AtomicBool>,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+/// The waking half: `Send + Sync + Clone`, for any OS thread. Only an id and an `Arc` cross
+/// threads, never a coroutine handle.
+#[derive(Clone)]
+pub struct RemoteWaker {
+    remote: Remote,
+    id: u64,
+    shared: Arc<AtomicBool>,
+}
+
+/// A pair for waking a fiber of this thread from another OS thread (built on mio's `Waker`).
+/// A wake that comes before the wait is kept: the next wait returns at once.
+pub fn remote_signal() -> (RemoteWait, RemoteWaker) {
+    scheduler::with(|hub| {
+        let id = hub.next_remote_id.get();
+        hub.next_remote_id.set(id + 1);
+        let shared = Arc::new(AtomicBool::new(false));
+        (
+            RemoteWait { id, shared: shared.clone(), _not_send: std::marker::PhantomData },
+            RemoteWaker { remote: hub.remote.clone(), id, shared },
+        )
+    })
+}
+
+impl RemoteWaker {
+    /// Wakes the fiber waiting on the paired [`RemoteWait`] (or the next one to wait).
+    pub fn wake(&self) {
+        self.shared.store(true, Ordering::Release);
+        self.remote.wake(self.id);
+    }
+}
+
+impl RemoteWait {
+    /// Waits until woken; other fibers run meanwhile.
+    pub fn wait(&self) {
+        self.wait_deadline(None);
+    }
+
+    /// Waits at most `d`; true if woken.
+    pub fn wait_timeout(&self, d: Duration) -> bool {
+        self.wait_deadline(Some(Instant::now() + d))
+    }
+
+    pub(crate) fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            if self.shared.swap(false, Ordering::Acquire) {
+                return true;
+            }
+            let w = Waiter::new("a wake-up from another thread");
+            scheduler::with(|hub| {
+                hub.remote_waits.borrow_mut().insert(self.id, w.as_ref());
+                w.remote.set(Some(self.id));
+            });
+            if w.park(deadline) == Wake::TimedOut {
+                return self.shared.swap(false, Ordering::Acquire);
+            }
+        }
+    }
+}
