@@ -11,3 +11,6 @@ pub mod hub;
 
 pub use coroutine::{Builder, Coroutine, GreenletExit, current};
 pub use error::{Error, SwitchError};
+pub use hub::{
+    Greenlet, Timeout, joinall, killall, sleep, spawn, spawn_later, with_timeout, yield_now,
+};

@@ -1,8 +1,38 @@
-//! Layer 2: one hub per thread; for now only its drivers, which never switch.
+//! Layer 2: the gevent-style hub — one per thread — that spawns fibers, joins them, and turns
+//! blocking into a switch.
+//!
+//! ```
+//! use std::time::Duration;
+//! use greenfiber::{joinall, sleep, spawn};
+//!
+//! let a = spawn(|| { sleep(Duration::from_millis(20)); "a" });
+//! let b = spawn(|| { sleep(Duration::from_millis(10)); "b" });
+//! assert_eq!(joinall(&[a.clone(), b.clone()], None), 2); // main blocks: the hub runs them
+//! assert_eq!((a.get().unwrap(), b.get().unwrap()), ("a", "b"));
+//! ```
+//!
+//! Blocking anywhere — in a fiber or in the main coroutine — switches to the hub, which runs
+//! ready fibers, fires timers and polls the reactor until the blocked one is woken. There is no
+//! `run` or `block_on`: main returning ends the program even while fibers sleep, as in gevent.
+//! When something blocks and nothing could ever wake it, it gets a panic saying so
+//! (gevent's LoopExit) instead of hanging.
+//!
+//! # Files
+//! - `scheduler.rs`: the hub and its loop (the only code that switches into parked fibers).
+//! - `park.rs`: the one way to block (`Waiter`), the wait list, cross-thread wake-ups.
+//! - `greenlet.rs`, `time.rs`, `debug.rs`: the user API.
+//! - `timers.rs`, `reactor.rs`, `remote.rs`: drivers; they never switch.
 
-#[cfg_attr(not(test), expect(dead_code, reason = "used by hub/scheduler.rs, not written yet"))]
+mod debug;
+mod greenlet;
+pub(crate) mod park;
 pub(crate) mod reactor;
-#[cfg_attr(not(test), expect(dead_code, reason = "used by hub/scheduler.rs, not written yet"))]
 pub(crate) mod remote;
-#[cfg_attr(not(test), expect(dead_code, reason = "used by hub/scheduler.rs, not written yet"))]
+pub(crate) mod scheduler;
+mod time;
 pub(crate) mod timers;
+
+pub use debug::{FiberInfo, fibers};
+pub use greenlet::{Greenlet, joinall, killall, spawn, spawn_later, spawn_named, spawn_with};
+pub use park::{RemoteWait, RemoteWaker, remote_signal};
+pub use time::{Timeout, sleep, with_timeout, yield_now};

@@ -149,7 +149,8 @@ impl Waiter {
             unpark_in(hub, self.as_ref(), Wake::Woken);
         }
         if let Some(d) = deadline {
-            self.timer.set(Some(hub.timers.borrow_mut().insert(d, TimerAction::Wake(self.as_ref()))));
+            self.timer
+                .set(Some(hub.timers.borrow_mut().insert(d, TimerAction::Wake(self.as_ref()))));
         }
         let _parked = Parked::enter(hub, self);
         // SWITCH: every other coroutine may run; only `self` and `hub` are known to be unchanged.

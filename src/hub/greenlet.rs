@@ -1,0 +1,245 @@
+//! `Greenlet<T>`: a spawned fiber and the handle to its outcome; `spawn`, `spawn_later`,
+//! `joinall`, `killall`.
+
+use std::cell::RefCell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use super::park::{WaitList, Wake};
+use super::scheduler;
+use crate::coroutine::{Coroutine, GreenletExit, current};
+use crate::error::Error;
+
+/// A handle to a spawned fiber and its outcome. Cheap to clone; `!Send`.
+///
+/// Dropping every handle does not stop the fiber: like gevent, a spawned fiber runs to its end
+/// (use [`kill`](Greenlet::kill) to stop it).
+pub struct Greenlet<T> {
+    inner: Rc<Inner<T>>,
+}
+
+type Link<T> = Box<dyn FnOnce(&Greenlet<T>)>;
+
+struct Inner<T> {
+    co: Coroutine,
+    result: RefCell<Option<Result<T, Error>>>,
+    joiners: WaitList,
+    links: RefCell<Vec<Link<T>>>,
+}
+
+impl<T> Clone for Greenlet<T> {
+    fn clone(&self) -> Self {
+        Greenlet { inner: self.inner.clone() }
+    }
+}
+
+impl<T: 'static> std::fmt::Debug for Greenlet<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Greenlet")
+            .field("coroutine", &self.inner.co)
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+/// Spawns a fiber running `f` and returns at once, without running it. Spawned fibers start in
+/// spawn order when the spawner blocks or yields; their parent is the hub.
+///
+/// A panic in `f` is logged with `log::error!` (with the fiber's name and message) and kept
+/// for [`Greenlet::get`]; it never reaches the hub or other fibers.
+pub fn spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> Greenlet<T> {
+    spawn_with(Coroutine::builder(), f)
+}
+
+/// [`spawn`] with a name, shown by `fibers()`, in logs and in the stack-overflow message.
+pub fn spawn_named<T: 'static>(name: &str, f: impl FnOnce() -> T + 'static) -> Greenlet<T> {
+    spawn_with(Coroutine::builder().name(name), f)
+}
+
+/// Spawns `f` to start after `delay` (gevent's `spawn_later`). Until then it is not started,
+/// and a `kill` before the delay means it never runs.
+pub fn spawn_later<T: 'static>(delay: Duration, f: impl FnOnce() -> T + 'static) -> Greenlet<T> {
+    let g = spawn_with(Coroutine::builder(), f);
+    // Take it off the ready queue until its timer fires: it waits on a timer of the hub.
+    scheduler::with(|hub| {
+        let mut ready = hub.ready.borrow_mut();
+        if let Some(i) = ready.iter().rposition(|c| *c == g.inner.co) {
+            ready.remove(i);
+        }
+        hub.timers
+            .borrow_mut()
+            .insert(Instant::now() + delay, scheduler::TimerAction::Start(g.inner.co.clone()));
+    });
+    g
+}
+
+/// Spawns with a configured coroutine builder (stack size, name).
+pub fn spawn_with<T: 'static>(
+    builder: crate::coroutine::Builder,
+    f: impl FnOnce() -> T + 'static,
+) -> Greenlet<T> {
+    scheduler::with(|hub| {
+        let inner = Rc::new_cyclic(|weak: &Weak<Inner<T>>| {
+            let weak = weak.clone();
+            let co = builder.parent(&hub.co).build(move |()| {
+                let r = catch_unwind(AssertUnwindSafe(f));
+                let outcome = match r {
+                    Ok(v) => Ok(v),
+                    Err(p) if p.is::<GreenletExit>() => Err(Error::Killed),
+                    Err(p) => {
+                        let me = current();
+                        let e = Error::from_panic(me.name(), &*p);
+                        log::error!("fiber {me:?} panicked: {e}");
+                        Err(e)
+                    }
+                };
+                if let Some(inner) = weak.upgrade() {
+                    Inner::finish(&inner, outcome);
+                } else {
+                    scheduler::with(|hub| hub.fibers.borrow_mut().remove(&current().id()));
+                }
+            });
+            Inner {
+                co,
+                result: RefCell::new(None),
+                joiners: WaitList::new(),
+                links: RefCell::new(Vec::new()),
+            }
+        });
+        hub.fibers.borrow_mut().insert(inner.co.id(), inner.co.clone());
+        hub.ready.borrow_mut().push_back(inner.co.clone());
+        Greenlet { inner }
+    })
+}
+
+impl<T: 'static> Inner<T> {
+    /// Records the outcome, wakes joiners, schedules the links.
+    fn finish(this: &Rc<Inner<T>>, outcome: Result<T, Error>) {
+        *this.result.borrow_mut() = Some(outcome);
+        scheduler::with(|hub| hub.fibers.borrow_mut().remove(&this.co.id()));
+        this.joiners.notify_all();
+        if !this.links.borrow().is_empty() {
+            schedule_links(this.clone());
+        }
+    }
+}
+
+/// Runs the links registered so far, from the hub, each exactly once.
+fn schedule_links<T: 'static>(inner: Rc<Inner<T>>) {
+    scheduler::with(|hub| {
+        hub.callbacks.borrow_mut().push_back(Box::new(move || {
+            let g = Greenlet { inner };
+            let links = std::mem::take(&mut *g.inner.links.borrow_mut());
+            for l in links {
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| l(&g))) {
+                    log::error!("a link callback panicked: {}", crate::error::panic_message(&*p));
+                }
+            }
+        }))
+    });
+}
+
+impl<T: 'static> Greenlet<T> {
+    /// Waits until the fiber has finished (returned, panicked or been killed).
+    pub fn join(&self) {
+        while !self.ready() {
+            self.inner.joiners.wait("join", None);
+        }
+    }
+
+    /// Waits at most `d`; true if the fiber has finished.
+    pub fn join_timeout(&self, d: Duration) -> bool {
+        self.join_deadline(Some(Instant::now() + d))
+    }
+
+    pub(crate) fn join_deadline(&self, deadline: Option<Instant>) -> bool {
+        while !self.ready() {
+            if self.inner.joiners.wait("join", deadline) == Wake::TimedOut {
+                break;
+            }
+        }
+        self.ready()
+    }
+
+    /// Waits for the fiber and returns its value, or the [`Error`] that ended it:
+    /// [`Error::Panicked`] with the panic message, or [`Error::Killed`].
+    pub fn get(&self) -> Result<T, Error>
+    where
+        T: Clone,
+    {
+        self.join();
+        self.inner.result.borrow().clone().expect("greenfiber: a joined fiber has a result")
+    }
+
+    /// The outcome if the fiber has finished, taking it out of the handle (for `T: !Clone`).
+    pub fn take(&self) -> Option<Result<T, Error>> {
+        self.inner.result.borrow_mut().take()
+    }
+
+    /// Kills the fiber: raises [`GreenletExit`] where it blocks (a sleep, a socket, a queue),
+    /// removing it from that wait and unwinding its stack, and returns when it is dead. A
+    /// fiber that has not started never runs. A no-op on a finished fiber.
+    ///
+    /// A killed fiber is [`ready`](Greenlet::ready) but not
+    /// [`successful`](Greenlet::successful), and `get()` returns `Err(Error::Killed)` (gevent
+    /// returns a `GreenletExit` value instead; Rust has no such value of type `T`).
+    pub fn kill(&self) {
+        if self.ready() {
+            return;
+        }
+        let co = &self.inner.co;
+        if !co.is_started() {
+            co.kill();
+            Inner::finish(&self.inner, Err(Error::Killed));
+            return;
+        }
+        if *co == current() {
+            std::panic::resume_unwind(Box::new(GreenletExit));
+        }
+        co.kill();
+    }
+
+    /// True once the fiber has finished, whatever the outcome.
+    pub fn ready(&self) -> bool {
+        self.inner.result.borrow().is_some() || self.inner.co.is_dead()
+    }
+
+    /// True if it finished by returning a value.
+    pub fn successful(&self) -> bool {
+        matches!(*self.inner.result.borrow(), Some(Ok(_)))
+    }
+
+    /// Calls `f` from the hub once the fiber has finished — never inside `link` itself, even
+    /// for a finished fiber — exactly once. `f` must not block.
+    pub fn link(&self, f: impl FnOnce(&Greenlet<T>) + 'static) {
+        self.inner.links.borrow_mut().push(Box::new(f));
+        if self.ready() && self.inner.result.borrow().is_some() {
+            schedule_links(self.inner.clone());
+        }
+    }
+
+    /// The fiber's coroutine.
+    pub fn coroutine(&self) -> &Coroutine {
+        &self.inner.co
+    }
+}
+
+/// Waits until every fiber in `gs` has finished, or `timeout` has passed; returns how many
+/// have finished.
+pub fn joinall<T: 'static>(gs: &[Greenlet<T>], timeout: Option<Duration>) -> usize {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    for g in gs {
+        if !g.join_deadline(deadline) {
+            break;
+        }
+    }
+    gs.iter().filter(|g| g.ready()).count()
+}
+
+/// Kills every fiber in `gs` (see [`Greenlet::kill`]).
+pub fn killall<T: 'static>(gs: &[Greenlet<T>]) {
+    for g in gs {
+        g.kill();
+    }
+}

@@ -1,0 +1,273 @@
+//! The hub: one coroutine per thread that runs ready coroutines, fires timers and polls the
+//! reactor. It is the only code that switches *into* parked coroutines (`park.rs` is the only
+//! code that switches *to* the hub).
+//!
+//! ```text
+//!            +--------------------------------------------------------------+
+//!            v                                                              |
+//!   1. run every coroutine that was ready when the round began (FIFO);      |
+//!      ones made ready meanwhile wait for the next round (sleep(0) fairness) |
+//!   2. run link callbacks                                                   |
+//!   3. fire due timers  -> unpark (TimedOut) or raise Timeout in the owner  |
+//!   4. poll mio: timeout 0 if anything is ready, else until the next timer, |
+//!      else forever if a socket or another thread may wake someone,         |
+//!      else nothing can ever run: wake the stuck waiter with LoopExit  -----+
+//! ```
+//!
+//! The hub's parent is the thread's main coroutine. It is created by the first call that
+//! needs it on a thread and never finishes; at thread exit its stack is leaked rather than
+//! unwound (a thread-local destructor cannot switch).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::park::{self, WaiterRef, Wake};
+use super::reactor::Reactor;
+use super::remote::Remote;
+use super::timers::{TimerKey, Timers};
+use crate::coroutine::{Coroutine, main_coroutine};
+
+/// What a timer does when it fires.
+pub(crate) enum TimerAction {
+    /// Wake a parked waiter with `TimedOut`.
+    Wake(WaiterRef),
+    /// Raise `with_timeout`'s payload in `co` at its blocking point. `key` is the cell in the
+    /// `with_timeout` frame that holds this timer's current key (re-armed timers update it).
+    Raise { co: Coroutine, id: u64, key: *const Cell<Option<TimerKey>> },
+    /// Put a fiber spawned with `spawn_later` on the ready queue.
+    Start(Coroutine),
+}
+
+/// The per-thread hub.
+pub(crate) struct Hub {
+    /// The hub's own coroutine.
+    pub(crate) co: Coroutine,
+    /// Coroutines to run, in order: woken waiters and new fibers.
+    pub(crate) ready: RefCell<VecDeque<Coroutine>>,
+    pub(crate) timers: RefCell<Timers<TimerAction>>,
+    pub(crate) reactor: RefCell<Reactor<WaiterRef>>,
+    /// How many waiters are registered with the reactor.
+    pub(crate) io_waits: Cell<usize>,
+    pub(crate) remote: Remote,
+    /// Waiters for a wake-up from another thread, by id.
+    pub(crate) remote_waits: RefCell<HashMap<u64, WaiterRef>>,
+    pub(crate) next_remote_id: Cell<u64>,
+    /// Callbacks to run from the hub (Greenlet links).
+    pub(crate) callbacks: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    /// The message for the coroutine woken with `Wake::LoopExit`.
+    pub(crate) loop_exit: Cell<Option<String>>,
+    last_parked: RefCell<Option<Coroutine>>,
+    /// Live spawned fibers by coroutine id, for `fibers()` and the LoopExit message.
+    pub(crate) fibers: RefCell<HashMap<u64, Coroutine>>,
+    pub(crate) next_timeout_id: Cell<u64>,
+}
+
+thread_local! {
+    static HUB: Hub = Hub::new();
+}
+
+/// Runs `f` with this thread's hub, creating it on first use.
+#[inline]
+pub(crate) fn with<T>(f: impl FnOnce(&Hub) -> T) -> T {
+    HUB.with(f)
+}
+
+/// Like [`with`], but `None` during thread teardown.
+pub(crate) fn try_with<T>(f: impl FnOnce(&Hub) -> T) -> Option<T> {
+    HUB.try_with(f).ok()
+}
+
+impl Hub {
+    fn new() -> Hub {
+        let reactor = Reactor::new().expect("greenfiber: cannot create the epoll reactor");
+        let remote = Remote::new(reactor.waker());
+        let co = Coroutine::builder().name("hub").parent(&main_coroutine()).build(|()| {
+            with(|hub| hub.run());
+        });
+        Hub {
+            co,
+            ready: RefCell::new(VecDeque::new()),
+            timers: RefCell::new(Timers::new()),
+            reactor: RefCell::new(reactor),
+            io_waits: Cell::new(0),
+            remote,
+            remote_waits: RefCell::new(HashMap::new()),
+            next_remote_id: Cell::new(1),
+            callbacks: RefCell::new(VecDeque::new()),
+            loop_exit: Cell::new(None),
+            last_parked: RefCell::new(None),
+            fibers: RefCell::new(HashMap::new()),
+            next_timeout_id: Cell::new(1),
+        }
+    }
+
+    pub(crate) fn set_last_parked(&self, co: &Coroutine) {
+        let mut l = self.last_parked.borrow_mut();
+        if l.as_ref() != Some(co) {
+            *l = Some(co.clone());
+        }
+    }
+
+    /// The hub loop (see the module docs). Never returns.
+    fn run(&self) {
+        let mut fired = Vec::new();
+        let mut woken = Vec::new();
+        let mut ids = Vec::new();
+        loop {
+            // 1. Ready coroutines: only those queued when the round began.
+            let n = self.ready.borrow().len();
+            for _ in 0..n {
+                let Some(co) = self.ready.borrow_mut().pop_front() else { break };
+                if runnable(&co) {
+                    // SWITCH: runs `co` until it (or whatever it switches to) blocks again.
+                    let () = co.switch(());
+                }
+            }
+            // 2. Link callbacks.
+            loop {
+                let cb = self.callbacks.borrow_mut().pop_front();
+                let Some(cb) = cb else { break };
+                if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
+                    log::error!("a link callback panicked: {}", crate::error::panic_message(&*p));
+                }
+            }
+            // 3. Timers.
+            let mut now = None;
+            if !self.timers.borrow().is_empty() {
+                let t = Instant::now();
+                now = Some(t);
+                self.timers.borrow_mut().pop_due(t, &mut fired);
+                for action in fired.drain(..) {
+                    self.fire(action, t);
+                }
+            }
+            // 4. The reactor.
+            let busy = !self.ready.borrow().is_empty() || !self.callbacks.borrow().is_empty();
+            let waits_outside = self.io_waits.get() > 0 || !self.remote_waits.borrow().is_empty();
+            let timeout = if busy {
+                if !waits_outside {
+                    continue;
+                }
+                Some(Duration::ZERO)
+            } else if let Some(d) = self.timers.borrow().next_deadline() {
+                let now = now.unwrap_or_else(Instant::now);
+                Some(d.saturating_duration_since(now))
+            } else if waits_outside {
+                None
+            } else {
+                self.loop_exit();
+                continue;
+            };
+            let remote_fired = match self.reactor.borrow_mut().poll(timeout, &mut woken) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::error!("greenfiber: epoll failed: {e}");
+                    false
+                }
+            };
+            for w in woken.drain(..) {
+                park::unpark_in(self, w, Wake::Woken);
+            }
+            if remote_fired {
+                self.remote.drain(&mut ids);
+                for id in ids.drain(..) {
+                    let w = self.remote_waits.borrow_mut().remove(&id);
+                    if let Some(w) = w {
+                        park::unpark_in(self, w, Wake::Woken);
+                    }
+                }
+            }
+        }
+    }
+
+    fn fire(&self, action: TimerAction, now: Instant) {
+        match action {
+            TimerAction::Wake(w) => park::unpark_in(self, w, Wake::TimedOut),
+            TimerAction::Start(co) => self.ready.borrow_mut().push_back(co),
+            TimerAction::Raise { co, id, key } => {
+                if co.is_dead() {
+                    return;
+                }
+                match park::waiter_of(&co) {
+                    Some(w) if w.is_parked() => {
+                        // SAFETY: `key` points into the `with_timeout` frame of `co`, which is
+                        // alive: that frame cancels this timer before it ends, so a timer that
+                        // fires finds it in place.
+                        unsafe { (*key).set(None) };
+                        // SWITCH: raise the timeout at `co`'s blocking point; it runs until it
+                        // blocks again.
+                        let _ = co.throw(super::time::TimeoutFired { id });
+                    }
+                    _ => {
+                        // Not parked right now (queued to run, or in a raw switch): try again on
+                        // the next round, after it had its turn.
+                        let again = now + Duration::from_micros(100);
+                        let k = self
+                            .timers
+                            .borrow_mut()
+                            .insert(again, TimerAction::Raise { co, id, key });
+                        // SAFETY: as above: the `with_timeout` frame is alive while its timer is
+                        // pending.
+                        unsafe { (*key).set(Some(k)) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Nothing can ever run again: wake the coroutine that is stuck with LoopExit.
+    #[cold]
+    fn loop_exit(&self) {
+        let main = main_coroutine();
+        let victim = match park::waiter_of(&main) {
+            Some(w) if w.is_parked() => Some((main.clone(), w.as_ref())),
+            _ => {
+                let last = self.last_parked.borrow().clone();
+                last.and_then(|c| {
+                    park::waiter_of(&c).filter(|w| w.is_parked()).map(|w| (c.clone(), w.as_ref()))
+                })
+            }
+        };
+        let listing = super::debug::describe(self);
+        match victim {
+            Some((co, w)) => {
+                let what = park::waiter_of(&co).map(|w| w.what()).unwrap_or("?");
+                self.loop_exit.set(Some(format!(
+                    "greenfiber: LoopExit: {co:?} would block forever waiting on {what}: no \
+                     fiber is ready, no timer is pending and no socket or other thread can wake \
+                     anyone.\n{listing}"
+                )));
+                park::unpark_in(self, w, Wake::LoopExit);
+            }
+            None => {
+                // Entered without anyone parked (a raw switch to the hub): give control back to
+                // main with the message.
+                log::error!("greenfiber: the hub has nothing to run and nobody waits on it");
+                let _ = main.throw(format!("greenfiber: LoopExit: nothing to run\n{listing}"));
+            }
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // Thread teardown: coroutines cannot be switched into any more, so the hub's stack and
+        // the queued coroutines are leaked instead of killed.
+        self.remote.close();
+        std::mem::forget(std::mem::take(&mut *self.ready.borrow_mut()));
+        std::mem::forget(std::mem::take(&mut *self.fibers.borrow_mut()));
+        std::mem::forget(self.co.clone());
+    }
+}
+
+/// May the hub switch into `co` now? A new fiber, or a waiter that was woken and has not run.
+fn runnable(co: &Coroutine) -> bool {
+    if co.is_dead() {
+        return false;
+    }
+    if !co.is_started() {
+        return true;
+    }
+    park::waiter_of(co).is_some_and(|w| w.is_woken())
+}

@@ -1,0 +1,78 @@
+//! Time: `sleep`, `yield_now`, `with_timeout` and `Timeout`, the user API over `park.rs` and
+//! the timer driver.
+
+use std::cell::Cell;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::time::{Duration, Instant};
+
+use super::park::{Waiter, Wake};
+use super::scheduler::{self, TimerAction};
+use crate::coroutine::current;
+
+/// Suspends the current coroutine for `d`; other fibers run meanwhile. `sleep(Duration::ZERO)`
+/// is [`yield_now`].
+pub fn sleep(d: Duration) {
+    if d.is_zero() {
+        return yield_now();
+    }
+    let deadline = Instant::now() + d;
+    let w = Waiter::new("sleep");
+    while w.park(Some(deadline)) != Wake::TimedOut {}
+}
+
+/// Lets every other ready fiber run once, then returns.
+pub fn yield_now() {
+    Waiter::new("yield").yield_now();
+}
+
+/// `with_timeout` gave up: the closure did not finish in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeout;
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out")
+    }
+}
+
+impl std::error::Error for Timeout {}
+
+/// The payload raised inside the closure when its timeout fires.
+#[derive(Debug)]
+pub(crate) struct TimeoutFired {
+    pub(crate) id: u64,
+}
+
+/// Runs `f`, giving up after `d`: if `f` is still blocked when `d` has passed, its stack is
+/// unwound from the blocking point (its destructors run) and `Err(Timeout)` is returned.
+///
+/// Timeouts nest: each fires on its own, whichever is shorter. A closure that never blocks
+/// cannot be interrupted (there is no preemption); it is checked at its next blocking call.
+pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout> {
+    let key = Cell::new(None);
+    let id = scheduler::with(|hub| {
+        let id = hub.next_timeout_id.get();
+        hub.next_timeout_id.set(id + 1);
+        let action = TimerAction::Raise { co: current(), id, key: &key };
+        key.set(Some(hub.timers.borrow_mut().insert(Instant::now() + d, action)));
+        id
+    });
+    // Cancels the timer however `f` ends, so it never fires into a later wait.
+    struct Cancel<'a>(&'a Cell<Option<super::timers::TimerKey>>);
+    impl Drop for Cancel<'_> {
+        fn drop(&mut self) {
+            if let Some(k) = self.0.take() {
+                scheduler::try_with(|hub| hub.timers.borrow_mut().cancel(k));
+            }
+        }
+    }
+    let cancel = Cancel(&key);
+    let r = catch_unwind(AssertUnwindSafe(f));
+    drop(cancel);
+    match r {
+        Ok(v) => Ok(v),
+        Err(p) if p.downcast_ref::<TimeoutFired>().is_some_and(|t| t.id == id) => Err(Timeout),
+        Err(p) => resume_unwind(p),
+    }
+}

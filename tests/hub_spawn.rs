@@ -1,0 +1,257 @@
+//! Layer 2: spawn, join, get, kill, link, joinall, sleep(0) fairness, remote wake, LoopExit.
+use std::cell::RefCell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use greenfiber::hub::{fibers, remote_signal, spawn_named};
+use greenfiber::{Error, joinall, killall, sleep, spawn, spawn_later, yield_now};
+
+type Log = Rc<RefCell<Vec<String>>>;
+fn log() -> Log {
+    Rc::new(RefCell::new(Vec::new()))
+}
+fn push(l: &Log, s: impl Into<String>) {
+    l.borrow_mut().push(s.into());
+}
+
+#[test]
+fn spawn_returns_at_once_and_fibers_start_in_order_when_main_blocks() {
+    let l = log();
+    let gs: Vec<_> = (0..3)
+        .map(|i| {
+            let l = l.clone();
+            spawn(move || push(&l, format!("run {i}")))
+        })
+        .collect();
+    push(&l, "spawned");
+    assert!(!gs[0].ready());
+    yield_now();
+    assert_eq!(*l.borrow(), ["spawned", "run 0", "run 1", "run 2"]);
+    assert!(gs.iter().all(|g| g.ready() && g.successful()));
+}
+
+#[test]
+fn get_returns_the_value_or_the_panic_message() {
+    let ok = spawn(|| 6 * 7);
+    let bad = spawn(|| -> i32 { panic!("fiber exploded: {}", std::hint::black_box(13)) });
+    let other = spawn(|| "still fine");
+    assert_eq!(ok.get(), Ok(42));
+    let e = bad.get().unwrap_err();
+    assert!(matches!(e, Error::Panicked { .. }));
+    assert!(format!("{e:?}").contains("fiber exploded: 13"), "{e:?}");
+    assert!(e.to_string().contains("fiber exploded: 13"));
+    assert!(bad.ready() && !bad.successful());
+    assert_eq!(other.get(), Ok("still fine"));
+}
+
+#[test]
+fn sleep_zero_interleaves_strictly() {
+    let l = log();
+    let mk = |name: &'static str| {
+        let l = l.clone();
+        spawn(move || {
+            for i in 0..3 {
+                push(&l, format!("{name}{i}"));
+                sleep(Duration::ZERO);
+            }
+        })
+    };
+    let gs = [mk("a"), mk("b")];
+    assert_eq!(joinall(&gs, None), 2);
+    assert_eq!(*l.borrow(), ["a0", "b0", "a1", "b1", "a2", "b2"]);
+}
+
+#[test]
+fn sleeps_end_in_deadline_order() {
+    let l = log();
+    let gs: Vec<_> = [30u64, 10, 20]
+        .into_iter()
+        .map(|ms| {
+            let l = l.clone();
+            spawn(move || {
+                sleep(Duration::from_millis(ms));
+                push(&l, ms.to_string());
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    joinall(&gs, None);
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    assert_eq!(*l.borrow(), ["10", "20", "30"]);
+}
+
+#[test]
+fn kill_unwinds_a_sleeping_fiber_and_waits_until_it_is_dead() {
+    let l = log();
+    let l2 = l.clone();
+    let g = spawn(move || {
+        struct Guard(Log);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                push(&self.0, "unwound");
+            }
+        }
+        let _g = Guard(l2.clone());
+        sleep(Duration::from_secs(3600));
+        push(&l2, "woke up?!");
+    });
+    yield_now(); // let it start and park in sleep
+    let t = Instant::now();
+    g.kill();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(g.ready() && !g.successful());
+    assert_eq!(g.get(), Err(Error::Killed));
+    assert_eq!(*l.borrow(), ["unwound"]);
+    g.kill(); // no-op once dead
+    // The killed sleep left no timer behind: nothing keeps the hub busy for an hour.
+    let t = Instant::now();
+    sleep(Duration::from_millis(1));
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn kill_before_start_never_runs_it() {
+    let l = log();
+    let l2 = l.clone();
+    let g = spawn(move || push(&l2, "ran"));
+    g.kill();
+    yield_now();
+    assert!(l.borrow().is_empty());
+    assert_eq!(g.get(), Err(Error::Killed));
+}
+
+#[test]
+fn kill_a_fiber_waiting_in_join_removes_it_from_that_wait() {
+    let target = spawn(|| sleep(Duration::from_millis(30)));
+    let t2 = target.clone();
+    let waiter = spawn(move || t2.join());
+    yield_now();
+    waiter.kill();
+    assert_eq!(waiter.get(), Err(Error::Killed));
+    target.join();
+    assert!(target.successful());
+}
+
+#[test]
+fn link_runs_from_the_hub_after_the_end_exactly_once() {
+    let l = log();
+    let g = spawn(|| 5);
+    let l2 = l.clone();
+    g.link(move |g| push(&l2, format!("link1 {:?}", g.get())));
+    push(&l, "linked");
+    g.join();
+    yield_now(); // let the hub run the callbacks
+    let l3 = l.clone();
+    g.link(move |_| push(&l3, "link2"));
+    push(&l, "linked after end");
+    yield_now();
+    yield_now();
+    assert_eq!(*l.borrow(), ["linked", "link1 Ok(5)", "linked after end", "link2"]);
+}
+
+#[test]
+fn joinall_with_timeout_counts_the_finished() {
+    let fast = spawn(|| sleep(Duration::from_millis(5)));
+    let slow = spawn(|| sleep(Duration::from_secs(60)));
+    let n = joinall(&[fast.clone(), slow.clone()], Some(Duration::from_millis(50)));
+    assert_eq!(n, 1);
+    killall(&[fast, slow.clone()]);
+    assert_eq!(slow.get(), Err(Error::Killed));
+}
+
+#[test]
+fn join_timeout_reports_whether_it_finished() {
+    let g = spawn(|| sleep(Duration::from_millis(200)));
+    assert!(!g.join_timeout(Duration::from_millis(10)));
+    g.kill();
+    assert!(g.join_timeout(Duration::from_millis(10)));
+}
+
+#[test]
+fn spawn_later_starts_after_the_delay() {
+    let t = Instant::now();
+    let g = spawn_later(Duration::from_millis(30), move || t.elapsed());
+    let elapsed = g.get().unwrap();
+    assert!(elapsed >= Duration::from_millis(30), "{elapsed:?}");
+}
+
+#[test]
+fn a_std_thread_wakes_a_waiting_fiber_while_others_run() {
+    let (wait, waker) = remote_signal();
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let s2 = slot.clone();
+    let ticks = Rc::new(RefCell::new(0));
+    let t2 = ticks.clone();
+    let ticker = spawn(move || {
+        for _ in 0..5 {
+            *t2.borrow_mut() += 1;
+            sleep(Duration::from_millis(5));
+        }
+    });
+    let receiver = spawn(move || {
+        wait.wait();
+        slot.lock().unwrap().take()
+    });
+    let th = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        *s2.lock().unwrap() = Some(99);
+        waker.wake();
+    });
+    assert_eq!(receiver.get(), Ok(Some(99)));
+    assert!(*ticks.borrow() >= 2, "the ticker ran while the receiver waited");
+    ticker.join();
+    th.join().unwrap();
+}
+
+#[test]
+fn blocking_forever_raises_loop_exit_and_the_hub_stays_usable() {
+    // A fiber that waits on a fiber that waits on it: nothing can ever run.
+    let cell: Rc<RefCell<Option<greenfiber::Greenlet<()>>>> = Default::default();
+    let c2 = cell.clone();
+    let a = spawn(move || {
+        let b = c2.borrow().clone().unwrap();
+        b.join();
+    });
+    let a2 = a.clone();
+    let b = spawn(move || a2.join());
+    *cell.borrow_mut() = Some(b.clone());
+    let err = catch_unwind(AssertUnwindSafe(|| a.join())).unwrap_err();
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("LoopExit"), "{msg}");
+    assert!(msg.contains("waiting on join"), "{msg}");
+    // The hub still works afterwards.
+    assert_eq!(spawn(|| 1).get(), Ok(1));
+    killall(&[a, b]);
+}
+
+#[test]
+fn fibers_lists_names_and_states() {
+    let g = spawn_named("sleeper", || sleep(Duration::from_secs(60)));
+    let n = spawn_named("new-one", || ());
+    let _ = n;
+    yield_now();
+    let list = fibers();
+    assert!(list[0].id == 0 && list[0].state == "running", "{list:?}");
+    let s = list.iter().find(|f| f.name.as_deref() == Some("sleeper")).unwrap();
+    assert_eq!(s.state, "waiting on sleep");
+    g.kill();
+    assert!(fibers().iter().all(|f| f.name.as_deref() != Some("sleeper")));
+}
+
+#[test]
+fn a_fiber_can_kill_itself() {
+    let g = spawn(|| {
+        let me: greenfiber::Greenlet<()> = unreachable_handle();
+        me.kill();
+    });
+    fn unreachable_handle() -> greenfiber::Greenlet<()> {
+        greenfiber::Greenlet::clone(&CURRENT.with(|c| c.borrow().clone().unwrap()))
+    }
+    thread_local! {
+        static CURRENT: RefCell<Option<greenfiber::Greenlet<()>>> = const { RefCell::new(None) };
+    }
+    CURRENT.with(|c| *c.borrow_mut() = Some(g.clone()));
+    assert_eq!(g.get(), Err(Error::Killed));
+    CURRENT.with(|c| c.borrow_mut().take());
+}

@@ -1,0 +1,70 @@
+//! with_timeout: firing, nesting, destructors, no stray raises afterwards.
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use greenfiber::{Timeout, sleep, spawn, with_timeout};
+
+#[test]
+fn times_out_a_blocked_closure_and_unwinds_it() {
+    let dropped = Rc::new(RefCell::new(false));
+    let d2 = dropped.clone();
+    let t = Instant::now();
+    let r = with_timeout(Duration::from_millis(20), move || {
+        struct G(Rc<RefCell<bool>>);
+        impl Drop for G {
+            fn drop(&mut self) {
+                *self.0.borrow_mut() = true;
+            }
+        }
+        let _g = G(d2);
+        sleep(Duration::from_secs(10));
+        "finished"
+    });
+    assert_eq!(r, Err(Timeout));
+    assert!(*dropped.borrow());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(Timeout.to_string(), "timed out");
+}
+
+#[test]
+fn returns_ok_when_fast_enough_and_leaves_no_timer() {
+    let r = with_timeout(Duration::from_millis(50), || {
+        sleep(Duration::from_millis(1));
+        7
+    });
+    assert_eq!(r, Ok(7));
+    // Sleep past the old deadline: the cancelled timeout must not fire into this sleep.
+    sleep(Duration::from_millis(80));
+}
+
+#[test]
+fn nested_timeouts_each_fire_on_their_own() {
+    // Inner shorter: inner fires, outer goes on.
+    let r = with_timeout(Duration::from_millis(200), || {
+        let inner = with_timeout(Duration::from_millis(10), || sleep(Duration::from_secs(5)));
+        assert_eq!(inner, Err(Timeout));
+        "outer finished"
+    });
+    assert_eq!(r, Ok("outer finished"));
+    // Outer shorter: the outer fires through the inner one.
+    let r = with_timeout(Duration::from_millis(10), || {
+        let inner = with_timeout(Duration::from_millis(500), || sleep(Duration::from_secs(5)));
+        unreachable!("inner returned {inner:?}");
+    });
+    assert_eq!(r, Err(Timeout));
+}
+
+#[test]
+fn timeouts_work_inside_fibers_too() {
+    let gs: Vec<_> = (0..10u64)
+        .map(|i| {
+            spawn(move || {
+                with_timeout(Duration::from_millis(5 + i), || sleep(Duration::from_secs(1)))
+            })
+        })
+        .collect();
+    for g in gs {
+        assert_eq!(g.get().unwrap(), Err(Timeout));
+    }
+}
