@@ -19,3 +19,27 @@ fn generator_yields_fibonacci_and_ping_pongs() {
     let rest: Vec<_> = lines.collect();
     assert_eq!(rest, ["ping 0", "pong 1", "ping 2", "pong 3", "ping 4", "pong 5", "done at 6"]);
 }
+
+#[test]
+fn gevent_basics_prints_the_four_lines_in_order() {
+    let out = example_stdout("gevent_basics", &[]);
+    assert_eq!(
+        out,
+        "Running in foo\nExplicit context to bar\nExplicit context switch to foo again\n\
+         Implicit context switch back to bar\n"
+    );
+}
+
+#[test]
+fn spawn_many_joins_every_fiber() {
+    let out = example_stdout("spawn_many", &["2000"]);
+    assert!(out.contains("fibers: 2000 of 2000 finished"), "{out}");
+    assert!(out.contains("peak RSS:"), "{out}");
+}
+
+#[test]
+fn hub_bench_prints_its_figures() {
+    let out = example_stdout("hub_bench", &["--quick"]);
+    assert_eq!(out.matches("spawn+run+join").count(), 3, "{out}");
+    assert!(out.contains("yield_now"), "{out}");
+}

@@ -267,6 +267,7 @@ impl FiberStack {
     }
 
     /// Usable bytes between the guard page and [`Stack::base`].
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn usable_size(&self) -> usize {
         self.slot.size - page_size()
     }

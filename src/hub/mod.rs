@@ -25,11 +25,15 @@
 
 mod debug;
 mod greenlet;
+// Parts of park.rs and reactor.rs serve the net and sync layers (socket waits, wait lists).
+#[allow(dead_code)]
 pub(crate) mod park;
+#[allow(dead_code)]
 pub(crate) mod reactor;
 pub(crate) mod remote;
 pub(crate) mod scheduler;
 mod time;
+#[allow(dead_code)]
 pub(crate) mod timers;
 
 pub use debug::{FiberInfo, fibers};

@@ -177,8 +177,8 @@ struct Parked<'a> {
 
 impl<'a> Parked<'a> {
     fn enter(hub: &'a Hub, w: &'a Waiter) -> Parked<'a> {
+        // The hub finds the coroutine's waiter through this slot (LoopExit, fibers(), timeouts).
         let prev = w.co.park_slot().replace(w as *const Waiter as *const ());
-        hub.set_last_parked(&w.co);
         Parked { hub, w, prev }
     }
 }

@@ -57,7 +57,6 @@ pub(crate) struct Hub {
     pub(crate) callbacks: RefCell<VecDeque<Box<dyn FnOnce()>>>,
     /// The message for the coroutine woken with `Wake::LoopExit`.
     pub(crate) loop_exit: Cell<Option<String>>,
-    last_parked: RefCell<Option<Coroutine>>,
     /// Live spawned fibers by coroutine id, for `fibers()` and the LoopExit message.
     pub(crate) fibers: RefCell<HashMap<u64, Coroutine>>,
     pub(crate) next_timeout_id: Cell<u64>,
@@ -96,16 +95,8 @@ impl Hub {
             next_remote_id: Cell::new(1),
             callbacks: RefCell::new(VecDeque::new()),
             loop_exit: Cell::new(None),
-            last_parked: RefCell::new(None),
             fibers: RefCell::new(HashMap::new()),
             next_timeout_id: Cell::new(1),
-        }
-    }
-
-    pub(crate) fn set_last_parked(&self, co: &Coroutine) {
-        let mut l = self.last_parked.borrow_mut();
-        if l.as_ref() != Some(co) {
-            *l = Some(co.clone());
         }
     }
 
@@ -222,11 +213,19 @@ impl Hub {
         let main = main_coroutine();
         let victim = match park::waiter_of(&main) {
             Some(w) if w.is_parked() => Some((main.clone(), w.as_ref())),
+            // Else the parked fiber with the lowest id: the one that has waited longest.
             _ => {
-                let last = self.last_parked.borrow().clone();
-                last.and_then(|c| {
-                    park::waiter_of(&c).filter(|w| w.is_parked()).map(|w| (c.clone(), w.as_ref()))
-                })
+                let fibers = self.fibers.borrow();
+                let mut parked: Vec<_> = fibers
+                    .values()
+                    .filter_map(|c| {
+                        park::waiter_of(c)
+                            .filter(|w| w.is_parked())
+                            .map(|w| (c.clone(), w.as_ref()))
+                    })
+                    .collect();
+                parked.sort_by_key(|(c, _)| c.id());
+                parked.into_iter().next()
             }
         };
         let listing = super::debug::describe(self);
