@@ -188,6 +188,9 @@ impl Coroutine {
     /// it, and its own pending `switch` returns `value`. Switching to the current coroutine
     /// returns `value` at once; switching to a dead one goes to its first live ancestor.
     ///
+    /// Types are checked at run time, so give literals a suffix: `switch(1u32)` where the
+    /// receiver waits for a `u32` (a bare `1` is an `i32` and is refused).
+    ///
     /// # Panics
     /// If the receiver waits for a type other than `T` (the message names both types; see
     /// [`try_switch`](Coroutine::try_switch)), or if what comes back is not an `R`. A panic in

@@ -15,6 +15,13 @@ use crate::error::Error;
 ///
 /// Dropping every handle does not stop the fiber: like gevent, a spawned fiber runs to its end
 /// (use [`kill`](Greenlet::kill) to stop it).
+///
+/// A fiber belongs to the thread that spawned it:
+///
+/// ```compile_fail
+/// let g = greenfiber::spawn(|| 1);
+/// std::thread::spawn(move || g.join());
+/// ```
 pub struct Greenlet<T> {
     inner: Rc<Inner<T>>,
 }
