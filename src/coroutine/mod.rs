@@ -67,7 +67,7 @@ use std::rc::Rc;
 pub use builder::Builder;
 pub use exit::GreenletExit;
 use stack::FiberStack;
-use switch::{Expect, Msg, Slot};
+use switch::{Expect, Msg};
 
 use crate::error::SwitchError;
 
@@ -206,10 +206,7 @@ impl Coroutine {
     /// Like [`switch`](Coroutine::switch), but a value of the wrong type is refused before
     /// switching: the target is untouched and the value is dropped.
     pub fn try_switch<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
-        switch::check_value::<T, R>(self)?;
-        let mut slot = Some(value);
-        // Rule 4: `slot` stays here, in this frame, until the receiver has taken the value.
-        Ok(switch::transfer::<R>(self, Msg::Value(Slot::new(&mut slot))))
+        switch::switch_value(self, value)
     }
 
     /// Raises `payload` inside this coroutine at its pending switch, as a panic it can catch.
@@ -288,7 +285,7 @@ impl Coroutine {
     }
 
     pub(crate) fn is_current(&self) -> bool {
-        thread::with(|ts| Rc::ptr_eq(&ts.current.borrow().0, &self.0))
+        thread::with(|ts| std::ptr::eq(ts.current_ptr(), Rc::as_ptr(&self.0)))
     }
 
     /// The slow half of `Drop`: kill a suspended coroutine whose last handle this is.
@@ -369,7 +366,7 @@ impl fmt::Debug for Coroutine {
 
 /// The coroutine running now; the thread's main coroutine outside any other.
 pub fn current() -> Coroutine {
-    thread::with(|ts| ts.current.borrow().clone())
+    thread::with(|ts| ts.current())
 }
 
 /// The main coroutine of the current thread.

@@ -48,12 +48,6 @@ use super::thread::{self, ThreadState};
 use super::{Core, Coroutine, stack_pool};
 use crate::error::SwitchError;
 
-/// The message in flight: who gets it and what it carries.
-pub(crate) struct Pending {
-    pub(crate) target: Coroutine,
-    pub(crate) msg: Msg,
-}
-
 /// What a switch carries.
 pub(crate) enum Msg {
     /// A value still in the sender's slot.
@@ -191,47 +185,94 @@ fn route(target: &Coroutine, mut msg: Msg) -> (Coroutine, Msg) {
     (t, msg)
 }
 
-/// Checks that the coroutine that would receive a `T` sent to `target` waits for a `T`.
-pub(crate) fn check_value<T: 'static, R: 'static>(target: &Coroutine) -> Result<(), SwitchError> {
-    let recv = first_live(target);
-    let expect = if recv.is_current() { Expect::of::<R>() } else { recv.0.expect.get() };
-    expect.check(TypeId::of::<T>(), type_name::<T>())
-}
-
-/// Sends `msg` to `target` and returns what the current coroutine receives next.
-pub(crate) fn transfer<R: 'static>(target: &Coroutine, msg: Msg) -> R {
+/// `switch`/`try_switch`: checks the receiver waits for a `T`, then sends `value`.
+#[inline]
+pub(crate) fn switch_value<T: 'static, R: 'static>(
+    target: &Coroutine,
+    value: T,
+) -> Result<R, SwitchError> {
     thread::with(|ts| {
-        let me = Rc::as_ptr(&ts.current.borrow().0);
-        let (recv, msg) = route(target, msg);
-        if ptr::eq(Rc::as_ptr(&recv.0), me) {
-            return take_msg::<R>(msg).deliver();
+        let me = ts.current_ptr();
+        let t = Rc::as_ptr(&target.0);
+        if target.0.dead.get() {
+            return switch_value_slow(ts, target, value);
         }
-        // SAFETY: rule 2: the running coroutine's core is alive.
-        let me = unsafe { &*me };
-        me.expect.set(Expect::of::<R>());
-        if log::log_enabled!(log::Level::Trace) {
-            log::trace!("switch {} -> {}", me.label(), recv.0.label());
+        if ptr::eq(t, me) {
+            Expect::of::<R>().check(TypeId::of::<T>(), type_name::<T>())?;
+            let mut slot = Some(value);
+            return Ok(take_msg::<R>(Msg::Value(Slot::new(&mut slot))).deliver());
         }
-        send(ts, recv, msg);
-        drive(ts, me);
-        // Everything but `ts` and `me` may be stale here: other coroutines ran.
-        arrive::<R>(ts)
+        target.0.expect.get().check(TypeId::of::<T>(), type_name::<T>())?;
+        let mut slot = Some(value);
+        // Rule 4: `slot` stays in this frame until the receiver has taken the value; `target`
+        // is borrowed by this frame, which keeps it alive until it arrives.
+        Ok(go::<R>(ts, me, t, Msg::Value(Slot::new(&mut slot))))
     })
 }
 
-fn send(ts: &ThreadState, target: Coroutine, msg: Msg) {
-    ts.target.set(Rc::as_ptr(&target.0));
-    ts.pending.set(Some(Pending { target, msg }));
+/// A switch to a dead coroutine: the value goes to its first live ancestor.
+#[cold]
+fn switch_value_slow<T: 'static, R: 'static>(
+    ts: &ThreadState,
+    target: &Coroutine,
+    value: T,
+) -> Result<R, SwitchError> {
+    let recv = first_live(target);
+    let expect = if recv.is_current() { Expect::of::<R>() } else { recv.0.expect.get() };
+    expect.check(TypeId::of::<T>(), type_name::<T>())?;
+    let mut slot = Some(value);
+    Ok(send_routed::<R>(ts, recv, Msg::Value(Slot::new(&mut slot))))
 }
 
-/// Takes the message that arrived for the current coroutine, makes it `current`, and then
-/// drops the previous `current` handle (which may kill that coroutine if it was the last).
-fn arrive<R: 'static>(ts: &ThreadState) -> R {
-    let Pending { target, msg } = ts.pending.take().expect("greenfiber: arrived without a message");
+/// Sends `msg` to `target` (routed: dead targets pass it up; raises kill unstarted ones) and
+/// returns what the current coroutine receives next.
+pub(crate) fn transfer<R: 'static>(target: &Coroutine, msg: Msg) -> R {
+    thread::with(|ts| {
+        let (recv, msg) = route(target, msg);
+        send_routed::<R>(ts, recv, msg)
+    })
+}
+
+fn send_routed<R: 'static>(ts: &ThreadState, recv: Coroutine, msg: Msg) -> R {
+    let me = ts.current_ptr();
+    let t = Rc::as_ptr(&recv.0);
+    if ptr::eq(t, me) {
+        return take_msg::<R>(msg).deliver();
+    }
+    // `hold` keeps the routed target alive until it arrives (it drops the handle then).
+    ts.hold.set(Some(recv));
+    go::<R>(ts, me, t, msg)
+}
+
+/// Puts `msg` in flight to `target`, drives control there, and takes what comes back.
+#[inline]
+fn go<R: 'static>(ts: &ThreadState, me: *const Core, target: *const Core, msg: Msg) -> R {
+    // SAFETY: rule 2: the running coroutine's core is alive.
+    let me_ref = unsafe { &*me };
+    me_ref.expect.set(Expect::of::<R>());
+    if log::log_enabled!(log::Level::Trace) {
+        // SAFETY: the target is kept alive by the sender (see `ThreadState::target`).
+        log::trace!("switch {} -> {}", me_ref.label(), unsafe { &*target }.label());
+    }
+    ts.target.set(target);
+    ts.msg.set(Some(msg));
+    drive(ts, me_ref);
+    // SWITCH: other coroutines ran; only `ts` and `me` are known to be unchanged.
+    arrive::<R>(ts, me)
+}
+
+/// Takes the message that arrived for the current coroutine, makes it `current`, then drops
+/// the previous `current` handle (which may kill that coroutine if it was the last).
+#[inline]
+fn arrive<R: 'static>(ts: &ThreadState, me: *const Core) -> R {
+    let msg = ts.msg.take().expect("greenfiber: arrived without a message");
     // Rule 4: take the value before anything else can run.
     let outcome = take_msg::<R>(msg);
-    let prev = ts.current.replace(target);
+    // SAFETY: `me` is the coroutine running now (its own drive() just returned).
+    let prev = unsafe { ts.swap_current(me) };
+    let held = ts.hold.take();
     drop(prev);
+    drop(held);
     outcome.deliver()
 }
 
@@ -242,8 +283,8 @@ fn drive(ts: &ThreadState, me: &Core) {
         if ptr::eq(t, me) {
             return;
         }
-        // SAFETY: `pending` holds a handle to its target until that target takes it, and only
-        // the target takes it (in `arrive`, after its own `drive` returned).
+        // SAFETY: the sender keeps the message's target alive until it arrives (see
+        // `ThreadState::target`), and only the target takes the message (in `arrive`).
         let t = unsafe { &*t };
         if t.in_chain.get() {
             // `t` is below us in the resume chain: go down one link. `me` is not main, because
@@ -283,7 +324,7 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
     me.yielder.set(yielder);
     me.started.set(true);
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let arg: A = thread::with(|ts| arrive::<A>(ts));
+        let arg: A = thread::with(|ts| arrive::<A>(ts, core));
         f(arg)
     }));
     let msg = match result {
@@ -300,7 +341,10 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
     thread::with(|ts| {
         let (recv, msg) = route(&parent, msg);
         drop(parent);
-        send(ts, recv, msg);
+        // This frame is about to end: `hold` keeps the target alive until it arrives.
+        ts.target.set(Rc::as_ptr(&recv.0));
+        ts.msg.set(Some(msg));
+        ts.hold.set(Some(recv));
     });
     // Returning hands control to our corosensei resumer, whose drive() forwards the message.
 }
