@@ -43,3 +43,10 @@ fn hub_bench_prints_its_figures() {
     assert_eq!(out.matches("spawn+run+join").count(), 3, "{out}");
     assert!(out.contains("yield_now"), "{out}");
 }
+
+#[test]
+fn park_many_parks_and_kills_every_fiber() {
+    let out = example_stdout("park_many", &["3000"]);
+    assert!(out.contains("parked: 3000 of 3000 fibers"), "{out}");
+    assert!(out.contains("KiB per parked fiber"), "{out}");
+}
