@@ -4,14 +4,26 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The path of a built example binary (cargo test builds every example before the tests run).
+/// The path of a built example binary. A full `cargo test` builds every example before the
+/// tests run; when only one test target was built, the example is built here.
 pub fn example_path(name: &str) -> PathBuf {
     let mut dir = std::env::current_exe().unwrap();
     dir.pop(); // the test binary
     if dir.ends_with("deps") {
         dir.pop();
     }
-    dir.join("examples").join(name)
+    let path = dir.join("examples").join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--example", name]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cannot run cargo to build an example");
+        assert!(status.success(), "building example {name} failed");
+    }
+    path
 }
 
 /// Runs an example to completion with `args` and returns its output.
