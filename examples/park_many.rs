@@ -4,26 +4,19 @@
 //! Run: `cargo run --release --example park_many [-- COUNT]` (default 1,000,000)
 use std::time::{Duration, Instant};
 
-use greenfiber::{killall, sleep, spawn, yield_now};
+#[path = "util/proc_status.rs"]
+mod proc_status;
 
-/// Current resident set size of this process, in KiB (VmRSS).
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
+use greenfiber::{killall, sleep, spawn, yield_now};
 
 fn main() {
     let count: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let before = rss_kib();
+    let before = proc_status::kib("VmRSS");
     let t = Instant::now();
     let fibers: Vec<_> = (0..count).map(|_| spawn(|| sleep(Duration::from_secs(60)))).collect();
     yield_now(); // every fiber runs once and parks in its sleep
     let parked = t.elapsed();
-    let after = rss_kib();
+    let after = proc_status::kib("VmRSS");
     let waiting = fibers.iter().filter(|g| !g.ready()).count();
     println!("parked: {waiting} of {count} fibers in sleep(60 s)");
     println!("time to spawn and park: {:.0} ms", parked.as_secs_f64() * 1e3);

@@ -4,17 +4,10 @@
 //! Run: `cargo run --release --example spawn_many [-- COUNT]` (default 100,000)
 use std::time::{Duration, Instant};
 
-use greenfiber::{joinall, sleep, spawn};
+#[path = "util/proc_status.rs"]
+mod proc_status;
 
-/// Peak resident set size of this process, in KiB (VmHWM).
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
+use greenfiber::{joinall, sleep, spawn};
 
 fn main() {
     let count: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
@@ -40,5 +33,5 @@ fn main() {
     println!("fibers: {done} of {count} finished");
     println!("elapsed: {:.1} ms", elapsed.as_secs_f64() * 1e3);
     println!("fibers per second: {:.0}", done as f64 / elapsed.as_secs_f64());
-    println!("peak RSS: {} KiB", peak_rss_kib());
+    println!("peak RSS: {} KiB", proc_status::kib("VmHWM"));
 }
