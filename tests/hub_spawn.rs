@@ -255,3 +255,24 @@ fn a_fiber_can_kill_itself() {
     assert_eq!(g.get(), Err(Error::Killed));
     CURRENT.with(|c| c.borrow_mut().take());
 }
+
+#[test]
+fn main_returning_ends_the_program_while_fibers_sleep() {
+    const CHILD: &str = "GREENFIBER_TEST_MAIN_RETURNS";
+    if std::env::var_os(CHILD).is_some() {
+        // The child: fibers asleep for an hour, and "main" (this test) returns at once.
+        for _ in 0..10 {
+            spawn(|| sleep(Duration::from_secs(3600)));
+        }
+        yield_now();
+        return;
+    }
+    let t = Instant::now();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "main_returning_ends_the_program_while_fibers_sleep", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(t.elapsed() < Duration::from_secs(60), "the sleeping fibers kept it alive");
+}
