@@ -51,7 +51,7 @@ pub fn fibers() -> Vec<FiberInfo> {
 }
 
 fn list(hub: &Hub) -> Vec<FiberInfo> {
-    let mut v: Vec<FiberInfo> = hub.fibers.borrow().values().map(info).collect();
+    let mut v: Vec<FiberInfo> = hub.fibers.borrow().iter().map(info).collect();
     v.sort_by_key(|i| i.id);
     v.insert(0, info(&main_coroutine()));
     v

@@ -1,9 +1,9 @@
 //! `Greenlet<T>`: a spawned fiber and the handle to its outcome; `spawn`, `spawn_later`,
 //! `joinall`, `killall`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::park::{WaitList, Wake};
@@ -23,28 +23,32 @@ use crate::error::Error;
 /// std::thread::spawn(move || g.join());
 /// ```
 pub struct Greenlet<T> {
+    co: Coroutine,
     inner: Rc<Inner<T>>,
 }
 
 type Link<T> = Box<dyn FnOnce(&Greenlet<T>)>;
 
+/// The outcome cell, shared by the handles and the fiber's own closure (which holds it until
+/// the fiber ends; it does not hold the coroutine, so there is no cycle).
 struct Inner<T> {
-    co: Coroutine,
     result: RefCell<Option<Result<T, Error>>>,
     joiners: WaitList,
     links: RefCell<Vec<Link<T>>>,
+    /// The fiber's slot in the hub's registry.
+    slot: Cell<usize>,
 }
 
 impl<T> Clone for Greenlet<T> {
     fn clone(&self) -> Self {
-        Greenlet { inner: self.inner.clone() }
+        Greenlet { co: self.co.clone(), inner: self.inner.clone() }
     }
 }
 
 impl<T: 'static> std::fmt::Debug for Greenlet<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Greenlet")
-            .field("coroutine", &self.inner.co)
+            .field("coroutine", &self.co)
             .field("ready", &self.ready())
             .finish()
     }
@@ -71,12 +75,12 @@ pub fn spawn_later<T: 'static>(delay: Duration, f: impl FnOnce() -> T + 'static)
     // Take it off the ready queue until its timer fires: it waits on a timer of the hub.
     scheduler::with(|hub| {
         let mut ready = hub.ready.borrow_mut();
-        if let Some(i) = ready.iter().rposition(|c| *c == g.inner.co) {
+        if let Some(i) = ready.iter().rposition(|c| *c == g.co) {
             ready.remove(i);
         }
         hub.timers
             .borrow_mut()
-            .insert(Instant::now() + delay, scheduler::TimerAction::Start(g.inner.co.clone()));
+            .insert(Instant::now() + delay, scheduler::TimerAction::Start(g.co.clone()));
     });
     g
 }
@@ -87,56 +91,49 @@ pub fn spawn_with<T: 'static>(
     f: impl FnOnce() -> T + 'static,
 ) -> Greenlet<T> {
     scheduler::with(|hub| {
-        let inner = Rc::new_cyclic(|weak: &Weak<Inner<T>>| {
-            let weak = weak.clone();
-            let co = builder.parent(&hub.co).build(move |()| {
-                let r = catch_unwind(AssertUnwindSafe(f));
-                let outcome = match r {
-                    Ok(v) => Ok(v),
-                    Err(p) if p.is::<GreenletExit>() => Err(Error::Killed),
-                    Err(p) => {
-                        let me = current();
-                        let e = Error::from_panic(me.name(), &*p);
-                        log::error!("fiber {me:?} panicked: {e}");
-                        Err(e)
-                    }
-                };
-                if let Some(inner) = weak.upgrade() {
-                    Inner::finish(&inner, outcome);
-                } else {
-                    scheduler::with(|hub| hub.fibers.borrow_mut().remove(&current().id()));
-                }
-            });
-            Inner {
-                co,
-                result: RefCell::new(None),
-                joiners: WaitList::new(),
-                links: RefCell::new(Vec::new()),
-            }
+        let inner = Rc::new(Inner {
+            result: RefCell::new(None),
+            joiners: WaitList::new(),
+            links: RefCell::new(Vec::new()),
+            slot: Cell::new(usize::MAX),
         });
-        hub.fibers.borrow_mut().insert(inner.co.id(), inner.co.clone());
-        hub.ready.borrow_mut().push_back(inner.co.clone());
-        Greenlet { inner }
+        let mine = inner.clone();
+        let co = builder.parent(&hub.co).build(move |()| {
+            let r = catch_unwind(AssertUnwindSafe(f));
+            let me = current();
+            let outcome = match r {
+                Ok(v) => Ok(v),
+                Err(p) if p.is::<GreenletExit>() => Err(Error::Killed),
+                Err(p) => {
+                    let e = Error::from_panic(me.name(), &*p);
+                    log::error!("fiber {me:?} panicked: {e}");
+                    Err(e)
+                }
+            };
+            Inner::finish(&me, mine, outcome);
+        });
+        inner.slot.set(hub.fibers.borrow_mut().insert(co.clone()));
+        hub.ready.borrow_mut().push_back(co.clone());
+        Greenlet { co, inner }
     })
 }
 
 impl<T: 'static> Inner<T> {
-    /// Records the outcome, wakes joiners, schedules the links.
-    fn finish(this: &Rc<Inner<T>>, outcome: Result<T, Error>) {
+    /// Records the outcome of the fiber `co`, wakes joiners, schedules the links.
+    fn finish(co: &Coroutine, this: Rc<Inner<T>>, outcome: Result<T, Error>) {
         *this.result.borrow_mut() = Some(outcome);
-        scheduler::with(|hub| hub.fibers.borrow_mut().remove(&this.co.id()));
+        scheduler::with(|hub| hub.fibers.borrow_mut().remove(this.slot.get()));
         this.joiners.notify_all();
         if !this.links.borrow().is_empty() {
-            schedule_links(this.clone());
+            schedule_links(Greenlet { co: co.clone(), inner: this });
         }
     }
 }
 
 /// Runs the links registered so far, from the hub, each exactly once.
-fn schedule_links<T: 'static>(inner: Rc<Inner<T>>) {
+fn schedule_links<T: 'static>(g: Greenlet<T>) {
     scheduler::with(|hub| {
         hub.callbacks.borrow_mut().push_back(Box::new(move || {
-            let g = Greenlet { inner };
             let links = std::mem::take(&mut *g.inner.links.borrow_mut());
             for l in links {
                 if let Err(p) = catch_unwind(AssertUnwindSafe(|| l(&g))) {
@@ -195,10 +192,10 @@ impl<T: 'static> Greenlet<T> {
         if self.ready() {
             return;
         }
-        let co = &self.inner.co;
+        let co = &self.co;
         if !co.is_started() {
             co.kill();
-            Inner::finish(&self.inner, Err(Error::Killed));
+            Inner::finish(co, self.inner.clone(), Err(Error::Killed));
             return;
         }
         if *co == current() {
@@ -209,7 +206,7 @@ impl<T: 'static> Greenlet<T> {
 
     /// True once the fiber has finished, whatever the outcome.
     pub fn ready(&self) -> bool {
-        self.inner.result.borrow().is_some() || self.inner.co.is_dead()
+        self.inner.result.borrow().is_some() || self.co.is_dead()
     }
 
     /// True if it finished by returning a value.
@@ -222,13 +219,13 @@ impl<T: 'static> Greenlet<T> {
     pub fn link(&self, f: impl FnOnce(&Greenlet<T>) + 'static) {
         self.inner.links.borrow_mut().push(Box::new(f));
         if self.ready() && self.inner.result.borrow().is_some() {
-            schedule_links(self.inner.clone());
+            schedule_links(self.clone());
         }
     }
 
     /// The fiber's coroutine.
     pub fn coroutine(&self) -> &Coroutine {
-        &self.inner.co
+        &self.co
     }
 }
 

@@ -57,8 +57,8 @@ pub(crate) struct Hub {
     pub(crate) callbacks: RefCell<VecDeque<Box<dyn FnOnce()>>>,
     /// The message for the coroutine woken with `Wake::LoopExit`.
     pub(crate) loop_exit: Cell<Option<String>>,
-    /// Live spawned fibers by coroutine id, for `fibers()` and the LoopExit message.
-    pub(crate) fibers: RefCell<HashMap<u64, Coroutine>>,
+    /// Live spawned fibers, for `fibers()` and the LoopExit message.
+    pub(crate) fibers: RefCell<Registry>,
     pub(crate) next_timeout_id: Cell<u64>,
 }
 
@@ -95,7 +95,7 @@ impl Hub {
             next_remote_id: Cell::new(1),
             callbacks: RefCell::new(VecDeque::new()),
             loop_exit: Cell::new(None),
-            fibers: RefCell::new(HashMap::new()),
+            fibers: RefCell::new(Registry::default()),
             next_timeout_id: Cell::new(1),
         }
     }
@@ -217,7 +217,7 @@ impl Hub {
             _ => {
                 let fibers = self.fibers.borrow();
                 let mut parked: Vec<_> = fibers
-                    .values()
+                    .iter()
                     .filter_map(|c| {
                         park::waiter_of(c)
                             .filter(|w| w.is_parked())
@@ -255,8 +255,45 @@ impl Drop for Hub {
         // the queued coroutines are leaked instead of killed.
         self.remote.close();
         std::mem::forget(std::mem::take(&mut *self.ready.borrow_mut()));
-        std::mem::forget(std::mem::take(&mut *self.fibers.borrow_mut()));
+        std::mem::forget(std::mem::take(&mut self.fibers.borrow_mut().slots));
         std::mem::forget(self.co.clone());
+    }
+}
+
+/// The live spawned fibers: a slab, so adding and removing one is O(1) with no hashing.
+#[derive(Default)]
+pub(crate) struct Registry {
+    slots: Vec<Option<Coroutine>>,
+    free: Vec<usize>,
+}
+
+impl Registry {
+    /// Adds a fiber; returns its slot for [`remove`](Registry::remove).
+    pub(crate) fn insert(&mut self, co: Coroutine) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(co);
+                i
+            }
+            None => {
+                self.slots.push(Some(co));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Removes the fiber in `slot` (a no-op if it is already gone).
+    pub(crate) fn remove(&mut self, slot: usize) -> Option<Coroutine> {
+        let co = self.slots.get_mut(slot)?.take();
+        if co.is_some() {
+            self.free.push(slot);
+        }
+        co
+    }
+
+    /// The live fibers.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Coroutine> {
+        self.slots.iter().flatten()
     }
 }
 
