@@ -51,3 +51,11 @@ fn park_many_parks_and_kills_every_fiber() {
     assert!(out.contains("parked: 3000 of 3000 fibers"), "{out}");
     assert!(out.contains("KiB per parked fiber"), "{out}");
 }
+
+#[test]
+fn peers_hub_prints_a_row_per_measurement() {
+    let out = example_stdout("peers_hub", &["--quick"]);
+    assert!(out.contains("| spawn + yield once + join"), "{out}");
+    assert!(out.contains("| yield_now"), "{out}");
+    assert!(out.contains("| RSS per task parked"), "{out}");
+}
