@@ -4,7 +4,7 @@
 //! Run: `cargo run --release --example peers_hub` (add `-- --quick` for a small, fast run).
 //! Each figure comes from its own child process (`peers_hub RUNTIME TEST N`), so memory is
 //! measured in isolation; a child that fails (may cannot hold more than ~32k coroutines under
-//! `vm.max_map_count` = 65530) is reported as such.
+//! `vm.max_map_count` = 65530, and hangs past it) is reported as `failed`.
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -56,16 +56,31 @@ fn main() {
     }
 }
 
-/// Runs one measurement in a child process; `None` if it failed.
+/// Runs one measurement in a child process; `None` if it failed or took over two minutes
+/// (may, at counts past its map-count limit, hangs instead of failing).
 fn child(runtime: &str, test: &str, n: usize) -> Option<f64> {
-    let out = Command::new(std::env::current_exe().ok()?)
+    let mut c = Command::new(std::env::current_exe().ok()?)
         .args([runtime, test, &n.to_string()])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .ok()?;
-    if !out.status.success() {
-        return None;
+    let start = Instant::now();
+    loop {
+        match c.try_wait().ok()? {
+            Some(status) if status.success() => break,
+            Some(_) => return None,
+            None if start.elapsed() > Duration::from_secs(120) => {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
     }
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut c.stdout.take()?, &mut out).ok()?;
+    out.trim().parse().ok()
 }
 
 fn per(d: Duration, n: usize) -> f64 {
