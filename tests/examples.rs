@@ -19,3 +19,27 @@ fn generator_yields_fibonacci_and_ping_pongs() {
     let rest: Vec<_> = lines.collect();
     assert_eq!(rest, ["ping 0", "pong 1", "ping 2", "pong 3", "ping 4", "pong 5", "done at 6"]);
 }
+
+#[test]
+fn coroutine_bench_quick_prints_both_tables() {
+    let out = example_stdout("coroutine_bench", &["--quick"]);
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ")).collect();
+    for label in [
+        "| measurement | greenfiber ns | corosensei ns | ratio |",
+        "| switch round trip A→B→A (u64) |",
+        "| create + switch + finish + drop (corosensei: reused stack) |",
+        "| create + switch + finish + drop (corosensei: fresh DefaultStack) |",
+        "| kill a suspended coroutine (create, start, kill) |",
+        "| throw, uncaught, into a suspended coroutine (create, start, throw) |",
+        "| live suspended coroutines |",
+    ] {
+        assert!(rows.iter().any(|r| r.starts_with(label)), "no row {label:?} in:\n{out}");
+    }
+    // The quick memory row either measured 1000 coroutines (5 filled cells) or said why not.
+    let mem = rows.iter().find(|r| r.starts_with("| 1000 |")).expect("no memory row for 1000");
+    let cells: Vec<&str> = mem.trim_matches('|').split('|').map(str::trim).collect();
+    assert!(
+        cells[1..].iter().all(|c| !c.is_empty()) || cells[1].starts_with("skipped:"),
+        "memory row neither measured nor skipped: {mem}"
+    );
+}
