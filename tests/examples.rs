@@ -59,3 +59,27 @@ fn peers_hub_prints_a_row_per_measurement() {
     assert!(out.contains("| yield_now"), "{out}");
     assert!(out.contains("| RSS per task parked"), "{out}");
 }
+
+#[test]
+fn coroutine_bench_quick_prints_both_tables() {
+    let out = example_stdout("coroutine_bench", &["--quick"]);
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ")).collect();
+    for label in [
+        "| measurement | greenfiber ns | corosensei ns | ratio |",
+        "| switch round trip A→B→A (u64) |",
+        "| create + switch + finish + drop (corosensei: reused stack) |",
+        "| create + switch + finish + drop (corosensei: fresh DefaultStack) |",
+        "| kill a suspended coroutine (create, start, kill) |",
+        "| throw, uncaught, into a suspended coroutine (create, start, throw) |",
+        "| live suspended coroutines |",
+    ] {
+        assert!(rows.iter().any(|r| r.starts_with(label)), "no row {label:?} in:\n{out}");
+    }
+    // The quick memory row either measured 1000 coroutines (5 filled cells) or said why not.
+    let mem = rows.iter().find(|r| r.starts_with("| 1000 |")).expect("no memory row for 1000");
+    let cells: Vec<&str> = mem.trim_matches('|').split('|').map(str::trim).collect();
+    assert!(
+        cells[1..].iter().all(|c| !c.is_empty()) || cells[1].starts_with("skipped:"),
+        "memory row neither measured nor skipped: {mem}"
+    );
+}

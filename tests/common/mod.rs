@@ -4,26 +4,29 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The path of a built example binary. A full `cargo test` builds every example before the
-/// tests run; when only one test target was built, the example is built here.
+/// The path of an example binary, built first so that it is up to date.
+///
+/// A plain `cargo test` builds every example, but `cargo test --test examples` builds none, so
+/// this runs `cargo build --example <name>` in the test binary's own profile (a no-op when the
+/// example is fresh).
 pub fn example_path(name: &str) -> PathBuf {
     let mut dir = std::env::current_exe().unwrap();
     dir.pop(); // the test binary
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let path = dir.join("examples").join(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--example", name]);
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("cannot run cargo to build an example");
-        assert!(status.success(), "building example {name} failed");
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "--quiet", "--example", name]);
+    build.arg("--manifest-path").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    if dir.ends_with("release") {
+        build.arg("--release");
     }
-    path
+    if cfg!(feature = "monkey") {
+        build.args(["--features", "monkey"]);
+    }
+    let status = build.status().unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
+    assert!(status.success(), "cargo build --example {name} failed");
+    dir.join("examples").join(name)
 }
 
 /// Runs an example to completion with `args` and returns its output.
