@@ -159,7 +159,12 @@ impl Pool {
     /// If `size` is 0.
     pub fn new(size: usize) -> Pool {
         assert!(size > 0, "greenfiber: a pool needs a size of at least 1");
-        Pool { group: Group::new(), feeders: Group::new(), slots: Rc::new(Semaphore::new(size)), size }
+        Pool {
+            group: Group::new(),
+            feeders: Group::new(),
+            slots: Rc::new(Semaphore::new(size)),
+            size,
+        }
     }
 
     /// Spawns `f` in the pool, first waiting (FIFO) while `size` fibers run.

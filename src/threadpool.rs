@@ -116,7 +116,8 @@ impl Pool {
                 continue;
             }
             st.idle += 1;
-            let (g, timeout) = self.cv.wait_timeout(st, KEEP_ALIVE).unwrap_or_else(|p| p.into_inner());
+            let (g, timeout) =
+                self.cv.wait_timeout(st, KEEP_ALIVE).unwrap_or_else(|p| p.into_inner());
             st = g;
             if st.claims > 0 {
                 // A submitter claimed us (and already took us off `idle`).

@@ -49,11 +49,8 @@ fn producer_consumer_moves_every_job_through_the_bounded_queue() {
     let out = example_stdout("producer_consumer", &[]);
     assert_eq!(out.matches("produced").count(), 6, "{out}");
     assert_eq!(out.matches(" got ").count(), 6, "{out}");
-    let jobs: Vec<u32> = out
-        .lines()
-        .filter_map(|l| l.split(" got ").nth(1))
-        .map(|n| n.parse().unwrap())
-        .collect();
+    let jobs: Vec<u32> =
+        out.lines().filter_map(|l| l.split(" got ").nth(1)).map(|n| n.parse().unwrap()).collect();
     assert_eq!(jobs, [1, 2, 3, 4, 5, 6], "{out}"); // FIFO across both consumers
     assert!(out.ends_with("consumed 6 jobs\n"), "{out}");
 }

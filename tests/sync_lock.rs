@@ -189,7 +189,9 @@ fn rlock_is_reentrant_for_its_owner_only() {
     assert!(l.acquire_timeout(Duration::from_millis(1)));
     assert!(l.is_owned());
     let l2 = l.clone();
-    let other = spawn(move || (l2.release(), l2.try_acquire(), l2.acquire_timeout(Duration::from_millis(5))));
+    let other = spawn(move || {
+        (l2.release(), l2.try_acquire(), l2.acquire_timeout(Duration::from_millis(5)))
+    });
     assert_eq!(other.get().unwrap(), (Err(SyncError::NotOwner), false, false));
     l.release().unwrap();
     l.release().unwrap();

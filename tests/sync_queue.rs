@@ -4,7 +4,9 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use greenfiber::sync::{Channel, Empty, Full, JoinableQueue, LifoQueue, PriorityQueue, Queue, SyncError};
+use greenfiber::sync::{
+    Channel, Empty, Full, JoinableQueue, LifoQueue, PriorityQueue, Queue, SyncError,
+};
 use greenfiber::{Error, joinall, spawn, yield_now};
 
 #[test]

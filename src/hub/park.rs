@@ -318,7 +318,8 @@ impl<V> WaitList<V> {
         deadline: Option<Instant>,
         hand_on: impl FnOnce(V),
     ) -> Outcome<V> {
-        let node = Node { waiter: Waiter::new(what), granted: Cell::new(false), value: Cell::new(offer) };
+        let node =
+            Node { waiter: Waiter::new(what), granted: Cell::new(false), value: Cell::new(offer) };
         self.list.borrow_mut().push_back(NodeRef(&node));
         let _guard = Enqueued { list: self, node: &node, hand_on: Some(hand_on) };
         loop {

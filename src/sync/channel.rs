@@ -43,7 +43,11 @@ impl<T> Default for Channel<T> {
 impl<T> Channel<T> {
     /// A channel with nobody waiting.
     pub fn new() -> Channel<T> {
-        Channel { getters: WaitList::new(), putters: WaitList::new(), held: RefCell::new(VecDeque::new()) }
+        Channel {
+            getters: WaitList::new(),
+            putters: WaitList::new(),
+            held: RefCell::new(VecDeque::new()),
+        }
     }
 
     /// Hands `item` to a getter — the first waiting one, or the next to come — and returns after

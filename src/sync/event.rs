@@ -118,7 +118,9 @@ impl<T: Clone> Default for AsyncResult<T> {
 impl<T: Clone> AsyncResult<T> {
     /// An empty result.
     pub fn new() -> AsyncResult<T> {
-        AsyncResult { inner: Rc::new(Inner { value: RefCell::new(None), waiters: WaitList::new() }) }
+        AsyncResult {
+            inner: Rc::new(Inner { value: RefCell::new(None), waiters: WaitList::new() }),
+        }
     }
 
     /// Stores `v` and wakes every waiter.

@@ -17,7 +17,7 @@
 //! # Model: every primitive is `waiters.rs` plus a state word
 //!
 //! Each primitive keeps a small state (a permit count, a flag, a storage) and one or two wait
-//! lists from [`waiters`](self) — one mechanism, the hub's `WaitList` with direct hand-off. The
+//! lists from `waiters.rs` — one mechanism, the hub's `WaitList` with direct hand-off. The
 //! rules every primitive follows:
 //!
 //! 1. **FIFO.** Waiters are served in the order they started waiting. A release goes to the

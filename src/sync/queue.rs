@@ -110,7 +110,10 @@ struct Core<T, S> {
 
 impl<T, S: Storage<T>> Core<T, S> {
     fn new(cap: usize) -> Self {
-        assert!(cap > 0, "greenfiber: a bounded queue needs a capacity of at least 1 (use Channel)");
+        assert!(
+            cap > 0,
+            "greenfiber: a bounded queue needs a capacity of at least 1 (use Channel)"
+        );
         Core {
             items: RefCell::new(S::default()),
             cap,
@@ -411,7 +414,9 @@ impl<T> JoinableQueue<T> {
     fn join_deadline(&self, deadline: Option<Instant>) -> bool {
         while self.unfinished_tasks() > 0 {
             // Rule 4 in hub/park.rs: no switch between the check above and the enqueue.
-            if self.joiners.wait("a JoinableQueue join", deadline) == crate::hub::park::Wake::TimedOut {
+            if self.joiners.wait("a JoinableQueue join", deadline)
+                == crate::hub::park::Wake::TimedOut
+            {
                 break;
             }
         }

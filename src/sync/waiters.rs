@@ -51,7 +51,11 @@ mod tests {
         let got = got.borrow();
         assert_eq!(
             *got,
-            [(0, Outcome::Granted(Some(10))), (1, Outcome::Granted(Some(20))), (2, Outcome::Granted(Some(30)))]
+            [
+                (0, Outcome::Granted(Some(10))),
+                (1, Outcome::Granted(Some(20))),
+                (2, Outcome::Granted(Some(30)))
+            ]
         );
     }
 
@@ -87,7 +91,12 @@ mod tests {
     fn timeout_returns_the_offer_and_a_grant_beats_a_fired_timer() {
         let list: WaitList<&str> = WaitList::new();
         let t = Instant::now();
-        let o = list.wait_for("test", Some("mine"), Some(Instant::now() + Duration::from_millis(5)), |_| {});
+        let o = list.wait_for(
+            "test",
+            Some("mine"),
+            Some(Instant::now() + Duration::from_millis(5)),
+            |_| {},
+        );
         assert_eq!(o, Outcome::TimedOut(Some("mine")));
         assert!(t.elapsed() >= Duration::from_millis(5));
         assert!(list.is_empty());
