@@ -210,13 +210,15 @@ impl Pool {
         items: impl IntoIterator<Item = I>,
         f: impl Fn(I) -> T + 'static,
     ) -> ImapUnordered<T> {
-        let items: Vec<I> = items.into_iter().collect();
         let results = Rc::new(Queue::new());
-        let remaining = items.len();
-        let (pool, f, q) = (self.clone(), Rc::new(f), results.clone());
+        // Every item gets its reporter now: if the feeder is killed before it spawned them
+        // all, the rest report "killed" as they drop, so the iterator never waits forever.
+        let jobs: Vec<(I, Reporter<T>)> =
+            items.into_iter().map(|i| (i, Reporter { q: results.clone(), sent: false })).collect();
+        let remaining = jobs.len();
+        let (pool, f) = (self.clone(), Rc::new(f));
         self.feeders.spawn(move || {
-            for i in items {
-                let reporter = Reporter { q: q.clone(), sent: false };
+            for (i, reporter) in jobs {
                 let f = f.clone();
                 pool.spawn(move || {
                     let mut reporter = reporter;

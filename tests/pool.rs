@@ -121,3 +121,24 @@ fn pool_kill_mid_wait_loses_no_permit() {
     never.kill();
     assert_eq!(pool.free_count(), 2);
 }
+
+#[test]
+fn imap_unordered_after_a_kill_reports_instead_of_hanging() {
+    let pool = Pool::new(1);
+    let mut it = pool.imap_unordered(0..5u32, |i| {
+        sleep(Duration::from_secs(3600));
+        i
+    });
+    yield_now(); // the feeder spawns the first task and waits for a slot
+    pool.kill();
+    assert_eq!(pool.free_count(), 1);
+    let mut killed = 0;
+    for _ in 0..5 {
+        let r = catch_unwind(AssertUnwindSafe(|| it.next()));
+        let p = r.unwrap_err();
+        assert!(p.downcast_ref::<&str>().unwrap().contains("killed"));
+        killed += 1;
+    }
+    assert_eq!(killed, 5);
+    assert_eq!(it.next(), None);
+}
