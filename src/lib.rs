@@ -9,6 +9,12 @@ mod error;
 pub mod coroutine;
 pub mod hub;
 
+pub mod threadpool;
+
+pub mod sync;
+
+pub mod pool;
+
 pub use coroutine::{Builder, Coroutine, GreenletExit, current};
 pub use error::{Error, SwitchError};
 pub use hub::{

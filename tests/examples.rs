@@ -83,3 +83,44 @@ fn coroutine_bench_quick_prints_both_tables() {
         "memory row neither measured nor skipped: {mem}"
     );
 }
+
+#[test]
+fn producer_consumer_moves_every_job_through_the_bounded_queue() {
+    let out = example_stdout("producer_consumer", &[]);
+    assert_eq!(out.matches("produced").count(), 6, "{out}");
+    assert_eq!(out.matches(" got ").count(), 6, "{out}");
+    let jobs: Vec<u32> =
+        out.lines().filter_map(|l| l.split(" got ").nth(1)).map(|n| n.parse().unwrap()).collect();
+    assert_eq!(jobs, [1, 2, 3, 4, 5, 6], "{out}"); // FIFO across both consumers
+    assert!(out.ends_with("consumed 6 jobs\n"), "{out}");
+}
+
+#[test]
+fn event_workers_are_released_together() {
+    let out = example_stdout("event_workers", &[]);
+    assert_eq!(
+        out,
+        "worker 1 waiting\nworker 2 waiting\nworker 3 waiting\nsetting the event\n\
+         worker 1 released\nworker 2 released\nworker 3 released\nall workers done\n"
+    );
+}
+
+#[test]
+fn semaphore_section_admits_at_most_two() {
+    let out = example_stdout("semaphore_section", &[]);
+    assert_eq!(out.matches("enters").count(), 5, "{out}");
+    assert!(!out.contains("(3 inside)"), "{out}");
+    assert!(out.ends_with("at most 2 inside at once\n"), "{out}");
+}
+
+#[test]
+fn priority_queue_drains_smallest_first() {
+    let out = example_stdout("priority_queue", &[]);
+    assert_eq!(out, "1: fix outage\n2: review PR\n3: write report\n4: lunch\nleft: 0\n");
+}
+
+#[test]
+fn blocking_call_runs_beside_a_ticking_fiber() {
+    let out = example_stdout("blocking_call", &[]);
+    assert_eq!(out, "blocking call returned 42\nticker kept running: yes\n");
+}

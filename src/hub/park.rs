@@ -19,6 +19,9 @@
 //!    only handed out by shared reference.
 //! 3. Exactly one wake per park: [`unpark`] acts only on a waiter in state `Parked` and moves
 //!    it to `Woken` in the same step as queueing its coroutine; later wakes are no-ops.
+//! 4. A [`WaitList`] caller checks its state and enqueues with no switch in between; granting
+//!    unlinks an entry in the same step as it stores the grant, and only the waiter's own guard
+//!    unlinks a waiting entry (see `WaitList`'s state table).
 //!
 //! | state  | meaning                                  | who moves it on                   |
 //! |--------|------------------------------------------|-----------------------------------|
@@ -233,50 +236,153 @@ pub(crate) fn waiter_of(co: &Coroutine) -> Option<&Waiter> {
     unsafe { p.as_ref() }
 }
 
-/// A FIFO list of parked coroutines: what every primitive that waits is built on.
+/// A FIFO list of parked coroutines with direct hand-off: what every primitive that waits is
+/// built on (Greenlet joiners here; every `sync` primitive through `sync/waiters.rs`).
 ///
-/// Entries are added by [`WaitList::wait`], which removes its own entry when it returns or
-/// unwinds (rule 1), so a killed or timed-out waiter never stays behind.
-#[derive(Default)]
-pub(crate) struct WaitList {
-    list: RefCell<std::collections::VecDeque<WaiterRef>>,
+/// Each entry is a [`Node`] on the waiter's own stack. A releaser does not merely wake the first
+/// waiter: it *grants* it what it waited for (a permit, an item, a notification: the `V`) in
+/// the same step as unlinking it. The waiter's guard then either returns the grant to its
+/// caller or, if the waiter unwinds first (kill, `with_timeout`, LoopExit), passes it on through
+/// the caller's `hand_on` — so no grant is ever delivered to a dead fiber and none is lost.
+/// A waiter may also *offer* a value (a putter's item) that a releaser takes with
+/// [`take_one`](WaitList::take_one).
+///
+/// # Entry states
+///
+/// | state   | in list | `value` holds                         | moved on by                          |
+/// |---------|---------|---------------------------------------|--------------------------------------|
+/// | Waiting | yes     | the offer, or nothing                 | `grant_one`/`grant_all`/`take_one` → Granted; the waiter's own timeout or unwind → Left |
+/// | Granted | no      | the grant, or nothing (offer taken)   | the waiter returns it → Done; an unwind → `hand_on(grant)` → Done |
+/// | Left    | no      | the offer, handed back to the caller  | — (the guard unlinked it)            |
+/// | Done    | no      | nothing                               | —                                    |
+///
+/// Impossible: Granted while still in the list (granting unlinks in the same step); Waiting
+/// outside the list (only the guard unlinks a waiting entry, and it ends the wait). A timer
+/// that fires for an entry which is then granted before it runs does not matter: the entry's
+/// state, not the [`Wake`], decides the outcome (a grant wins).
+///
+/// Rule 4 (Habit 6): a caller checks its primitive's state and calls [`wait_for`](Self::wait_for)
+/// with no switch in between, so no release can fall between the check and the enqueue.
+pub(crate) struct WaitList<V = ()> {
+    list: RefCell<std::collections::VecDeque<NodeRef<V>>>,
 }
 
-impl WaitList {
-    pub(crate) fn new() -> WaitList {
+impl<V> Default for WaitList<V> {
+    fn default() -> Self {
+        WaitList { list: RefCell::new(std::collections::VecDeque::new()) }
+    }
+}
+
+/// One entry: lives in the frame of [`WaitList::wait_for`] (rule 2).
+struct Node<V> {
+    waiter: Waiter,
+    granted: Cell<bool>,
+    value: Cell<Option<V>>,
+}
+
+/// A pointer to a live [`Node`]: valid while it is in a list (rule 1).
+struct NodeRef<V>(*const Node<V>);
+
+impl<V> Clone for NodeRef<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<V> Copy for NodeRef<V> {}
+
+/// How a [`WaitList::wait_for`] ended without unwinding.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome<V> {
+    /// A releaser granted the entry: the grant, or `None` if it took the offer instead.
+    Granted(Option<V>),
+    /// The deadline passed first: the offer comes back.
+    TimedOut(Option<V>),
+}
+
+impl<V> WaitList<V> {
+    /// An empty list.
+    pub(crate) fn new() -> WaitList<V> {
         WaitList::default()
     }
 
-    /// Parks the current coroutine on this list until woken or `deadline`.
-    pub(crate) fn wait(&self, what: &'static str, deadline: Option<Instant>) -> Wake {
-        let w = Waiter::new(what);
-        self.list.borrow_mut().push_back(w.as_ref());
-        let _entry = Entry { list: self, w: w.as_ref() };
-        w.park(deadline)
-    }
-
-    /// Wakes the first waiter; false if there was none.
-    pub(crate) fn notify_one(&self) -> bool {
-        let w = self.list.borrow_mut().pop_front();
-        match w {
-            Some(w) => {
-                // SAFETY: rule 1: the entry was in the list, so its waiter is alive.
-                unsafe { unpark(w, Wake::Woken) };
-                true
+    /// Parks the current coroutine at the back of the list until a releaser grants it, or
+    /// `deadline` passes. `offer` is a value for a releaser to [`take_one`](Self::take_one).
+    /// If the waiter unwinds (kill, `with_timeout`, LoopExit) after it was granted a value,
+    /// `hand_on` receives that value (it must not block or panic).
+    ///
+    /// The caller must not switch between checking its state and this call (rule 4).
+    pub(crate) fn wait_for(
+        &self,
+        what: &'static str,
+        offer: Option<V>,
+        deadline: Option<Instant>,
+        hand_on: impl FnOnce(V),
+    ) -> Outcome<V> {
+        let node =
+            Node { waiter: Waiter::new(what), granted: Cell::new(false), value: Cell::new(offer) };
+        self.list.borrow_mut().push_back(NodeRef(&node));
+        let _guard = Enqueued { list: self, node: &node, hand_on: Some(hand_on) };
+        loop {
+            // SWITCH (inside park): any coroutine may run and grant this entry; `node` is ours
+            // and pinned in this frame, the list may have changed.
+            let wake = node.waiter.park(deadline);
+            if node.granted.get() {
+                return Outcome::Granted(node.value.take());
             }
-            None => false,
+            if wake == Wake::TimedOut {
+                // The guard unlinks the entry when this frame ends.
+                return Outcome::TimedOut(node.value.take());
+            }
+            // Woken without a grant (a raw switch into this coroutine): wait on.
         }
     }
 
-    /// Wakes every waiter; returns how many.
-    pub(crate) fn notify_all(&self) -> usize {
+    /// Grants `v` to the first waiter and wakes it; `Err(v)` if nobody waits.
+    pub(crate) fn grant_one(&self, v: V) -> Result<(), V> {
+        let first = self.list.borrow_mut().pop_front();
+        match first {
+            Some(n) => {
+                // SAFETY: rule 1: the entry was in the list, so its frame is alive.
+                let node = unsafe { &*n.0 };
+                node.value.set(Some(v));
+                Self::granted(node);
+                Ok(())
+            }
+            None => Err(v),
+        }
+    }
+
+    /// Takes the first waiter's offer, marks it granted and wakes it; `None` if nobody waits.
+    /// The outer `Option` says whether there was a waiter, the inner one is its offer.
+    pub(crate) fn take_one(&self) -> Option<Option<V>> {
+        let first = self.list.borrow_mut().pop_front();
+        first.map(|n| {
+            // SAFETY: rule 1: the entry was in the list, so its frame is alive.
+            let node = unsafe { &*n.0 };
+            let v = node.value.take();
+            Self::granted(node);
+            v
+        })
+    }
+
+    /// Grants every waiter a value made by `mk`; returns how many.
+    pub(crate) fn grant_all(&self, mut mk: impl FnMut() -> V) -> usize {
         let all = std::mem::take(&mut *self.list.borrow_mut());
         let n = all.len();
-        for w in all {
-            // SAFETY: rule 1: the entry was in the list, so its waiter is alive.
-            unsafe { unpark(w, Wake::Woken) };
+        for e in all {
+            // SAFETY: rule 1: the entry was in the list, so its frame is alive.
+            let node = unsafe { &*e.0 };
+            node.value.set(Some(mk()));
+            Self::granted(node);
         }
         n
+    }
+
+    fn granted(node: &Node<V>) {
+        node.granted.set(true);
+        // SAFETY: rule 1: the waiter lives in the node's frame, which is alive (the node was
+        // in the list until this step and the waiter has not run since).
+        unsafe { unpark(node.waiter.as_ref(), Wake::Woken) };
     }
 
     /// Number of waiters.
@@ -290,16 +396,47 @@ impl WaitList {
     }
 }
 
-struct Entry<'a> {
-    list: &'a WaitList,
-    w: WaiterRef,
+impl WaitList<()> {
+    /// Parks until notified or `deadline`: `Woken` if notified, else `TimedOut`. A notification
+    /// that reaches a waiter which then unwinds is dropped (callers re-check their state).
+    pub(crate) fn wait(&self, what: &'static str, deadline: Option<Instant>) -> Wake {
+        match self.wait_for(what, None, deadline, |()| {}) {
+            Outcome::Granted(_) => Wake::Woken,
+            Outcome::TimedOut(_) => Wake::TimedOut,
+        }
+    }
+
+    /// Wakes the first waiter; false if there was none.
+    pub(crate) fn notify_one(&self) -> bool {
+        self.grant_one(()).is_ok()
+    }
+
+    /// Wakes every waiter; returns how many.
+    pub(crate) fn notify_all(&self) -> usize {
+        self.grant_all(|| ())
+    }
 }
 
-impl Drop for Entry<'_> {
+/// Unlinks a waiting entry, or hands on an unclaimed grant, however the wait ends.
+struct Enqueued<'a, V, F: FnOnce(V)> {
+    list: &'a WaitList<V>,
+    node: &'a Node<V>,
+    hand_on: Option<F>,
+}
+
+impl<V, F: FnOnce(V)> Drop for Enqueued<'_, V, F> {
     fn drop(&mut self) {
-        let mut l = self.list.list.borrow_mut();
-        if let Some(i) = l.iter().position(|x| *x == self.w) {
-            l.remove(i);
+        if self.node.granted.get() {
+            // Granted: already unlinked. A normal return took the value; an unwind did not.
+            if let (Some(v), Some(h)) = (self.node.value.take(), self.hand_on.take()) {
+                h(v);
+            }
+        } else {
+            let me: *const Node<V> = self.node;
+            let mut l = self.list.list.borrow_mut();
+            if let Some(i) = l.iter().position(|x| std::ptr::eq(x.0, me)) {
+                l.remove(i);
+            }
         }
     }
 }

@@ -1,0 +1,313 @@
+//! Layer 4: [`Group`], a set of fibers to join or kill together, and [`Pool`] = `Group` +
+//! [`Semaphore`]: at most N of its fibers run at once (gevent's `gevent.pool`).
+//!
+//! ```
+//! use greenfiber::pool::Pool;
+//! let pool = Pool::new(2);
+//! let squares = pool.map(1..=5, |i: u32| i * i); // at most 2 fibers at a time, order kept
+//! assert_eq!(squares, [1, 4, 9, 16, 25]);
+//! ```
+//!
+//! A `Pool` fiber holds its permit from `spawn` until it ends — by returning, panicking or being
+//! killed, even before it started: the permit is owned by the fiber's closure, so it is
+//! released whenever that closure is dropped. `Group` and `Pool` are cheap `Clone` handles.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::coroutine::GreenletExit;
+use crate::hub::{self, Greenlet};
+use crate::sync::{Queue, Semaphore};
+
+/// What a group needs of a fiber, whatever its result type.
+trait Member {
+    fn ready(&self) -> bool;
+    fn join_deadline(&self, deadline: Option<Instant>) -> bool;
+    fn kill(&self);
+}
+
+impl<T: 'static> Member for Greenlet<T> {
+    fn ready(&self) -> bool {
+        Greenlet::ready(self)
+    }
+    fn join_deadline(&self, deadline: Option<Instant>) -> bool {
+        Greenlet::join_deadline(self, deadline)
+    }
+    fn kill(&self) {
+        Greenlet::kill(self)
+    }
+}
+
+/// A set of fibers (gevent's `Group`): spawn into it, then join or kill them all. Finished
+/// fibers leave it.
+#[derive(Clone, Default)]
+pub struct Group {
+    members: Rc<RefCell<Vec<Rc<dyn Member>>>>,
+}
+
+impl Group {
+    /// An empty group.
+    pub fn new() -> Group {
+        Group::default()
+    }
+
+    /// Spawns `f` (see [`hub::spawn`]) as a member.
+    pub fn spawn<T: 'static>(&self, f: impl FnOnce() -> T + 'static) -> Greenlet<T> {
+        let g = hub::spawn(f);
+        self.add(&g);
+        g
+    }
+
+    /// Adds an already spawned fiber.
+    pub fn add<T: 'static>(&self, g: &Greenlet<T>) {
+        self.members.borrow_mut().push(Rc::new(g.clone()));
+    }
+
+    fn prune(&self) {
+        self.members.borrow_mut().retain(|m| !m.ready());
+    }
+
+    /// Members that have not finished.
+    pub fn len(&self) -> usize {
+        self.prune();
+        self.members.borrow().len()
+    }
+
+    /// True if every member has finished.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until every member has finished, including ones added meanwhile.
+    pub fn join(&self) {
+        self.join_deadline(None);
+    }
+
+    /// As [`join`](Group::join), waiting at most `d`; true if all have finished.
+    pub fn join_timeout(&self, d: Duration) -> bool {
+        self.join_deadline(Some(Instant::now() + d))
+    }
+
+    fn join_deadline(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            self.prune();
+            // Take the member out of the borrow before joining: the join switches (Habit 8).
+            let first = self.members.borrow().first().cloned();
+            let Some(m) = first else { return true };
+            if !m.join_deadline(deadline) {
+                return false;
+            }
+        }
+    }
+
+    /// Kills every member (see [`Greenlet::kill`]) and returns when they are dead.
+    pub fn kill(&self) {
+        // A snapshot: each kill switches into its victim (Habit 8).
+        let all = std::mem::take(&mut *self.members.borrow_mut());
+        for m in all {
+            m.kill();
+        }
+    }
+}
+
+/// Releases a pool permit when dropped: owned by a pool fiber's closure.
+struct Permit(Rc<Semaphore>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+type Payload = Box<dyn Any + Send>;
+
+/// Runs `f`, catching its panic as a payload; a kill (`GreenletExit`) still unwinds the fiber.
+fn catching<T>(f: impl FnOnce() -> T) -> Result<T, Payload> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Err(p) if p.is::<GreenletExit>() => resume_unwind(p),
+        r => r,
+    }
+}
+
+fn unwrap_task<T: 'static>(g: &Greenlet<Result<T, Payload>>) -> T {
+    g.join();
+    match g.take() {
+        Some(Ok(Ok(v))) => v,
+        Some(Ok(Err(p))) => resume_unwind(p),
+        Some(Err(e)) => panic!("greenfiber: a pool task ended without a value: {e}"),
+        None => panic!("greenfiber: a pool task's result was already taken"),
+    }
+}
+
+/// A group of at most `size` running fibers (gevent's `Pool`): `spawn` waits while it is full.
+#[derive(Clone)]
+pub struct Pool {
+    group: Group,
+    /// `imap_unordered` feeders: not counted in `len`, killed and joined with the pool.
+    feeders: Group,
+    slots: Rc<Semaphore>,
+    size: usize,
+}
+
+impl Pool {
+    /// A pool of at most `size` fibers.
+    ///
+    /// # Panics
+    /// If `size` is 0.
+    pub fn new(size: usize) -> Pool {
+        assert!(size > 0, "greenfiber: a pool needs a size of at least 1");
+        Pool {
+            group: Group::new(),
+            feeders: Group::new(),
+            slots: Rc::new(Semaphore::new(size)),
+            size,
+        }
+    }
+
+    /// Spawns `f` in the pool, first waiting (FIFO) while `size` fibers run.
+    pub fn spawn<T: 'static>(&self, f: impl FnOnce() -> T + 'static) -> Greenlet<T> {
+        self.slots.acquire();
+        let permit = Permit(self.slots.clone());
+        self.group.spawn(move || {
+            let _permit = permit;
+            f()
+        })
+    }
+
+    /// Runs `f` in the pool and returns its value; a panic in `f` is re-raised here with its
+    /// original payload. A task killed meanwhile (by [`kill`](Pool::kill)) makes this panic.
+    pub fn apply<T: 'static>(&self, f: impl FnOnce() -> T + 'static) -> T {
+        unwrap_task(&self.spawn(move || catching(f)))
+    }
+
+    /// Runs `f` on every item, at most `size` at a time, and returns the results in item
+    /// order. The first panic (in item order) is re-raised here once all have finished.
+    pub fn map<I: 'static, T: 'static>(
+        &self,
+        items: impl IntoIterator<Item = I>,
+        f: impl Fn(I) -> T + 'static,
+    ) -> Vec<T> {
+        let f = Rc::new(f);
+        let gs: Vec<_> = items
+            .into_iter()
+            .map(|i| {
+                let f = f.clone();
+                self.spawn(move || catching(|| f(i)))
+            })
+            .collect();
+        gs.iter().for_each(|g| g.join());
+        gs.iter().map(unwrap_task).collect()
+    }
+
+    /// Runs `f` on every item, at most `size` at a time, yielding results as they finish. A
+    /// feeder fiber spawns the tasks, so the first results arrive while later items wait for a
+    /// slot. A task's panic is re-raised by `next`; a killed task makes `next` panic.
+    pub fn imap_unordered<I: 'static, T: 'static>(
+        &self,
+        items: impl IntoIterator<Item = I>,
+        f: impl Fn(I) -> T + 'static,
+    ) -> ImapUnordered<T> {
+        let results = Rc::new(Queue::new());
+        // Every item gets its reporter now: if the feeder is killed before it spawned them
+        // all, the rest report "killed" as they drop, so the iterator never waits forever.
+        let jobs: Vec<(I, Reporter<T>)> =
+            items.into_iter().map(|i| (i, Reporter { q: results.clone(), sent: false })).collect();
+        let remaining = jobs.len();
+        let (pool, f) = (self.clone(), Rc::new(f));
+        self.feeders.spawn(move || {
+            for (i, reporter) in jobs {
+                let f = f.clone();
+                pool.spawn(move || {
+                    let mut reporter = reporter;
+                    let r = catching(|| f(i));
+                    reporter.sent = true;
+                    reporter.q.put(r);
+                });
+            }
+        });
+        ImapUnordered { results, remaining }
+    }
+
+    /// Fibers running (or spawned and not yet finished) in the pool.
+    pub fn len(&self) -> usize {
+        self.group.len()
+    }
+
+    /// True if no fiber runs in the pool.
+    pub fn is_empty(&self) -> bool {
+        self.group.is_empty()
+    }
+
+    /// The pool's size.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// How many more fibers could start now without waiting.
+    pub fn free_count(&self) -> usize {
+        self.slots.available()
+    }
+
+    /// Waits until every fiber of the pool has finished.
+    pub fn join(&self) {
+        self.feeders.join();
+        self.group.join();
+    }
+
+    /// As [`join`](Pool::join), waiting at most `d`; true if all have finished.
+    pub fn join_timeout(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        self.feeders.join_deadline(Some(deadline)) && self.group.join_deadline(Some(deadline))
+    }
+
+    /// Kills every fiber of the pool (and any `imap_unordered` feeder).
+    pub fn kill(&self) {
+        self.feeders.kill();
+        self.group.kill();
+    }
+}
+
+/// Sends a task's outcome to its `imap_unordered` iterator, or a "killed" payload if the task
+/// ended (or was dropped unstarted) without one.
+struct Reporter<T> {
+    q: Rc<Queue<Result<T, Payload>>>,
+    sent: bool,
+}
+
+impl<T> Drop for Reporter<T> {
+    fn drop(&mut self) {
+        if !self.sent {
+            // An unbounded put never waits, so it is safe while unwinding.
+            self.q.put(Err(Box::new("greenfiber: an imap_unordered task was killed")));
+        }
+    }
+}
+
+/// The iterator of [`Pool::imap_unordered`]: results in the order the tasks finish.
+pub struct ImapUnordered<T> {
+    results: Rc<Queue<Result<T, Payload>>>,
+    remaining: usize,
+}
+
+impl<T> Iterator for ImapUnordered<T> {
+    type Item = T;
+
+    /// Waits for the next task to finish; re-raises its panic.
+    fn next(&mut self) -> Option<T> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        match self.results.get() {
+            Ok(v) => Some(v),
+            Err(p) => resume_unwind(p),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}

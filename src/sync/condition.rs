@@ -1,0 +1,123 @@
+//! `Condition`: a wait list of notifications beside a [`Lock`].
+
+use std::time::{Duration, Instant};
+
+use super::lock::Lock;
+use super::waiters::{Outcome, WaitList};
+
+/// A condition variable for fibers (gevent's/`threading`'s `Condition`) over its own [`Lock`].
+///
+/// `wait` releases the lock, waits for a `notify`, and re-acquires the lock before returning.
+/// Waiters are notified in FIFO order. A notification that reaches a waiter which is killed
+/// (or interrupted by `with_timeout`) before it runs passes to the next waiter; with none left
+/// it is dropped, as a `notify` with nobody waiting is. A waiter that unwinds does not
+/// re-acquire the lock (it would have to block while unwinding).
+///
+/// ```
+/// use std::{cell::Cell, rc::Rc};
+/// use greenfiber::{spawn, sync::Condition};
+///
+/// let c = Rc::new((Condition::new(), Cell::new(false)));
+/// let c2 = c.clone();
+/// let waiter = spawn(move || {
+///     c2.0.acquire();
+///     while !c2.1.get() { c2.0.wait(); }
+///     c2.0.release();
+/// });
+/// greenfiber::yield_now();
+/// c.0.acquire();
+/// c.1.set(true);
+/// c.0.notify();
+/// c.0.release();
+/// waiter.join();
+/// ```
+#[derive(Default)]
+pub struct Condition {
+    lock: Lock,
+    waiters: WaitList<()>,
+}
+
+impl Condition {
+    /// A condition with a new, unlocked lock.
+    pub fn new() -> Condition {
+        Condition::default()
+    }
+
+    /// The underlying lock.
+    pub fn lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    /// Acquires the lock.
+    pub fn acquire(&self) {
+        self.lock.acquire();
+    }
+
+    /// Acquires the lock, waiting at most `d`; true if it got it.
+    pub fn acquire_timeout(&self, d: Duration) -> bool {
+        self.lock.acquire_timeout(d)
+    }
+
+    /// Acquires the lock if it is free now.
+    pub fn try_acquire(&self) -> bool {
+        self.lock.try_acquire()
+    }
+
+    /// Releases the lock.
+    pub fn release(&self) {
+        self.release_held();
+    }
+
+    fn release_held(&self) {
+        assert!(
+            self.lock.release().is_ok(),
+            "greenfiber: Condition released or waited on without holding its lock"
+        );
+    }
+
+    /// Releases the lock, waits for a notification, re-acquires the lock.
+    ///
+    /// # Panics
+    /// If the lock is not held.
+    pub fn wait(&self) {
+        self.wait_deadline(None);
+    }
+
+    /// As [`wait`](Condition::wait), giving up after `d`; true if notified. The lock is
+    /// re-acquired either way.
+    pub fn wait_timeout(&self, d: Duration) -> bool {
+        self.wait_deadline(super::deadline(d))
+    }
+
+    fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
+        // Rule 4 in hub/park.rs: neither the release nor the enqueue switches, so no notify
+        // can fall between them.
+        self.release_held();
+        let hand_on = |()| {
+            let _ = self.waiters.grant_one(());
+        };
+        let o = self.waiters.wait_for("a condition", None, deadline, hand_on);
+        self.lock.acquire();
+        matches!(o, Outcome::Granted(_))
+    }
+
+    /// Wakes the first waiter, if any; true if there was one.
+    pub fn notify(&self) -> bool {
+        self.waiters.grant_one(()).is_ok()
+    }
+
+    /// Wakes up to `n` waiters; returns how many.
+    pub fn notify_n(&self, n: usize) -> usize {
+        (0..n).take_while(|_| self.notify()).count()
+    }
+
+    /// Wakes every waiter; returns how many.
+    pub fn notify_all(&self) -> usize {
+        self.waiters.grant_all(|| ())
+    }
+
+    /// How many fibers wait.
+    pub fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+}

@@ -1,0 +1,138 @@
+//! The one wait list under every primitive of `sync`: the hub's FIFO [`WaitList`] with direct
+//! hand-off (its entry-state table is in `hub/park.rs`), re-exported here with what each
+//! primitive grants and where an unclaimed grant goes.
+//!
+//! A releaser never just "wakes" a waiter and hopes it finds the permit or item when it runs:
+//! it *grants* the value to the first entry and unlinks it in one step. If that waiter is then
+//! killed or interrupted before it runs, the entry's guard passes the grant on (`hand_on`).
+//!
+//! | primitive          | list      | grant `V`        | offer      | unclaimed grant goes to                    |
+//! |--------------------|-----------|------------------|------------|--------------------------------------------|
+//! | Semaphore, Lock    | waiters   | a permit `()`    | —          | `release` again: next waiter or the count  |
+//! | RLock              | (its Lock)| a permit `()`    | —          | as Lock                                    |
+//! | Event, AsyncResult | waiters   | "it is set" `()` | —          | nowhere (every waiter was granted)         |
+//! | Condition          | waiters   | a notify `()`    | —          | the next waiter, else dropped (as notify)  |
+//! | Queue getters      | getters   | the item `T`     | —          | the next getter, else the storage's front  |
+//! | Queue putters      | putters   | — (offer taken)  | the item   | nothing: the item is already in the queue  |
+//! | Channel getters    | getters   | the item `T`     | —          | the next getter, else held for the next get|
+//! | Channel putters    | putters   | — (offer taken)  | the item   | nothing: a getter has it                   |
+//! | JoinableQueue join | joiners   | "all done" `()`  | —          | nowhere                                    |
+
+pub(crate) use crate::hub::park::{Outcome, WaitList};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{spawn, yield_now};
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn grants_go_to_waiters_in_fifo_order() {
+        let list: Rc<WaitList<u32>> = Rc::new(WaitList::new());
+        let got = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let gs: Vec<_> = (0..3)
+            .map(|i| {
+                let (list, got) = (list.clone(), got.clone());
+                spawn(move || {
+                    let o = list.wait_for("test", None, None, |_| panic!("no unwind here"));
+                    got.borrow_mut().push((i, o));
+                })
+            })
+            .collect();
+        yield_now();
+        assert_eq!(list.len(), 3);
+        for v in [10, 20, 30] {
+            assert_eq!(list.grant_one(v), Ok(()));
+        }
+        assert_eq!(list.grant_one(40), Err(40));
+        crate::hub::joinall(&gs, None);
+        let got = got.borrow();
+        assert_eq!(
+            *got,
+            [
+                (0, Outcome::Granted(Some(10))),
+                (1, Outcome::Granted(Some(20))),
+                (2, Outcome::Granted(Some(30)))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_grant_to_a_killed_waiter_is_handed_on_exactly_once() {
+        let list: Rc<WaitList<u32>> = Rc::new(WaitList::new());
+        let handed = Rc::new(Cell::new(0u32));
+        let (l, h) = (list.clone(), handed.clone());
+        let g = spawn(move || l.wait_for("test", None, None, move |v| h.set(h.get() + v)));
+        yield_now();
+        assert_eq!(list.grant_one(7), Ok(())); // granted, queued, not yet run
+        g.kill();
+        assert_eq!(handed.get(), 7);
+        assert!(list.is_empty());
+        assert!(g.take().unwrap().is_err());
+    }
+
+    #[test]
+    fn a_killed_waiting_entry_leaves_the_list_and_gets_nothing() {
+        let list: Rc<WaitList<u32>> = Rc::new(WaitList::new());
+        let handed = Rc::new(Cell::new(0u32));
+        let (l, h) = (list.clone(), handed.clone());
+        let g = spawn(move || l.wait_for("test", None, None, move |v| h.set(v)));
+        yield_now();
+        assert_eq!(list.len(), 1);
+        g.kill();
+        assert!(list.is_empty());
+        assert_eq!(list.grant_one(5), Err(5));
+        assert_eq!(handed.get(), 0);
+    }
+
+    #[test]
+    fn timeout_returns_the_offer_and_a_grant_beats_a_fired_timer() {
+        let list: WaitList<&str> = WaitList::new();
+        let t = Instant::now();
+        let o = list.wait_for(
+            "test",
+            Some("mine"),
+            Some(Instant::now() + Duration::from_millis(5)),
+            |_| {},
+        );
+        assert_eq!(o, Outcome::TimedOut(Some("mine")));
+        assert!(t.elapsed() >= Duration::from_millis(5));
+        assert!(list.is_empty());
+
+        // The timer fires (waiter Woken(TimedOut)), then a releaser grants before it runs.
+        let list: Rc<WaitList<u32>> = Rc::new(WaitList::new());
+        let l = list.clone();
+        let g = spawn(move || l.wait_for("test", None, Some(Instant::now()), |_| {}));
+        yield_now(); // g parks with a deadline already due
+        yield_now(); // the hub fires the timer and queues g behind us ...
+        let _ = list.grant_one(9); // ... and it is still in the list or already gone
+        g.join();
+        let o = g.take().unwrap().unwrap();
+        assert!(o == Outcome::Granted(Some(9)) || o == Outcome::TimedOut(None), "{o:?}");
+    }
+
+    #[test]
+    fn take_one_takes_the_offer_and_grant_all_reaches_everyone() {
+        let list: Rc<WaitList<u32>> = Rc::new(WaitList::new());
+        let l = list.clone();
+        let putter = spawn(move || l.wait_for("put", Some(3), None, |_| {}));
+        yield_now();
+        assert_eq!(list.take_one(), Some(Some(3)));
+        assert_eq!(list.take_one(), None);
+        putter.join();
+        assert_eq!(putter.take().unwrap().unwrap(), Outcome::Granted(None));
+
+        let gs: Vec<_> = (0..4)
+            .map(|_| {
+                let l = list.clone();
+                spawn(move || l.wait_for("all", None, None, |_| {}))
+            })
+            .collect();
+        yield_now();
+        assert_eq!(list.grant_all(|| 1), 4);
+        crate::hub::joinall(&gs, None);
+        assert!(gs.iter().all(|g| g.take().unwrap().unwrap() == Outcome::Granted(Some(1))));
+    }
+}

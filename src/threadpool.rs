@@ -1,0 +1,167 @@
+//! Layer 2b: [`spawn_blocking`] runs a closure on a bounded pool of OS threads while the calling
+//! fiber waits cooperatively (other fibers keep running).
+//!
+//! ```
+//! use std::time::Duration;
+//! let n = greenfiber::threadpool::spawn_blocking(|| {
+//!     std::thread::sleep(Duration::from_millis(10)); // blocks a pool thread, not the hub
+//!     6 * 7
+//! });
+//! assert_eq!(n.unwrap(), 42);
+//! ```
+//!
+//! # Design
+//! One process-wide pool of at most [`MAX_THREADS`] threads, created lazily; a thread idle for
+//! [`KEEP_ALIVE`] exits. Jobs wait in a FIFO queue under a `Mutex` + `Condvar`. The result
+//! crosses back in an `Arc<Mutex<Option<_>>>` and the fiber is woken through
+//! `hub::remote_signal` — the only part of the hub this module uses. Only `Send` values cross
+//! threads: the closure and its result; no fiber handle leaves the hub's thread.
+//!
+//! Pool state (under the mutex):
+//!
+//! | field    | meaning                                                                       |
+//! |----------|-------------------------------------------------------------------------------|
+//! | jobs     | submitted, not yet taken                                                       |
+//! | threads  | alive (busy + idle); ≤ MAX_THREADS                                             |
+//! | idle     | waiting on the condvar and not yet claimed by a submitter                      |
+//! | claims   | wake-ups a submitter sent to an idle thread that has not consumed it yet       |
+//!
+//! A submitter with a job: if an idle thread exists, it claims it (`idle -= 1; claims += 1`)
+//! and signals; else, below the limit, it starts a thread; else the job waits for a busy thread,
+//! which always checks `jobs` before going idle. So no job is stranded.
+//!
+//! A fiber killed while it waits leaves its remote wait; the job still runs to its end on its
+//! thread and its result is dropped there (hence `T: Send`).
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::hub::remote_signal;
+
+/// The most threads the pool runs at once.
+pub const MAX_THREADS: usize = 16;
+
+/// How long an idle pool thread waits for work before it exits.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+struct Pool {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+struct State {
+    jobs: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+    claims: usize,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| Pool {
+        state: Mutex::new(State { jobs: VecDeque::new(), threads: 0, idle: 0, claims: 0 }),
+        cv: Condvar::new(),
+    })
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Jobs run outside the lock and their panics are caught, so the state is never left
+        // half-updated; a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn submit(&'static self, job: Job) {
+        let mut st = self.lock();
+        st.jobs.push_back(job);
+        if st.idle > 0 {
+            st.idle -= 1;
+            st.claims += 1;
+            drop(st);
+            self.cv.notify_one();
+        } else if st.threads < MAX_THREADS {
+            st.threads += 1;
+            let n = st.threads;
+            drop(st);
+            let spawned = std::thread::Builder::new()
+                .name(format!("greenfiber-blocking-{n}"))
+                .spawn(move || self.work());
+            if let Err(e) = spawned {
+                log::error!("threadpool: cannot start a thread: {e}");
+                let mut st = self.lock();
+                st.threads -= 1;
+                // If no thread is left to run the job, run it here rather than lose it.
+                if st.threads == 0
+                    && let Some(job) = st.jobs.pop_front()
+                {
+                    drop(st);
+                    job();
+                }
+            }
+        }
+    }
+
+    fn work(&self) {
+        let mut st = self.lock();
+        loop {
+            if let Some(job) = st.jobs.pop_front() {
+                drop(st);
+                job(); // catches its own panics
+                st = self.lock();
+                continue;
+            }
+            st.idle += 1;
+            let (g, timeout) =
+                self.cv.wait_timeout(st, KEEP_ALIVE).unwrap_or_else(|p| p.into_inner());
+            st = g;
+            if st.claims > 0 {
+                // A submitter claimed us (and already took us off `idle`).
+                st.claims -= 1;
+            } else if timeout.timed_out() {
+                st.idle -= 1;
+                st.threads -= 1;
+                log::debug!("threadpool: an idle thread exits ({} left)", st.threads);
+                return;
+            } else {
+                // Spurious wake-up: still idle.
+                st.idle -= 1;
+            }
+        }
+    }
+}
+
+/// Runs `f` on a pool thread and waits for it cooperatively: the calling fiber (or the main
+/// coroutine) parks while other fibers run. Returns `f`'s value, or [`Error::Panicked`] with
+/// the panic message if `f` panicked (the panic is not re-raised).
+///
+/// At most [`MAX_THREADS`] closures run at once; more wait in FIFO order. If the calling fiber
+/// is killed, `f` still runs to its end on its thread and its result is dropped there.
+pub fn spawn_blocking<T, F>(f: F) -> Result<T, Error>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let slot: Arc<Mutex<Option<std::thread::Result<T>>>> = Arc::new(Mutex::new(None));
+    let (wait, waker) = remote_signal();
+    let theirs = slot.clone();
+    pool().submit(Box::new(move || {
+        let r = catch_unwind(AssertUnwindSafe(f));
+        *theirs.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        waker.wake();
+    }));
+    loop {
+        // SWITCH (inside wait): other fibers run until the pool thread wakes us.
+        wait.wait();
+        let r = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match r {
+            Some(Ok(v)) => return Ok(v),
+            Some(Err(p)) => return Err(Error::from_panic(None, &*p)),
+            None => continue, // cannot happen: the wake follows the store
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Layer 4: Group and Pool — size limit, spawn waiting while full, apply/map/imap_unordered,
+//! join, kill, and no permit lost when pool fibers are killed.
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::time::Duration;
+
+use greenfiber::pool::{Group, Pool};
+use greenfiber::{Error, sleep, spawn, yield_now};
+
+#[test]
+fn group_spawn_len_join_kill() {
+    let g = Group::new();
+    assert!(g.is_empty());
+    let done = Rc::new(Cell::new(0));
+    for ms in [5u64, 10, 15] {
+        let d = done.clone();
+        g.spawn(move || {
+            sleep(Duration::from_millis(ms));
+            d.set(d.get() + 1);
+        });
+    }
+    assert_eq!(g.len(), 3);
+    assert!(!g.join_timeout(Duration::from_millis(1)));
+    g.join();
+    assert_eq!((g.len(), done.get()), (0, 3));
+
+    let sleepers: Vec<_> = (0..3).map(|_| g.spawn(|| sleep(Duration::from_secs(3600)))).collect();
+    yield_now();
+    g.kill();
+    assert!(g.is_empty());
+    assert!(sleepers.iter().all(|s| s.get() == Err(Error::Killed)));
+    assert!(g.join_timeout(Duration::ZERO));
+}
+
+#[test]
+fn pool_runs_at_most_size_at_once_and_spawn_waits_while_full() {
+    let pool = Pool::new(2);
+    let (inside, peak) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    for _ in 0..6 {
+        let (i, p) = (inside.clone(), peak.clone());
+        pool.spawn(move || {
+            i.set(i.get() + 1);
+            p.set(p.get().max(i.get()));
+            sleep(Duration::from_millis(2));
+            i.set(i.get() - 1);
+        });
+        assert!(pool.len() <= 2);
+    }
+    pool.join();
+    assert_eq!(peak.get(), 2);
+    assert_eq!((pool.len(), pool.free_count(), pool.size()), (0, 2, 2));
+}
+
+#[test]
+fn pool_apply_returns_the_value_and_re_raises_a_panic() {
+    let pool = Pool::new(1);
+    assert_eq!(pool.apply(|| 6 * 7), 42);
+    let p = catch_unwind(AssertUnwindSafe(|| pool.apply(|| -> u8 { panic!("apply boom") })))
+        .unwrap_err();
+    assert_eq!(p.downcast_ref::<&str>(), Some(&"apply boom"));
+    assert_eq!(pool.free_count(), 1);
+}
+
+#[test]
+fn pool_map_keeps_order_and_imap_unordered_yields_as_they_finish() {
+    let pool = Pool::new(3);
+    let out = pool.map(0..10u64, |i| {
+        sleep(Duration::from_millis(10 - i));
+        i * 10
+    });
+    assert_eq!(out, (0..10).map(|i| i * 10).collect::<Vec<_>>());
+
+    let order: Vec<u64> = pool
+        .imap_unordered([30u64, 10, 20], |ms| {
+            sleep(Duration::from_millis(ms));
+            ms
+        })
+        .collect();
+    assert_eq!(order, [10, 20, 30]);
+    let mut all: Vec<u32> = pool.imap_unordered(0..20u32, |i| i).collect();
+    all.sort();
+    assert_eq!(all, (0..20).collect::<Vec<_>>());
+    pool.join();
+    assert_eq!(pool.free_count(), 3);
+}
+
+#[test]
+fn pool_kill_mid_wait_loses_no_permit() {
+    let pool = Pool::new(2);
+    let started = Rc::new(Cell::new(0));
+    for _ in 0..2 {
+        let s = started.clone();
+        pool.spawn(move || {
+            s.set(s.get() + 1);
+            sleep(Duration::from_secs(3600));
+        });
+    }
+    assert_eq!(pool.free_count(), 0);
+    // Spawners waiting for a slot: one is killed while it waits.
+    let spawners: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool, s) = (pool.clone(), started.clone());
+            spawn(move || {
+                pool.spawn(move || s.set(s.get() + 1));
+            })
+        })
+        .collect();
+    yield_now();
+    spawners[0].kill();
+    pool.kill(); // both sleepers die, their permits go to spawners[1] and the count
+    spawners[1].join();
+    assert!(spawners[1].successful());
+    pool.join();
+    assert_eq!(started.get(), 3);
+    assert_eq!((pool.len(), pool.free_count()), (0, 2));
+
+    // Killed before it ever started: the permit comes back too.
+    let never = pool.spawn(|| unreachable!());
+    assert_eq!(pool.free_count(), 1);
+    never.kill();
+    assert_eq!(pool.free_count(), 2);
+}
+
+#[test]
+fn imap_unordered_after_a_kill_reports_instead_of_hanging() {
+    let pool = Pool::new(1);
+    let mut it = pool.imap_unordered(0..5u32, |i| {
+        sleep(Duration::from_secs(3600));
+        i
+    });
+    yield_now(); // the feeder spawns the first task and waits for a slot
+    pool.kill();
+    assert_eq!(pool.free_count(), 1);
+    let mut killed = 0;
+    for _ in 0..5 {
+        let r = catch_unwind(AssertUnwindSafe(|| it.next()));
+        let p = r.unwrap_err();
+        assert!(p.downcast_ref::<&str>().unwrap().contains("killed"));
+        killed += 1;
+    }
+    assert_eq!(killed, 5);
+    assert_eq!(it.next(), None);
+}
