@@ -9,6 +9,8 @@ mod error;
 pub mod coroutine;
 pub mod hub;
 
+pub mod net;
+
 pub use coroutine::{Builder, Coroutine, GreenletExit, current};
 pub use error::{Error, SwitchError};
 pub use hub::{
