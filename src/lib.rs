@@ -11,6 +11,8 @@ pub mod hub;
 
 pub mod net;
 
+pub mod server;
+
 pub use coroutine::{Builder, Coroutine, GreenletExit, current};
 pub use error::{Error, SwitchError};
 pub use hub::{
