@@ -142,3 +142,14 @@ fn fetch_many_runs_the_fetches_concurrently() {
     // (the bound is loose: 1 s, for a loaded machine).
     assert!(out.contains("concurrent: yes"), "{out}");
 }
+
+#[test]
+fn echo_bench_runs_a_short_comparison_and_the_idle_check() {
+    let out = example_stdout(
+        "echo_bench",
+        &["run", "--secs", "0.3", "--reps", "1", "--conns", "8", "--servers", "greenfiber,mio"],
+    );
+    assert!(out.contains("| greenfiber | 8 |") && out.contains("| mio | 8 |"), "{out}");
+    let out = example_stdout("echo_bench", &["idle", "200"]);
+    assert!(out.contains("served afterwards: 200 of 200"), "{out}");
+}

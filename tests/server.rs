@@ -268,3 +268,15 @@ fn emfile_makes_accept_back_off_without_spinning() {
         s.stop();
     });
 }
+
+#[test]
+fn killing_the_serve_forever_fiber_stops_the_server() {
+    let s = Rc::new(StreamServer::new("127.0.0.1:0", line_echo).unwrap());
+    let s2 = s.clone();
+    let g = spawn(move || s2.serve_forever().unwrap());
+    let c = TcpStream::connect(s.local_addr()).unwrap();
+    assert_eq!(ask(&c, "up").unwrap(), "echo: up\n");
+    g.kill();
+    wait_until("the server to stop", || s.is_stopped() && s.connections() == 0);
+    assert_eq!(ask(&c, "down").unwrap(), "", "the handler was ended by stop");
+}

@@ -28,6 +28,12 @@
 //! retried. A fiber killed or timed out (`with_timeout`) while parked leaves no waiter behind,
 //! and the socket stays usable.
 //!
+//! ```compile_fail
+//! // A socket belongs to the hub of its thread: it cannot be sent to another thread.
+//! fn send<T: Send>(_: T) {}
+//! send(greenfiber::net::TcpListener::bind("127.0.0.1:0").unwrap());
+//! ```
+//!
 //! # Results: what each outcome looks like (the same as `std::net` on Linux)
 //!
 //! | situation                                      | result                                          |
