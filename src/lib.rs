@@ -11,9 +11,13 @@ pub mod hub;
 
 pub mod threadpool;
 
+pub mod net;
+
 pub mod sync;
 
 pub mod pool;
+
+pub mod server;
 
 pub use coroutine::{Builder, Coroutine, GreenletExit, current};
 pub use error::{Error, SwitchError};

@@ -124,3 +124,113 @@ fn blocking_call_runs_beside_a_ticking_fiber() {
     let out = example_stdout("blocking_call", &[]);
     assert_eq!(out, "blocking call returned 42\nticker kept running: yes\n");
 }
+
+#[test]
+fn echo_server_selftest_echoes_for_three_clients() {
+    let out = example_stdout("echo_server", &["--selftest"]);
+    for i in 0..3 {
+        let want = format!(
+            "client {i}: \"Welcome to the echo server! Type quit to exit.\\r\\nhello from client {i}\\n\" then EOF"
+        );
+        assert!(out.contains(&want), "{out}");
+    }
+    assert_eq!(out.matches("New connection from").count(), 3, "{out}");
+    assert!(out.ends_with("selftest ok\n"), "{out}");
+}
+
+#[test]
+fn chat_server_broadcasts_and_survives_an_abrupt_half_line() {
+    let out = example_stdout("chat_server", &["--selftest"]);
+    let want = "B saw: * B joined\nB saw: * C joined\nB saw: * C left\nB saw: A: hello from A\n\
+                B saw: B: hi A, B here\nB saw: * A left\nB saw: (A heard: B: hi A, B here)\n\
+                clients left on the server: 0\n";
+    assert_eq!(out, want);
+    assert!(!out.contains("this line never ends"));
+}
+
+#[test]
+fn http_server_selftest_keep_alive_close_and_400() {
+    let out = example_stdout("http_server", &["--selftest"]);
+    let want = "keep-alive 1: (\"HTTP/1.1 200 OK\", 68, false)\n\
+                keep-alive 2: (\"HTTP/1.1 200 OK\", 1048576, false)\n\
+                close: (\"HTTP/1.1 404 Not Found\", 10, true)\nthen EOF: true\n\
+                malformed: (\"HTTP/1.1 400 Bad Request\", 30, true)\nthen EOF: true\n";
+    assert_eq!(out, want);
+}
+
+/// The HTTP example against curl: two requests on one kept-alive connection, then a download.
+#[test]
+fn http_server_against_curl() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("curl not installed; skipping (the selftest covers the protocol)");
+        return;
+    }
+    let mut child = Command::new(common::example_path("http_server"))
+        .args(["--port", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let _guard = Kill(child);
+    let addr = first.trim().strip_prefix("listening on ").expect(&first).to_string();
+    let url = format!("http://{addr}/");
+    let out = Command::new("curl").args(["-sS", "-v", &url, &url]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let body = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(body.matches("Hello from a fiber").count(), 2, "{body}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("Re-using existing connection") || log.contains("Reusing existing"),
+        "{log}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("gf-curl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("download.bin");
+    let dl = format!("http://{addr}/download");
+    let out = Command::new("curl")
+        .args(["-sS", "-f", "-o", file.to_str().unwrap(), &dl])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let data = std::fs::read(&file).unwrap();
+    assert_eq!(data.len(), 1 << 20);
+    assert!(data.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let bad = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", &url])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&bad.stdout), "405");
+}
+
+#[test]
+fn fetch_many_runs_the_fetches_concurrently() {
+    let out = example_stdout("fetch_many", &["20"]);
+    assert!(out.contains("fetched 20 of 20 pages"), "{out}");
+    // 20 sequential requests would take 2 s; concurrency means about one request's 100 ms
+    // (the bound is loose: 1 s, for a loaded machine).
+    assert!(out.contains("concurrent: yes"), "{out}");
+}
+
+#[test]
+fn echo_bench_runs_a_short_comparison_and_the_idle_check() {
+    let out = example_stdout(
+        "echo_bench",
+        &["run", "--secs", "0.3", "--reps", "1", "--conns", "8", "--servers", "greenfiber,mio"],
+    );
+    assert!(out.contains("| greenfiber | 8 |") && out.contains("| mio | 8 |"), "{out}");
+    let out = example_stdout("echo_bench", &["idle", "200"]);
+    assert!(out.contains("served afterwards: 200 of 200"), "{out}");
+}

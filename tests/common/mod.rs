@@ -50,3 +50,42 @@ pub fn run_example(name: &str, args: &[&str]) -> Output {
 pub fn example_stdout(name: &str, args: &[&str]) -> String {
     String::from_utf8(run_example(name, args).stdout).unwrap()
 }
+
+/// How many file descriptors this process has open (`/proc/self/fd`).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Runs `body` in a fresh copy of this test binary that runs only the test `name`: for tests
+/// that count fds, change process limits or signal dispositions, which other tests running in
+/// parallel threads would disturb. The parent asserts the child passed.
+pub fn in_child_process(name: &str, body: impl FnOnce()) {
+    const VAR: &str = "GREENFIBER_CHILD_TEST";
+    if std::env::var(VAR).as_deref() == Ok(name) {
+        body();
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(&exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(VAR, name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child test {name} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `cond` every millisecond (letting fibers run) until it holds; panics after 10 s.
+/// A hang guard, not a timing assertion.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < give_up, "gave up waiting for {what}");
+        greenfiber::sleep(std::time::Duration::from_millis(1));
+    }
+}

@@ -1,0 +1,256 @@
+//! The one I/O loop every socket operation goes through, and the registration that owns a
+//! socket's place in the hub's reactor.
+//!
+//! ```text
+//!   op() ──Ok / error──────────────────────────────────────────────► return it
+//!    │  Interrupted ──► op() again
+//!    │  WouldBlock
+//!    ▼
+//!   Waiter::set_io(token, dir)      (no switch since op() failed: reactor rule 1)
+//!   Waiter::park(deadline) ──Woken──► op() again (a wake-up is a hint: reactor rule 2)
+//!    │ TimedOut
+//!    ▼
+//!   op() once more ──WouldBlock──► Err(EAGAIN)  (what std gives when SO_RCVTIMEO expires)
+//! ```
+//!
+//! A kill or `with_timeout` that fires while parked unwinds out of `park`; the `Waiter`'s `Drop`
+//! takes it off the reactor's list (park.rs rule 1), so nothing is left behind and the socket
+//! stays usable.
+//!
+//! Rules:
+//! 1. A socket is registered with the reactor of the thread that created it, once, when it is
+//!    created ([`Registered::new`]), and deregistered in `Drop` *before* its fd is closed (the
+//!    field order of [`Registered`]). That is why every socket type is `!Send`.
+//! 2. Every blocking socket method is a single call to [`Registered::do_io`] (or
+//!    [`wait_fd`] for a descriptor the net layer does not own); no other file parks on I/O.
+//! 3. The deadline of a call is taken when it first has to wait, from the socket's timeout;
+//!    its expiry is reported by the caller's choice of error (see the table in `net/mod.rs`).
+
+use std::cell::Cell;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+use mio::event::Source;
+
+use super::sys;
+use crate::hub::park::{Waiter, Wake};
+use crate::hub::reactor::Direction;
+use crate::hub::scheduler;
+
+/// A mio source registered with this thread's reactor for as long as it lives (rule 1).
+pub(crate) struct Registered<S: Source> {
+    source: S,
+    token: Token,
+    /// The token belongs to this thread's reactor.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<S: Source> Registered<S> {
+    /// Registers `source` for both directions with this thread's hub.
+    pub(crate) fn new(mut source: S) -> io::Result<Registered<S>> {
+        let token = scheduler::with(|hub| hub.reactor.borrow_mut().register(&mut source))?;
+        Ok(Registered { source, token, _not_send: PhantomData })
+    }
+
+    /// The source, for operations that never block (addresses, options).
+    pub(crate) fn get(&self) -> &S {
+        &self.source
+    }
+
+    /// Runs `op` until it does not report `WouldBlock`, parking the fiber on `dir` readiness in
+    /// between; after `timeout` (counted from the first wait) gives `EAGAIN`/`WouldBlock`.
+    #[inline]
+    pub(crate) fn do_io<R>(
+        &self,
+        dir: Direction,
+        timeout: Option<Duration>,
+        mut op: impl FnMut(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        // Fast path: no waiter, no clock.
+        match op(&self.source) {
+            Err(e) if would_block(&e) => {}
+            r => return r,
+        }
+        wait_loop(self.token, dir, timeout, || op(&self.source))
+    }
+}
+
+impl<S: Source> Drop for Registered<S> {
+    fn drop(&mut self) {
+        let mut parked = Vec::new();
+        scheduler::try_with(|hub| {
+            let r = hub.reactor.borrow_mut().deregister(&mut self.source, self.token, &mut parked);
+            if let Err(e) = r {
+                log::debug!("net: deregistering {:?}: {e}", self.token);
+            }
+            // Nobody can be parked on a socket being dropped (they would hold a borrow of it),
+            // but if it happens, wake them: their retry sees the error, not a hang.
+            for w in parked {
+                crate::hub::park::unpark_in(hub, w, Wake::Woken);
+            }
+        });
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+}
+
+/// The slow half of [`Registered::do_io`]: the loop in the module diagram.
+fn wait_loop<R>(
+    token: Token,
+    dir: Direction,
+    timeout: Option<Duration>,
+    mut op: impl FnMut() -> io::Result<R>,
+) -> io::Result<R> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let w = Waiter::new(match dir {
+        Direction::Read => "a socket to become readable",
+        Direction::Write => "a socket to become writable",
+    });
+    loop {
+        // The caller's `op` has just failed with WouldBlock or EINTR; nothing switched since.
+        if !scheduler::with(|hub| w.set_io(hub, token, dir)) {
+            return Err(io::Error::other("greenfiber: socket used after its registration ended"));
+        }
+        // SWITCH: other fibers run; `op`'s captures are ours and unchanged.
+        let wake = w.park(deadline);
+        loop {
+            match op() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                r => return r,
+            }
+        }
+        if wake == Wake::TimedOut {
+            return Err(timed_out());
+        }
+    }
+}
+
+/// What std returns when `SO_RCVTIMEO`/`SO_SNDTIMEO` expires on Linux: `EAGAIN`.
+pub(crate) fn timed_out() -> io::Error {
+    io::Error::from_raw_os_error(libc::EAGAIN)
+}
+
+/// Waits until `fd` — a descriptor the net layer does not own, e.g. one a monkey-patched libc
+/// call got `EAGAIN` on — is ready for `dir`, or `deadline` passes. `Ok(true)` if ready,
+/// `Ok(false)` on the deadline.
+///
+/// `fd` is registered for the duration of the call only, so it must not be registered with
+/// this thread's reactor already (e.g. be a `net` socket), and must stay open until this
+/// returns. The operation in the loop is a zero-timeout `poll(2)`.
+pub(crate) fn wait_fd(fd: RawFd, dir: Direction, deadline: Option<Instant>) -> io::Result<bool> {
+    struct Reg(RawFd, Token);
+    impl Drop for Reg {
+        fn drop(&mut self) {
+            let mut parked = Vec::new();
+            scheduler::try_with(|hub| {
+                let _ = hub.reactor.borrow_mut().deregister_fd(self.0, self.1, &mut parked);
+            });
+        }
+    }
+    let reg = Reg(fd, scheduler::with(|hub| hub.reactor.borrow_mut().register_fd(fd))?);
+    let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let first = sys::poll_ready(fd, dir);
+    let r = match first {
+        Err(e) if would_block(&e) => wait_loop(reg.1, dir, timeout, || sys::poll_ready(fd, dir)),
+        r => r,
+    };
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A socket's read and write timeouts, shared by its `try_clone`s as std's `SO_RCVTIMEO` is
+/// shared by duplicated descriptors.
+#[derive(Debug, Default)]
+pub(crate) struct Timeouts {
+    read: Cell<Option<Duration>>,
+    write: Cell<Option<Duration>>,
+}
+
+impl Timeouts {
+    pub(crate) fn read(&self) -> Option<Duration> {
+        self.read.get()
+    }
+    pub(crate) fn write(&self) -> Option<Duration> {
+        self.write.get()
+    }
+    pub(crate) fn set_read(&self, d: Option<Duration>) -> io::Result<()> {
+        self.read.set(check_timeout(d)?);
+        Ok(())
+    }
+    pub(crate) fn set_write(&self, d: Option<Duration>) -> io::Result<()> {
+        self.write.set(check_timeout(d)?);
+        Ok(())
+    }
+}
+
+/// std refuses a zero timeout with `InvalidInput`; so do we.
+pub(crate) fn check_timeout(d: Option<Duration>) -> io::Result<Option<Duration>> {
+    if d == Some(Duration::ZERO) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot set a 0 duration timeout"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn wait_fd_ready_and_deadline() {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let fd = reader.as_raw_fd();
+        let soon = Some(Instant::now() + Duration::from_millis(20));
+        assert!(!wait_fd(fd, Direction::Read, soon).unwrap());
+        assert!(wait_fd(writer.as_raw_fd(), Direction::Write, None).unwrap());
+        let w = crate::hub::spawn(move || {
+            crate::hub::sleep(Duration::from_millis(10));
+            writer.write_all(b"x").unwrap();
+        });
+        assert!(wait_fd(fd, Direction::Read, None).unwrap());
+        w.join();
+        scheduler::with(|hub| assert_eq!(hub.io_waits.get(), 0));
+    }
+
+    #[test]
+    fn kill_or_timeout_while_parked_leaves_no_waiter() {
+        use std::io::Read;
+        let (a, _b) = mio::net::UnixStream::pair().unwrap();
+        let reg = std::rc::Rc::new(Registered::new(a).unwrap());
+        let r2 = reg.clone();
+        let g = crate::hub::spawn(move || {
+            let _ = r2.do_io(Direction::Read, None, |mut s| s.read(&mut [0; 4]));
+        });
+        crate::hub::sleep(Duration::from_millis(5));
+        let count = |reg: &Registered<mio::net::UnixStream>| {
+            scheduler::with(|hub| {
+                (hub.io_waits.get(), hub.reactor.borrow().waiters(reg.token, Direction::Read))
+            })
+        };
+        assert_eq!(count(&reg), (1, Some(1)));
+        g.kill();
+        assert_eq!(count(&reg), (0, Some(0)));
+
+        let t = crate::hub::with_timeout(Duration::from_millis(5), || {
+            reg.do_io(Direction::Read, None, |mut s| s.read(&mut [0; 4]))
+        });
+        assert!(t.is_err());
+        assert_eq!(count(&reg), (0, Some(0)));
+
+        let e = reg
+            .do_io(Direction::Read, Some(Duration::from_millis(5)), |mut s| s.read(&mut [0; 4]))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(count(&reg), (0, Some(0)));
+    }
+}

@@ -1,0 +1,289 @@
+//! [`TcpListener`] and [`TcpStream`]: `std::net`'s TCP types whose blocking calls park the
+//! fiber. Each method is a delegation to mio/std or one call into `io.rs`.
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::addr::{ToSocketAddrs, each_addr};
+use super::io::{Registered, Timeouts, check_timeout};
+use super::sys;
+use crate::hub::reactor::Direction::{Read as R, Write as W};
+
+/// The listen backlog of [`TcpListener::bind`]: a fiber server accepts only when the hub runs
+/// its accept fiber, so bursts of connections queue here (std and mio use 128).
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// A TCP socket server, listening for connections (`std::net::TcpListener`, cooperative).
+///
+/// `!Send`: it is registered with the hub of the thread that created it.
+pub struct TcpListener {
+    io: Registered<mio::net::TcpListener>,
+}
+
+/// A TCP stream between a local and a remote socket (`std::net::TcpStream`, cooperative).
+///
+/// Reads and writes park the calling fiber instead of blocking the thread. `Read` and `Write`
+/// are implemented for `&TcpStream` too, so one fiber can read while another writes through a
+/// shared reference or a [`try_clone`](TcpStream::try_clone).
+pub struct TcpStream {
+    io: Registered<mio::net::TcpStream>,
+    timeouts: Rc<Timeouts>,
+}
+
+/// The iterator of [`TcpListener::incoming`]; it never returns `None`.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a TcpListener,
+}
+
+impl TcpListener {
+    /// Binds to `addr` (each resolved address in turn until one works) and listens.
+    /// The socket has `SO_REUSEADDR` set and a backlog of [`LISTEN_BACKLOG`].
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
+        let l = each_addr(&addr, |a| mio::net::TcpListener::bind(*a))?;
+        sys::set_backlog(l.as_raw_fd(), LISTEN_BACKLOG)?;
+        Ok(TcpListener { io: Registered::new(l)? })
+    }
+
+    /// Takes over a listening std socket, making it non-blocking.
+    pub fn from_std(l: std::net::TcpListener) -> io::Result<TcpListener> {
+        l.set_nonblocking(true)?;
+        Ok(TcpListener { io: Registered::new(mio::net::TcpListener::from_std(l))? })
+    }
+
+    /// Waits for a connection; the fiber parks while none is pending.
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (s, a) = self.io.do_io(R, None, |l| l.accept())?;
+        Ok((TcpStream::from_mio(s)?, a))
+    }
+
+    /// An iterator over accepted connections (`accept` in a loop).
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get().local_addr()
+    }
+
+    /// A second handle on the same socket, with its own fd and its own registration.
+    pub fn try_clone(&self) -> io::Result<TcpListener> {
+        let fd = self.io.get().as_fd().try_clone_to_owned()?;
+        let l = mio::net::TcpListener::from_std(std::net::TcpListener::from(fd));
+        Ok(TcpListener { io: Registered::new(l)? })
+    }
+
+    /// Sets `IP_TTL`.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.io.get().set_ttl(ttl)
+    }
+
+    /// Gets `IP_TTL`.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.io.get().ttl()
+    }
+
+    /// Takes the pending `SO_ERROR`.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.get().take_error()
+    }
+}
+
+impl<'a> Iterator for Incoming<'a> {
+    type Item = io::Result<TcpStream>;
+    fn next(&mut self) -> Option<io::Result<TcpStream>> {
+        Some(self.listener.accept().map(|(s, _)| s))
+    }
+}
+
+impl TcpStream {
+    fn from_mio(s: mio::net::TcpStream) -> io::Result<TcpStream> {
+        Ok(TcpStream { io: Registered::new(s)?, timeouts: Rc::default() })
+    }
+
+    /// Takes over a connected std stream, making it non-blocking.
+    pub fn from_std(s: std::net::TcpStream) -> io::Result<TcpStream> {
+        s.set_nonblocking(true)?;
+        TcpStream::from_mio(mio::net::TcpStream::from_std(s))
+    }
+
+    /// Connects to `addr`, trying each resolved address in turn; the fiber parks during the
+    /// handshake. Returns the last error if none accepts (e.g. `ConnectionRefused`).
+    pub fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
+        each_addr(&addr, |a| TcpStream::connect_inner(a, None))
+    }
+
+    /// Connects to one address, giving up with `TimedOut` after `timeout` (as std does; a zero
+    /// timeout is `InvalidInput`).
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        check_timeout(Some(timeout))?;
+        TcpStream::connect_inner(addr, Some(timeout))
+    }
+
+    fn connect_inner(addr: &SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
+        let s = TcpStream::from_mio(mio::net::TcpStream::connect(*addr)?)?;
+        // The handshake is done when the socket turns writable: then SO_ERROR says how it went.
+        let r = s.io.do_io(W, timeout, |s| {
+            if let Some(e) = s.take_error()? {
+                return Err(e);
+            }
+            match s.peer_addr() {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                Err(e) => Err(e),
+            }
+        });
+        match r {
+            Ok(()) => Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "connection timed out"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get().peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get().local_addr()
+    }
+
+    /// Shuts down the read half, the write half or both; a fiber parked in `read` on this
+    /// socket then sees EOF.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.io.get().shutdown(how)
+    }
+
+    /// A second handle on the same connection, with its own fd and its own registration; the
+    /// timeouts are shared, as they are for std's clones.
+    pub fn try_clone(&self) -> io::Result<TcpStream> {
+        let fd = self.io.get().as_fd().try_clone_to_owned()?;
+        let s = mio::net::TcpStream::from_std(std::net::TcpStream::from(fd));
+        Ok(TcpStream { io: Registered::new(s)?, timeouts: self.timeouts.clone() })
+    }
+
+    /// How long a read may wait; `None` (the default) waits forever. On expiry a read fails
+    /// with `WouldBlock` (`EAGAIN`), as std's does on Linux. `Some(0)` is `InvalidInput`.
+    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.timeouts.set_read(d)
+    }
+
+    /// How long a write may wait; see [`set_read_timeout`](TcpStream::set_read_timeout).
+    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.timeouts.set_write(d)
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.timeouts.read())
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.timeouts.write())
+    }
+
+    /// Reads without consuming; parks like `read`.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.io.do_io(R, self.timeouts.read(), |s| s.peek(buf))
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.io.get().set_nodelay(nodelay)
+    }
+
+    /// Gets `TCP_NODELAY`.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.io.get().nodelay()
+    }
+
+    /// Sets `IP_TTL`.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.io.get().set_ttl(ttl)
+    }
+
+    /// Gets `IP_TTL`.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.io.get().ttl()
+    }
+
+    /// Takes the pending `SO_ERROR`.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.get().take_error()
+    }
+}
+
+impl Read for &TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.io.do_io(R, self.timeouts.read(), |mut s| s.read(buf))
+    }
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.io.do_io(R, self.timeouts.read(), |mut s| s.read_vectored(bufs))
+    }
+}
+
+impl Write for &TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.io.do_io(W, self.timeouts.write(), |s| sys::send(s.as_raw_fd(), buf))
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.io.do_io(W, self.timeouts.write(), |s| sys::send_vectored(s.as_raw_fd(), bufs))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        (&*self).read_vectored(bufs)
+    }
+}
+
+impl Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+macro_rules! fd_traits {
+    ($($t:ty),*) => {$(
+        impl AsRawFd for $t {
+            fn as_raw_fd(&self) -> RawFd {
+                self.io.get().as_raw_fd()
+            }
+        }
+        impl AsFd for $t {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.io.get().as_fd()
+            }
+        }
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(self.io.get(), f)
+            }
+        }
+    )*};
+}
+pub(crate) use fd_traits;
+fd_traits!(TcpListener, TcpStream);

@@ -1,0 +1,148 @@
+//! [`UdpSocket`]: `std::net::UdpSocket` whose receives (and, rarely, sends) park the fiber.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::addr::{ToSocketAddrs, each_addr, resolve};
+use super::io::{Registered, Timeouts};
+use crate::hub::reactor::Direction::{Read as R, Write as W};
+
+/// A UDP socket (`std::net::UdpSocket`, cooperative). `!Send`: it is registered with the hub
+/// of the thread that created it.
+pub struct UdpSocket {
+    io: Registered<mio::net::UdpSocket>,
+    timeouts: Rc<Timeouts>,
+}
+
+impl UdpSocket {
+    /// Binds to `addr` (each resolved address in turn until one works).
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
+        let s = each_addr(&addr, |a| mio::net::UdpSocket::bind(*a))?;
+        Ok(UdpSocket { io: Registered::new(s)?, timeouts: Rc::default() })
+    }
+
+    /// Takes over a std socket, making it non-blocking.
+    pub fn from_std(s: std::net::UdpSocket) -> io::Result<UdpSocket> {
+        s.set_nonblocking(true)?;
+        let s = mio::net::UdpSocket::from_std(s);
+        Ok(UdpSocket { io: Registered::new(s)?, timeouts: Rc::default() })
+    }
+
+    /// Receives one datagram and its sender; parks until one arrives (or the read timeout).
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.io.do_io(R, self.timeouts.read(), |s| s.recv_from(buf))
+    }
+
+    /// Like `recv_from`, leaving the datagram queued.
+    pub fn peek_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.io.do_io(R, self.timeouts.read(), |s| s.peek_from(buf))
+    }
+
+    /// Sends `buf` to the first address `addr` resolves to (as std does).
+    pub fn send_to<A: ToSocketAddrs>(&self, buf: &[u8], addr: A) -> io::Result<usize> {
+        let Some(to) = resolve(&addr)?.into_iter().next() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no addresses to send data to",
+            ));
+        };
+        self.io.do_io(W, self.timeouts.write(), |s| s.send_to(buf, to))
+    }
+
+    /// Sets the default peer for `send`/`recv` (each resolved address in turn).
+    pub fn connect<A: ToSocketAddrs>(&self, addr: A) -> io::Result<()> {
+        each_addr(&addr, |a| self.io.get().connect(*a))
+    }
+
+    /// Sends to the connected peer.
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.io.do_io(W, self.timeouts.write(), |s| s.send(buf))
+    }
+
+    /// Receives from the connected peer.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.io.do_io(R, self.timeouts.read(), |s| s.recv(buf))
+    }
+
+    /// Like `recv`, leaving the datagram queued.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.io.do_io(R, self.timeouts.read(), |s| s.peek(buf))
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get().local_addr()
+    }
+
+    /// The connected peer's address (`NotConnected` if none).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get().peer_addr()
+    }
+
+    /// A second handle with its own fd and registration; timeouts are shared.
+    pub fn try_clone(&self) -> io::Result<UdpSocket> {
+        let fd = self.io.get().as_fd().try_clone_to_owned()?;
+        let s = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd));
+        Ok(UdpSocket { io: Registered::new(s)?, timeouts: self.timeouts.clone() })
+    }
+
+    /// How long a receive may wait; on expiry it fails with `WouldBlock` as std's does.
+    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.timeouts.set_read(d)
+    }
+
+    /// How long a send may wait.
+    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.timeouts.set_write(d)
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.timeouts.read())
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.timeouts.write())
+    }
+
+    /// Sets `SO_BROADCAST`.
+    pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
+        self.io.get().set_broadcast(on)
+    }
+
+    /// Gets `SO_BROADCAST`.
+    pub fn broadcast(&self) -> io::Result<bool> {
+        self.io.get().broadcast()
+    }
+
+    /// Sets `IP_TTL`.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.io.get().set_ttl(ttl)
+    }
+
+    /// Gets `IP_TTL`.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.io.get().ttl()
+    }
+
+    /// Joins an IPv4 multicast group.
+    pub fn join_multicast_v4(&self, multiaddr: &Ipv4Addr, interface: &Ipv4Addr) -> io::Result<()> {
+        self.io.get().join_multicast_v4(multiaddr, interface)
+    }
+
+    /// Joins an IPv6 multicast group.
+    pub fn join_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> io::Result<()> {
+        self.io.get().join_multicast_v6(multiaddr, interface)
+    }
+
+    /// Takes the pending `SO_ERROR`.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.get().take_error()
+    }
+}
+
+super::tcp::fd_traits!(UdpSocket);

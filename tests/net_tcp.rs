@@ -1,0 +1,363 @@
+//! Layer 3, TCP: std::net's behaviour through greenfiber::net, with fibers on both ends.
+mod common;
+
+use std::cell::Cell;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::{in_child_process, open_fds, wait_until};
+use greenfiber::net::{TcpListener, TcpStream};
+use greenfiber::{Greenlet, sleep, spawn, with_timeout};
+
+fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    (l, a)
+}
+
+/// A server fiber that echoes every connection until EOF.
+fn echo_server() -> (SocketAddr, Greenlet<()>) {
+    let (l, a) = listener();
+    let g = spawn(move || {
+        for s in l.incoming() {
+            let s = s.unwrap();
+            spawn(move || {
+                let _ = io::copy(&mut &s, &mut &s);
+            });
+        }
+    });
+    (a, g)
+}
+
+#[test]
+fn read_exact_write_all_and_bufreader() {
+    let (addr, server) = echo_server();
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    assert!(c.nodelay().unwrap());
+    assert_eq!(c.peer_addr().unwrap(), addr);
+    c.write_all(b"ping").unwrap();
+    let mut buf = [0; 4];
+    c.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+
+    c.write_all(b"line one\nline two\n").unwrap();
+    let mut r = BufReader::new(&c);
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        lines.push(l);
+    }
+    assert_eq!(lines, ["line one\n", "line two\n"]);
+    server.kill();
+}
+
+#[test]
+fn eof_reads_zero() {
+    let (l, addr) = listener();
+    let g = spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"bye").unwrap();
+        // dropping `s` closes it
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    let mut v = Vec::new();
+    c.read_to_end(&mut v).unwrap();
+    assert_eq!(v, b"bye");
+    assert_eq!(c.read(&mut [0; 8]).unwrap(), 0);
+    g.join();
+}
+
+#[test]
+fn partial_writes_against_a_slow_reader_deliver_every_byte() {
+    const N: usize = 8 << 20;
+    let (l, addr) = listener();
+    let reader = spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut sum = 0u64;
+        let mut n = 0;
+        let mut buf = vec![0; 64 << 10];
+        loop {
+            let k = (&s).read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            sum = buf[..k].iter().fold(sum, |a, &b| a.wrapping_mul(31).wrapping_add(b as u64));
+            n += k;
+            if n < N / 4 {
+                sleep(Duration::from_millis(1)); // slow at first: the writer fills the buffer
+            }
+        }
+        (n, sum)
+    });
+    let data: Vec<u8> = (0..N).map(|i| (i * 7 % 251) as u8).collect();
+    let expect = data.iter().fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(b as u64));
+    let c = TcpStream::connect(addr).unwrap();
+    // One plain write of the whole buffer: the kernel takes only part of it.
+    let first = (&c).write(&data).unwrap();
+    assert!(first > 0 && first < N, "first write took {first} of {N}");
+    (&c).write_all(&data[first..]).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(reader.get().unwrap(), (N, expect));
+}
+
+#[test]
+fn connection_refused() {
+    let (l, addr) = listener();
+    drop(l);
+    let e = TcpStream::connect(addr).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+}
+
+#[test]
+fn connect_by_host_name_resolves_off_the_hub() {
+    // The lookup runs on the blocking thread pool (tests/threadpool.rs shows other fibers run
+    // meanwhile); here: a host name connects like a literal address.
+    let (l, addr) = listener();
+    let g = spawn(move || l.accept().map(|_| ()).is_ok());
+    let c = TcpStream::connect(("localhost", addr.port()))
+        .or_else(|_| TcpStream::connect(format!("localhost:{}", addr.port())));
+    match c {
+        Ok(c) => assert_eq!(c.peer_addr().unwrap().port(), addr.port()),
+        // `localhost` may resolve to ::1 first in some sandboxes; the lookup itself worked.
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+    }
+    g.kill();
+}
+
+/// A connection whose peer has reset it: unread data at close makes the kernel send RST.
+fn reset_pair() -> TcpStream {
+    let (l, addr) = listener();
+    let c = TcpStream::connect(addr).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (&c).write_all(b"unread").unwrap();
+    wait_until("data to arrive", || {
+        let mut b = [0; 1];
+        s.peek(&mut b).is_ok()
+    });
+    drop(s);
+    c
+}
+
+#[test]
+fn connection_reset_is_an_error() {
+    let c = reset_pair();
+    let e = (&c).read(&mut [0; 16]).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+}
+
+#[test]
+fn write_to_a_closed_peer_is_epipe_not_sigpipe() {
+    // In a child whose SIGPIPE disposition is the default (kill), as in a C host program.
+    in_child_process("write_to_a_closed_peer_is_epipe_not_sigpipe", || {
+        // SAFETY: restoring a default signal disposition; no handler is installed.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let c = reset_pair();
+        let mut kinds = Vec::new();
+        for _ in 0..3 {
+            match (&c).write(b"more") {
+                Ok(n) => assert!(n > 0),
+                Err(e) => kinds.push(e.kind()),
+            }
+        }
+        assert!(!kinds.is_empty());
+        for k in kinds {
+            assert!(
+                matches!(k, io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset),
+                "{k:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn read_timeout_gives_wouldblock_as_std() {
+    let (l, addr) = listener();
+    let c = TcpStream::connect(addr).unwrap();
+    let (_s, _) = l.accept().unwrap();
+    assert_eq!(c.read_timeout().unwrap(), None);
+    c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    assert_eq!(c.read_timeout().unwrap(), Some(Duration::from_millis(20)));
+    let e = (&c).read(&mut [0; 8]).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+    assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
+    let z = c.set_read_timeout(Some(Duration::ZERO)).unwrap_err();
+    assert_eq!(z.kind(), io::ErrorKind::InvalidInput);
+
+    // The same as std's own socket with SO_RCVTIMEO.
+    let sl = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sc = std::net::TcpStream::connect(sl.local_addr().unwrap()).unwrap();
+    sc.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let se = (&sc).read(&mut [0; 8]).unwrap_err();
+    assert_eq!(se.kind(), e.kind());
+}
+
+#[test]
+fn write_timeout_gives_wouldblock() {
+    let (l, addr) = listener();
+    let c = TcpStream::connect(addr).unwrap();
+    let (_s, _) = l.accept().unwrap(); // never reads
+    c.set_write_timeout(Some(Duration::from_millis(50))).unwrap();
+    let big = vec![0u8; 1 << 20];
+    let e = loop {
+        match (&c).write(&big) {
+            Ok(n) => assert!(n > 0),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+}
+
+#[test]
+fn connect_timeout_gives_timedout() {
+    // A listener with a backlog of 0 whose queue is full: further SYNs are dropped, so a
+    // connect hangs until its timeout.
+    // SAFETY: plain socket calls on a descriptor owned by this test, with a valid sockaddr.
+    let (fd, addr) = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as u16;
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        assert_eq!(libc::bind(fd, (&raw const sa).cast(), len), 0);
+        assert_eq!(libc::listen(fd, 0), 0);
+        let mut len = len;
+        assert_eq!(libc::getsockname(fd, (&raw mut sa).cast(), &mut len), 0);
+        (fd, SocketAddr::from(([127, 0, 0, 1], u16::from_be(sa.sin_port))))
+    };
+    let mut held = Vec::new();
+    let mut timed_out = false;
+    for _ in 0..8 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+                timed_out = true;
+                break;
+            }
+        }
+    }
+    assert!(timed_out, "the backlog never filled");
+    let z = TcpStream::connect_timeout(&addr, Duration::ZERO).unwrap_err();
+    assert_eq!(z.kind(), io::ErrorKind::InvalidInput);
+    // SAFETY: closing the descriptor this test opened, once.
+    unsafe { libc::close(fd) };
+}
+
+#[test]
+fn try_clone_one_fiber_reads_while_another_writes() {
+    let (addr, server) = echo_server();
+    let c = TcpStream::connect(addr).unwrap();
+    let w = c.try_clone().unwrap();
+    assert_ne!(std::os::fd::AsRawFd::as_raw_fd(&c), std::os::fd::AsRawFd::as_raw_fd(&w), "own fd");
+    const LINES: usize = 2000;
+    let writer = spawn(move || {
+        for i in 0..LINES {
+            writeln!(&w, "line {i}").unwrap();
+        }
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let reader = spawn(move || {
+        let r = BufReader::new(&c);
+        let lines: Vec<String> = r.lines().map(|l| l.unwrap()).collect();
+        lines
+    });
+    let lines = reader.take_after_join();
+    writer.join();
+    assert_eq!(lines.len(), LINES);
+    assert!(lines.iter().enumerate().all(|(i, l)| *l == format!("line {i}")));
+    server.kill();
+}
+
+trait TakeAfterJoin<T> {
+    fn take_after_join(&self) -> T;
+}
+impl<T: 'static> TakeAfterJoin<T> for Greenlet<T> {
+    fn take_after_join(&self) -> T {
+        self.join();
+        self.take().unwrap().unwrap()
+    }
+}
+
+#[test]
+fn kill_and_timeout_of_a_blocked_reader_leave_the_socket_usable() {
+    let (l, addr) = listener();
+    let c = Rc::new(TcpStream::connect(addr).unwrap());
+    let (mut s, _) = l.accept().unwrap();
+
+    // with_timeout around a blocked read.
+    let r = with_timeout(Duration::from_millis(20), || (&*c).read(&mut [0; 8]));
+    assert!(r.is_err());
+
+    // kill of a fiber blocked in read.
+    let c2 = c.clone();
+    let g = spawn(move || (&*c2).read(&mut [0; 8]).map(|_| ()).is_ok());
+    sleep(Duration::from_millis(5));
+    g.kill();
+    assert!(g.ready() && !g.successful());
+
+    // The socket still works: a new reader gets the data, nobody else takes it.
+    let c3 = c.clone();
+    let reader = spawn(move || {
+        let mut b = [0; 5];
+        (&*c3).read_exact(&mut b).unwrap();
+        b
+    });
+    s.write_all(b"hello").unwrap();
+    assert_eq!(&reader.get().unwrap(), b"hello");
+    drop(reader);
+    // And it closes: the peer sees EOF.
+    drop(c);
+    assert_eq!(s.read(&mut [0; 8]).unwrap(), 0);
+}
+
+#[test]
+fn peer_disconnecting_mid_message() {
+    let (l, addr) = listener();
+    let g = spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut buf = [0; 10];
+        let exact = (&s).read_exact(&mut buf);
+        exact.map_err(|e| e.kind())
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(b"half").unwrap();
+    drop(c);
+    assert_eq!(g.get().unwrap(), Err(io::ErrorKind::UnexpectedEof));
+}
+
+#[test]
+fn ten_thousand_connections_leave_no_fd_behind() {
+    in_child_process("ten_thousand_connections_leave_no_fd_behind", || {
+        let (l, addr) = listener();
+        let l = Rc::new(l);
+        // Warm up what is created lazily (the hub's epoll and eventfd, a stack arena).
+        drop(TcpStream::connect(addr).unwrap());
+        drop(l.accept().unwrap());
+        let before = open_fds();
+        let accepted = Rc::new(Cell::new(0));
+        let (a, l2) = (accepted.clone(), l.clone());
+        let server = spawn(move || {
+            loop {
+                let (s, _) = l2.accept().unwrap();
+                a.set(a.get() + 1);
+                drop(s);
+            }
+        });
+        for i in 0..10_000 {
+            let c = TcpStream::connect(addr).unwrap();
+            if i % 2 == 0 {
+                (&c).write_all(b"x").unwrap();
+            }
+            drop(c);
+            greenfiber::yield_now(); // let the server fiber accept
+        }
+        wait_until("every connection accepted", || accepted.get() == 10_000);
+        server.kill();
+        assert_eq!(before, open_fds(), "open fds before and after 10,000 connections");
+    });
+}
