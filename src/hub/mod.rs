@@ -39,4 +39,5 @@ pub(crate) mod timers;
 pub use debug::{FiberInfo, fibers};
 pub use greenlet::{Greenlet, joinall, killall, spawn, spawn_later, spawn_named, spawn_with};
 pub use park::{RemoteWait, RemoteWaker, remote_signal};
+pub(crate) use time::TimeoutFired;
 pub use time::{Timeout, sleep, with_timeout, yield_now};
