@@ -18,7 +18,8 @@ fn entered(f: impl FnOnce()) -> Vec<&'static str> {
     let before = counts();
     f();
     let after = counts();
-    let mut v: Vec<_> = after.into_iter().filter(|(k, n)| before[k] != *n).map(|(k, _)| k).collect();
+    let mut v: Vec<_> =
+        after.into_iter().filter(|(k, n)| before[k] != *n).map(|(k, _)| k).collect();
     v.sort();
     v
 }
@@ -30,13 +31,19 @@ fn std_apis_enter_the_expected_symbols() {
         let mut table: Vec<(&str, Vec<&str>)> = Vec::new();
         table.push(("thread::sleep", entered(|| std::thread::sleep(Duration::from_millis(1)))));
         let mut listener = None;
-        table.push(("TcpListener::bind", entered(|| {
-            listener = Some(TcpListener::bind("127.0.0.1:0").unwrap());
-        })));
+        table.push((
+            "TcpListener::bind",
+            entered(|| {
+                listener = Some(TcpListener::bind("127.0.0.1:0").unwrap());
+            }),
+        ));
         let l = listener.unwrap();
         let addr = l.local_addr().unwrap();
         let mut client = None;
-        table.push(("TcpStream::connect", entered(|| client = Some(TcpStream::connect(addr).unwrap()))));
+        table.push((
+            "TcpStream::connect",
+            entered(|| client = Some(TcpStream::connect(addr).unwrap())),
+        ));
         let mut c = client.unwrap();
         let mut server = None;
         table.push(("TcpListener::accept", entered(|| server = Some(l.accept().unwrap().0))));
@@ -44,37 +51,61 @@ fn std_apis_enter_the_expected_symbols() {
         table.push(("TcpStream::write", entered(|| assert_eq!(c.write(b"hello").unwrap(), 5))));
         let mut buf = [0u8; 16];
         table.push(("TcpStream::read", entered(|| assert_eq!(s.read(&mut buf).unwrap(), 5))));
-        table.push(("TcpStream::write_vectored", entered(|| {
-            c.write_vectored(&[IoSlice::new(b"ab"), IoSlice::new(b"cd")]).unwrap();
-        })));
-        table.push(("TcpStream::read_vectored", entered(|| {
-            let (mut a, mut b) = ([0u8; 2], [0u8; 8]);
-            s.read_vectored(&mut [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)]).unwrap();
-        })));
-        table.push(("TcpStream::peek", entered(|| {
-            c.write_all(b"x").unwrap();
-            s.peek(&mut buf).unwrap();
-        })));
+        table.push((
+            "TcpStream::write_vectored",
+            entered(|| {
+                c.write_vectored(&[IoSlice::new(b"ab"), IoSlice::new(b"cd")]).unwrap();
+            }),
+        ));
+        table.push((
+            "TcpStream::read_vectored",
+            entered(|| {
+                let (mut a, mut b) = ([0u8; 2], [0u8; 8]);
+                s.read_vectored(&mut [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)]).unwrap();
+            }),
+        ));
+        table.push((
+            "TcpStream::peek",
+            entered(|| {
+                c.write_all(b"x").unwrap();
+                s.peek(&mut buf).unwrap();
+            }),
+        ));
         table.push(("TcpStream::set_nonblocking", entered(|| s.set_nonblocking(false).unwrap())));
         table.push(("TcpStream::try_clone", entered(|| drop(s.try_clone().unwrap()))));
-        table.push(("TcpStream::connect_timeout", entered(|| {
-            drop(TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap());
-        })));
+        table.push((
+            "TcpStream::connect_timeout",
+            entered(|| {
+                drop(TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap());
+            }),
+        ));
         let u1 = UdpSocket::bind("127.0.0.1:0").unwrap();
         let u2 = UdpSocket::bind("127.0.0.1:0").unwrap();
-        table.push(("UdpSocket::send_to", entered(|| {
-            u1.send_to(b"d", u2.local_addr().unwrap()).unwrap();
-        })));
-        table.push(("UdpSocket::recv_from", entered(|| {
-            u2.recv_from(&mut buf).unwrap();
-        })));
+        table.push((
+            "UdpSocket::send_to",
+            entered(|| {
+                u1.send_to(b"d", u2.local_addr().unwrap()).unwrap();
+            }),
+        ));
+        table.push((
+            "UdpSocket::recv_from",
+            entered(|| {
+                u2.recv_from(&mut buf).unwrap();
+            }),
+        ));
         u1.connect(u2.local_addr().unwrap()).unwrap();
-        table.push(("UdpSocket::send", entered(|| {
-            u1.send(b"d").unwrap();
-        })));
-        table.push(("UdpSocket::recv", entered(|| {
-            u2.recv(&mut buf).unwrap();
-        })));
+        table.push((
+            "UdpSocket::send",
+            entered(|| {
+                u1.send(b"d").unwrap();
+            }),
+        ));
+        table.push((
+            "UdpSocket::recv",
+            entered(|| {
+                u2.recv(&mut buf).unwrap();
+            }),
+        ));
         let (mut pr, mut pw) = std::io::pipe().unwrap();
         table.push(("io::pipe write", entered(|| pw.write_all(b"p").unwrap())));
         table.push(("io::pipe read", entered(|| assert_eq!(pr.read(&mut buf).unwrap(), 1))));
