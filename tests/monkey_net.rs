@@ -125,7 +125,7 @@ fn udp_round_trip_in_fibers() {
         let n = a.recv(&mut buf).unwrap();
         buf[..n].to_vec()
     });
-    assert_eq!(joinall(&[receiver.clone()], None), 1);
+    assert_eq!(joinall(std::slice::from_ref(&receiver), None), 1);
     assert_eq!(receiver.get().unwrap(), 4);
     assert_eq!(sender.get().unwrap(), b"ping");
 }
@@ -257,7 +257,7 @@ fn fd_made_non_blocking_by_a_fiber_still_blocks_outside_fibers() {
         (&s).read_exact(&mut b).unwrap();
         (c, s)
     });
-    joinall(&[g.clone()], None);
+    joinall(std::slice::from_ref(&g), None);
     let (mut c, s) = g.take().unwrap().unwrap();
     // ...then a plain thread reads from it: it must block until data comes, as std promises.
     let t = std::thread::spawn(move || {

@@ -112,6 +112,7 @@ thread_local! {
 }
 
 /// The running coroutine, without creating this thread's state.
+#[allow(dead_code)] // see `super::try_current`
 pub(crate) fn try_current() -> Option<Coroutine> {
     if !STATE_LIVE.with(Cell::get) {
         return None;

@@ -71,6 +71,7 @@ thread_local! {
 }
 
 /// True if this thread has a hub (without creating one).
+#[allow(dead_code)] // used by layer 5's hooks (their fast path)
 #[inline(always)]
 pub(crate) fn is_live() -> bool {
     LIVE.with(Cell::get)
