@@ -257,7 +257,7 @@ fn forget_in(hub: &Hub, fd: RawFd, token: Token) {
 }
 
 /// `fd` is about to be closed (or replaced by dup2/dup3): drop this thread's registration.
-/// Returns true if the caller must bump the generation after the close.
+/// Returns true if the fd was known, so its generation must be bumped.
 fn before_close(fd: c_int) -> bool {
     let Some(st) = fd_table::get(fd) else { return false };
     if st.flags() == 0 {
@@ -1074,15 +1074,16 @@ fn close_slow(fd: c_int) -> c_int {
     guarded("close", || {
         count!("close");
         let saved = errno();
-        let bump = before_close(fd);
-        // SAFETY: rule 1.
-        let r = unsafe { real::close(fd) };
-        let e = errno();
-        // Linux frees the fd even when close reports an error (e.g. EINTR).
-        if bump && (r == 0 || e != libc::EBADF) {
+        // Forget the fd *before* closing it: once closed, another thread may get the same
+        // number from socket()/accept() and record it, and a later bump would wipe that.
+        if before_close(fd) {
             fd_table::closed(fd);
         }
-        set_errno(if r == 0 { saved } else { e });
+        // SAFETY: rule 1.
+        let r = unsafe { real::close(fd) };
+        if r == 0 {
+            set_errno(saved);
+        }
         r
     })
 }
