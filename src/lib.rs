@@ -24,3 +24,6 @@ pub use error::{Error, SwitchError};
 pub use hub::{
     Greenlet, Timeout, joinall, killall, sleep, spawn, spawn_later, with_timeout, yield_now,
 };
+
+#[cfg(feature = "monkey")]
+pub mod monkey;

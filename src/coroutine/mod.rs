@@ -369,6 +369,13 @@ pub fn current() -> Coroutine {
     thread::with(|ts| ts.current())
 }
 
+/// [`current`], or `None` if this thread has no coroutine state (never created, or torn down).
+/// Never creates the state.
+#[allow(dead_code)] // used by layer 5's hooks, which must not create thread state
+pub(crate) fn try_current() -> Option<Coroutine> {
+    thread::try_current()
+}
+
 /// The main coroutine of the current thread.
 pub fn main_coroutine() -> Coroutine {
     thread::with(|ts| ts.main.clone())

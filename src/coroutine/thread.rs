@@ -36,14 +36,16 @@ pub(crate) struct ThreadState {
 impl ThreadState {
     fn new() -> ThreadState {
         let main = Coroutine::new_main();
-        ThreadState {
+        let ts = ThreadState {
             current: Cell::new(Rc::into_raw(main.0.clone())),
             main,
             target: Cell::new(std::ptr::null()),
             msg: Cell::new(None),
             hold: Cell::new(None),
             next_id: Cell::new(1),
-        }
+        };
+        STATE_LIVE.with(|l| l.set(true));
+        ts
     }
 
     /// The running coroutine's core (alive: rule 2).
@@ -82,6 +84,7 @@ impl ThreadState {
 
 impl Drop for ThreadState {
     fn drop(&mut self) {
+        STATE_LIVE.with(|l| l.set(false));
         // SAFETY: `current` owns one strong count (see the field); released as a plain `Rc`,
         // without `Coroutine`'s kill-on-drop, because nothing can be switched into any more.
         drop(unsafe { Rc::from_raw(self.current.get()) });
@@ -101,4 +104,18 @@ pub(crate) fn with<T>(f: impl FnOnce(&ThreadState) -> T) -> T {
 /// Like [`with`], but `None` once the thread's state has been torn down.
 pub(crate) fn try_with<T>(f: impl FnOnce(&ThreadState) -> T) -> Option<T> {
     STATE.try_with(f).ok()
+}
+
+thread_local! {
+    /// True while `STATE` is alive; `const`, so reading it never creates `STATE`.
+    static STATE_LIVE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The running coroutine, without creating this thread's state.
+#[allow(dead_code)] // see `super::try_current`
+pub(crate) fn try_current() -> Option<Coroutine> {
+    if !STATE_LIVE.with(Cell::get) {
+        return None;
+    }
+    try_with(|ts| ts.current())
 }

@@ -64,6 +64,17 @@ pub(crate) struct Hub {
 
 thread_local! {
     static HUB: Hub = Hub::new();
+    /// True while this thread's hub exists. `const`-initialised and without a destructor, so
+    /// reading it never creates the hub and works before `main` and during thread teardown
+    /// (the monkey hooks' fast path reads it).
+    static LIVE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True if this thread has a hub (without creating one).
+#[allow(dead_code)] // used by layer 5's hooks (their fast path)
+#[inline(always)]
+pub(crate) fn is_live() -> bool {
+    LIVE.with(Cell::get)
 }
 
 /// Runs `f` with this thread's hub, creating it on first use.
@@ -84,7 +95,7 @@ impl Hub {
         let co = Coroutine::builder().name("hub").parent(&main_coroutine()).build(|()| {
             with(|hub| hub.run());
         });
-        Hub {
+        let hub = Hub {
             co,
             ready: RefCell::new(VecDeque::new()),
             timers: RefCell::new(Timers::new()),
@@ -97,7 +108,9 @@ impl Hub {
             loop_exit: Cell::new(None),
             fibers: RefCell::new(Registry::default()),
             next_timeout_id: Cell::new(1),
-        }
+        };
+        LIVE.with(|l| l.set(true));
+        hub
     }
 
     /// The hub loop (see the module docs). Never returns.
@@ -251,6 +264,7 @@ impl Hub {
 
 impl Drop for Hub {
     fn drop(&mut self) {
+        LIVE.with(|l| l.set(false));
         // Thread teardown: coroutines cannot be switched into any more, so the hub's stack and
         // the queued coroutines are leaked instead of killed.
         self.remote.close();

@@ -1,0 +1,1145 @@
+//! The `#[no_mangle]` libc functions. Each is a tiny fast path next to a `#[cold]` slow path
+//! (design.md, Habit 10):
+//!
+//! ```text
+//!  hook(args)
+//!   ├─ PATCHED (relaxed load) && this thread has a hub (const TLS)?  ── no ──► real(args)
+//!   │                                                     (+ on -1/EAGAIN: io_failed, cold)
+//!   └─ yes: hook_slow (cold, catch_unwind → abort on a bug)
+//!        ├─ not in a fiber / fd 0–2 / foreign fd / user's non-blocking mode ─► real(args)
+//!        └─ try real(args) on the fd made non-blocking; on EAGAIN: wait_fd, try again
+//! ```
+//!
+//! # Rules (cited by the `SAFETY` comments)
+//! 1. A hook has exactly its libc function's contract; it only forwards the caller's pointers
+//!    to the real function (`real.rs`) and reads/writes them where libc would.
+//! 2. `errno` is left as libc would leave it: a successful call restores the value it had on
+//!    entry (bookkeeping syscalls may have changed it); a failed call leaves the error of the
+//!    operation, or of the emulated blocking call (EAGAIN on an SO_RCVTIMEO/SO_SNDTIMEO expiry,
+//!    EBADF when the fd was closed meanwhile, ECANCELED when the fiber was killed).
+//! 3. No panic crosses `extern "C"`: every slow path runs in [`guarded`], which aborts with a
+//!    message. A kill or `with_timeout` raised at a park inside a hook cannot unwind through
+//!    the C caller: [`block`] catches it and turns it into an error return (see mod.rs, Limits).
+//! 4. Nothing waits on an fd except [`wait_fd`], and it waits only right after the operation
+//!    failed with EAGAIN, with no switch in between (reactor rule 1).
+//! 5. While the slow path holds hub state ([`Busy`]), a hooked call made on the same thread (a
+//!    logger, a signal handler) passes straight through.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
+use std::io;
+use std::os::fd::RawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use libc::{
+    iovec, msghdr, nfds_t, pollfd, size_t, sockaddr, socklen_t, ssize_t, timespec, useconds_t,
+};
+use mio::Token;
+
+use super::fd_table::{self, FOREIGN, MANAGED, OURS_NB, USER_NB};
+use super::{PATCHED, real};
+use crate::coroutine::{Coroutine, GreenletExit, try_current};
+use crate::hub::TimeoutFired;
+use crate::hub::park::{self, Waiter, Wake};
+use crate::hub::reactor::Direction;
+use crate::hub::scheduler::{self, Hub};
+
+// ---------------------------------------------------------------------------------------------
+// Thread state and helpers
+// ---------------------------------------------------------------------------------------------
+
+thread_local! {
+    /// Rule 5. `const` and drop-free: readable before main and during teardown.
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// This thread's reactor registrations: fd -> (token, fd generation at registration).
+    /// Per thread because each hub has its own epoll.
+    static REGS: RefCell<HashMap<RawFd, (Token, u32)>> = RefCell::new(HashMap::new());
+    /// Fibers killed while inside a hook (rule 3): their later hooked waits fail at once.
+    static CANCELLED: RefCell<Vec<Coroutine>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hook fast-path test: patched, and this thread has a hub. One relaxed load and one
+/// `const` TLS read; never creates anything.
+#[inline(always)]
+fn active() -> bool {
+    PATCHED.load(Relaxed) && scheduler::is_live()
+}
+
+/// Marks hub bookkeeping on this thread (rule 5).
+struct Busy;
+
+impl Busy {
+    fn enter() -> Option<Busy> {
+        if BUSY.with(|b| b.replace(true)) { None } else { Some(Busy) }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.with(|b| b.set(false));
+    }
+}
+
+fn errno() -> c_int {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Writes `a` and `b` to stderr with a raw syscall (no hook, no allocation) and aborts.
+#[cold]
+pub(crate) fn die(a: &[u8], b: &[u8]) -> ! {
+    for s in [a, b] {
+        // SAFETY: `s` is a valid buffer of `s.len()` bytes; a raw write(2) to fd 2.
+        unsafe { libc::syscall(libc::SYS_write, 2, s.as_ptr(), s.len()) };
+    }
+    std::process::abort()
+}
+
+/// Runs a slow path; a panic in it is a bug in greenfiber: report and abort (rule 3).
+#[inline(always)]
+fn guarded<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(p) => {
+            let msg = crate::error::panic_message(&*p);
+            die(name.as_bytes(), format!(": greenfiber monkey hook panicked: {msg}\n").as_bytes())
+        }
+    }
+}
+
+/// Slow-path call counts per hooked symbol (table order of `real.rs`).
+static CALLS: [AtomicU64; real::NAMES.len()] = [const { AtomicU64::new(0) }; real::NAMES.len()];
+
+const fn idx(name: &str) -> usize {
+    let mut i = 0;
+    while i < real::NAMES.len() {
+        let (a, b) = (real::NAMES[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("not a hooked symbol")
+}
+
+macro_rules! count {
+    ($name:literal) => {
+        CALLS[const { idx($name) }].fetch_add(1, Relaxed)
+    };
+}
+
+/// See [`super::hook_calls`].
+pub(crate) fn calls() -> Vec<(&'static str, u64)> {
+    real::NAMES.iter().zip(&CALLS).map(|(n, c)| (*n, c.load(Relaxed))).collect()
+}
+
+/// True if a hook called now should behave cooperatively: the current coroutine is not the
+/// hub, and it is a fiber — or main while the hub has other work (as gevent does).
+fn in_fiber() -> bool {
+    if BUSY.with(Cell::get) {
+        return false;
+    }
+    let Some(cur) = try_current() else { return false };
+    scheduler::try_with(|hub| cur != hub.co && (!cur.is_main() || has_work(hub))).unwrap_or(false)
+}
+
+fn has_work(hub: &Hub) -> bool {
+    let busy = |r: Result<bool, std::cell::BorrowError>| r.unwrap_or(false);
+    busy(hub.ready.try_borrow().map(|q| !q.is_empty()))
+        || busy(hub.timers.try_borrow().map(|t| !t.is_empty()))
+        || hub.io_waits.get() > 0
+        || busy(hub.remote_waits.try_borrow().map(|m| !m.is_empty()))
+}
+
+fn is_cancelled() -> bool {
+    let Some(cur) = try_current() else { return false };
+    CANCELLED.try_with(|c| c.borrow().contains(&cur)).unwrap_or(false)
+}
+
+/// Runs a park inside a hook (rule 3): a kill (GreenletExit) marks the fiber cancelled and
+/// gives ECANCELED; a `with_timeout` expiry gives ETIMEDOUT; anything else is a bug.
+fn block<T>(f: impl FnOnce() -> io::Result<T>) -> Result<T, c_int> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(match e.raw_os_error() {
+            Some(n) => n,
+            None if e.kind() == io::ErrorKind::TimedOut => libc::EAGAIN,
+            None => libc::EIO,
+        }),
+        Err(p) if p.is::<GreenletExit>() => {
+            if let Some(cur) = try_current() {
+                log::debug!("monkey: {cur:?} killed inside a hooked call: it gets ECANCELED");
+                let _ = CANCELLED.try_with(|c| {
+                    let mut c = c.borrow_mut();
+                    c.retain(|co| !co.is_dead());
+                    c.push(cur);
+                });
+            }
+            Err(libc::ECANCELED)
+        }
+        Err(p) if p.is::<TimeoutFired>() => Err(libc::ETIMEDOUT),
+        Err(p) => resume_unwind(p),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fd wait
+// ---------------------------------------------------------------------------------------------
+
+/// Parks the current fiber until `fd` is ready for `dir`, `deadline` passes (`TimedOut`), or
+/// `fd` is closed (`EBADF`). Registers `fd` with this thread's reactor on first use.
+///
+/// This is the only place monkey waits on an fd (rule 4). Call it only right after the
+/// operation failed with EAGAIN, without switching in between. It becomes
+/// `net::io::wait_fd` when the net layer lands.
+pub(crate) fn wait_fd(fd: RawFd, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
+    let ebadf = || io::Error::from_raw_os_error(libc::EBADF);
+    let generation = fd_table::get(fd).ok_or_else(ebadf)?.generation();
+    let w = Waiter::new("a monkey-patched fd");
+    {
+        let _busy = Busy::enter().ok_or_else(|| io::Error::other("re-entrant wait"))?;
+        scheduler::with(|hub| {
+            let token = token_for(hub, fd, generation)?;
+            if w.set_io(hub, token, dir) { Ok(()) } else { Err(ebadf()) }
+        })?;
+    }
+    // SWITCH: other fibers run; `fd` may be closed meanwhile (checked by generation below).
+    let wake = w.park(deadline);
+    scheduler::with(|hub| w.clear_io(hub));
+    if fd_table::get(fd).map(|s| s.generation()) != Some(generation) {
+        return Err(ebadf());
+    }
+    match wake {
+        Wake::TimedOut => Err(io::ErrorKind::TimedOut.into()),
+        Wake::Woken | Wake::LoopExit => Ok(()),
+    }
+}
+
+/// The reactor token of `fd` on this thread, registering it (again, if the number was closed
+/// and reused since) as needed.
+fn token_for(hub: &Hub, fd: RawFd, generation: u32) -> io::Result<Token> {
+    REGS.with(|regs| {
+        let mut regs = regs.borrow_mut();
+        if let Some(&(token, g)) = regs.get(&fd) {
+            if g == generation {
+                return Ok(token);
+            }
+            // Closed and reused where we did not see it (another thread closed it).
+            forget_in(hub, fd, token);
+            regs.remove(&fd);
+        }
+        let token = hub.reactor.borrow_mut().register_fd(fd)?;
+        regs.insert(fd, (token, generation));
+        Ok(token)
+    })
+}
+
+/// Deregisters `fd` from this hub and wakes whoever waits on it (they find a new generation).
+fn forget_in(hub: &Hub, fd: RawFd, token: Token) {
+    let mut parked = Vec::new();
+    let _ = hub.reactor.borrow_mut().deregister_fd(fd, token, &mut parked);
+    for w in parked {
+        park::unpark_in(hub, w, Wake::Woken);
+    }
+}
+
+/// `fd` is about to be closed (or replaced by dup2/dup3): drop this thread's registration.
+/// Returns true if the fd was known, so its generation must be bumped.
+fn before_close(fd: c_int) -> bool {
+    let Some(st) = fd_table::get(fd) else { return false };
+    if st.flags() == 0 {
+        return false;
+    }
+    if scheduler::is_live()
+        && let Some(_busy) = Busy::enter()
+    {
+        let reg = REGS.try_with(|r| r.borrow_mut().remove(&fd)).ok().flatten();
+        if let Some((token, _)) = reg {
+            scheduler::try_with(|hub| forget_in(hub, fd, token));
+        }
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-fd preparation and timeouts
+// ---------------------------------------------------------------------------------------------
+
+/// Classifies an unknown fd: sockets and pipes are managed, the rest is foreign.
+fn classify(fd: c_int) -> Option<fd_table::State> {
+    // SAFETY: `st` is a plain C struct for which all-zero is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer; fstat does not keep it.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    let kind = st.st_mode & libc::S_IFMT;
+    let mut flags = if kind == libc::S_IFSOCK || kind == libc::S_IFIFO { MANAGED } else { FOREIGN };
+    // SAFETY: F_GETFL takes no argument (rule 1).
+    let fl = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+    if fl >= 0 && fl & libc::O_NONBLOCK != 0 {
+        flags |= USER_NB;
+    }
+    fd_table::set(fd, flags);
+    fd_table::get(fd)
+}
+
+/// Decides whether `fd` is waited on cooperatively, making it non-blocking if so. False means
+/// pass through: fds 0–2, foreign fds, fds the user made non-blocking.
+fn prepare(fd: c_int) -> bool {
+    if fd <= 2 {
+        return false;
+    }
+    let Some(mut st) = fd_table::get(fd) else { return false };
+    if st.is_unknown() {
+        match classify(fd) {
+            Some(s) => st = s,
+            None => return false,
+        }
+    }
+    if !st.has(MANAGED) || st.has(USER_NB) {
+        return false;
+    }
+    if !st.has(OURS_NB) {
+        // SAFETY: F_GETFL/F_SETFL with an int flag argument (rule 1).
+        let fl = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+        if fl < 0 {
+            return false;
+        }
+        if fl & libc::O_NONBLOCK != 0 {
+            fd_table::update(fd, |f| f | USER_NB);
+            return false;
+        }
+        // SAFETY: as above.
+        if unsafe { real::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_long) } < 0 {
+            return false;
+        }
+        fd_table::update(fd, |f| f | OURS_NB);
+    }
+    true
+}
+
+/// The deadline from SO_RCVTIMEO (reads) or SO_SNDTIMEO (writes), read when a wait starts;
+/// `None` for no timeout or a non-socket.
+fn sock_deadline(fd: c_int, dir: Direction) -> Option<Instant> {
+    let opt = match dir {
+        Direction::Read => libc::SO_RCVTIMEO,
+        Direction::Write => libc::SO_SNDTIMEO,
+    };
+    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    let mut len = size_of::<libc::timeval>() as socklen_t;
+    // SAFETY: `tv`/`len` are valid out-pointers of the sizes given.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut tv).cast(), &mut len) };
+    if r != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0) {
+        return None;
+    }
+    let d = Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    Instant::now().checked_add(d)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The one I/O path
+// ---------------------------------------------------------------------------------------------
+
+/// The fast path of every data hook: `op` is the real call on `fd`.
+#[inline(always)]
+fn io(
+    name: &'static str,
+    h: usize,
+    fd: c_int,
+    dir: Direction,
+    mut op: impl FnMut() -> isize,
+) -> isize {
+    if active() {
+        return io_slow(name, h, fd, dir, &mut op);
+    }
+    let r = op();
+    if r == -1 && PATCHED.load(Relaxed) {
+        return io_failed(name, fd, dir, &mut op);
+    }
+    r
+}
+
+/// A call outside any fiber failed: if it was EAGAIN on an fd that is non-blocking only
+/// because of us, block as the user's blocking fd would (with a real `poll`).
+#[cold]
+#[inline(never)]
+fn io_failed(
+    name: &'static str,
+    fd: c_int,
+    dir: Direction,
+    op: &mut dyn FnMut() -> isize,
+) -> isize {
+    let e = errno();
+    if (e != libc::EAGAIN && e != libc::EINPROGRESS)
+        || !fd_table::get(fd).is_some_and(|s| s.blocking_emulated())
+    {
+        return -1;
+    }
+    guarded(name, || block_outside(fd, dir, op))
+}
+
+fn block_outside(fd: c_int, dir: Direction, op: &mut dyn FnMut() -> isize) -> isize {
+    let deadline = sock_deadline(fd, dir);
+    let events = match dir {
+        Direction::Read => libc::POLLIN,
+        Direction::Write => libc::POLLOUT,
+    };
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    set_errno(libc::EAGAIN);
+                    return -1;
+                }
+                left.as_millis().clamp(1, c_int::MAX as u128) as c_int
+            }
+        };
+        let mut p = pollfd { fd, events, revents: 0 };
+        // SAFETY: one valid pollfd (rule 1).
+        if unsafe { real::poll(&mut p, 1, ms) } < 0 {
+            return -1;
+        }
+        let r = op();
+        if r != -1 || errno() != libc::EAGAIN {
+            return r;
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn io_slow(
+    name: &'static str,
+    h: usize,
+    fd: c_int,
+    dir: Direction,
+    op: &mut dyn FnMut() -> isize,
+) -> isize {
+    guarded(name, || {
+        CALLS[h].fetch_add(1, Relaxed);
+        let saved = errno();
+        if !in_fiber() || !prepare(fd) {
+            let r = op();
+            if r == -1 {
+                return io_failed(name, fd, dir, op);
+            }
+            return r;
+        }
+        if is_cancelled() {
+            set_errno(libc::ECANCELED);
+            return -1;
+        }
+        let mut deadline = None;
+        loop {
+            let r = op();
+            if r != -1 {
+                set_errno(saved);
+                return r;
+            }
+            if errno() != libc::EAGAIN {
+                return -1;
+            }
+            let d = *deadline.get_or_insert_with(|| sock_deadline(fd, dir));
+            if let Err(e) = block(|| wait_fd(fd, dir, d)) {
+                set_errno(e);
+                return -1;
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sleeps
+// ---------------------------------------------------------------------------------------------
+
+/// Sleeps `d` on the hub; a kill or timeout just ends the sleep early (rule 3).
+fn hub_sleep(d: Duration) {
+    if is_cancelled() {
+        return;
+    }
+    let _ = block(|| {
+        crate::hub::sleep(d);
+        Ok(())
+    });
+}
+
+fn valid(ts: &timespec) -> Option<Duration> {
+    (ts.tv_sec >= 0 && (0..1_000_000_000).contains(&ts.tv_nsec))
+        .then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+/// Hook for `clock_nanosleep(2)`; what `std::thread::sleep` calls.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn clock_nanosleep(
+    clock: libc::clockid_t,
+    flags: c_int,
+    req: *const timespec,
+    rem: *mut timespec,
+) -> c_int {
+    if active() {
+        return clock_nanosleep_slow(clock, flags, req, rem);
+    }
+    // SAFETY: rule 1.
+    unsafe { real::clock_nanosleep(clock, flags, req, rem) }
+}
+
+#[cold]
+#[inline(never)]
+fn clock_nanosleep_slow(
+    clock: libc::clockid_t,
+    flags: c_int,
+    req: *const timespec,
+    rem: *mut timespec,
+) -> c_int {
+    guarded("clock_nanosleep", || {
+        count!("clock_nanosleep");
+        // SAFETY: rule 1: `req` is null or points at a timespec.
+        let ts = unsafe { req.as_ref() }.and_then(valid);
+        let known = [libc::CLOCK_MONOTONIC, libc::CLOCK_REALTIME, libc::CLOCK_BOOTTIME];
+        let (Some(d), true, true) = (ts, known.contains(&clock), in_fiber()) else {
+            // SAFETY: rule 1.
+            return unsafe { real::clock_nanosleep(clock, flags, req, rem) };
+        };
+        let d = if flags & libc::TIMER_ABSTIME != 0 {
+            let mut now = timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: a valid out-pointer; `clock` is one of the known clocks.
+            unsafe { libc::clock_gettime(clock, &mut now) };
+            d.saturating_sub(valid(&now).unwrap_or_default())
+        } else {
+            d
+        };
+        hub_sleep(d);
+        0
+    })
+}
+
+/// Hook for `nanosleep(2)`.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
+    if active() {
+        return nanosleep_slow(req, rem);
+    }
+    // SAFETY: rule 1.
+    unsafe { real::nanosleep(req, rem) }
+}
+
+#[cold]
+#[inline(never)]
+fn nanosleep_slow(req: *const timespec, rem: *mut timespec) -> c_int {
+    guarded("nanosleep", || {
+        count!("nanosleep");
+        // SAFETY: rule 1: `req` is null or points at a timespec.
+        match (unsafe { req.as_ref() }.and_then(valid), in_fiber()) {
+            (Some(d), true) => {
+                hub_sleep(d);
+                0
+            }
+            // SAFETY: rule 1.
+            _ => unsafe { real::nanosleep(req, rem) },
+        }
+    })
+}
+
+/// Hook for `sleep(3)`.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
+    if active() {
+        return sleep_slow(secs);
+    }
+    // SAFETY: rule 1.
+    unsafe { real::sleep(secs) }
+}
+
+#[cold]
+#[inline(never)]
+fn sleep_slow(secs: c_uint) -> c_uint {
+    guarded("sleep", || {
+        count!("sleep");
+        if !in_fiber() {
+            // SAFETY: rule 1.
+            return unsafe { real::sleep(secs) };
+        }
+        hub_sleep(Duration::from_secs(secs.into()));
+        0
+    })
+}
+
+/// Hook for `usleep(3)`.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn usleep(usecs: useconds_t) -> c_int {
+    if active() {
+        return usleep_slow(usecs);
+    }
+    // SAFETY: rule 1.
+    unsafe { real::usleep(usecs) }
+}
+
+#[cold]
+#[inline(never)]
+fn usleep_slow(usecs: useconds_t) -> c_int {
+    guarded("usleep", || {
+        count!("usleep");
+        if !in_fiber() {
+            // SAFETY: rule 1.
+            return unsafe { real::usleep(usecs) };
+        }
+        hub_sleep(Duration::from_micros(usecs.into()));
+        0
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data transfer
+// ---------------------------------------------------------------------------------------------
+
+/// Declares a data hook that goes through [`io`].
+macro_rules! io_hook {
+    ($(#[$doc:meta])* fn $name:ident($fd:ident: c_int $(, $arg:ident: $ty:ty)*) -> $ret:ty, $dir:ident $(, flags = $flags:ident)?;) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The libc function's contract.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($fd: c_int $(, $arg: $ty)*) -> $ret {
+            // SAFETY: rule 1: the caller's arguments, forwarded unchanged.
+            let op = || unsafe { real::$name($fd $(, $arg)*) } as isize;
+            $(
+                // A per-call non-blocking request is the caller's own choice: pass through.
+                if $flags & libc::MSG_DONTWAIT != 0 {
+                    return op() as $ret;
+                }
+            )?
+            io(stringify!($name), const { idx(stringify!($name)) }, $fd, Direction::$dir, op) as $ret
+        }
+    };
+}
+
+io_hook!(
+    /// Hook for `read(2)`.
+    fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t, Read;
+);
+io_hook!(
+    /// Hook for `write(2)`.
+    fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t, Write;
+);
+io_hook!(
+    /// Hook for `readv(2)`.
+    fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t, Read;
+);
+io_hook!(
+    /// Hook for `writev(2)`.
+    fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t, Write;
+);
+io_hook!(
+    /// Hook for `recv(2)`.
+    fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t, Read, flags = flags;
+);
+io_hook!(
+    /// Hook for `send(2)`.
+    fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t, Write, flags = flags;
+);
+io_hook!(
+    /// Hook for `recvfrom(2)`.
+    fn recvfrom(
+        fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, len: *mut socklen_t
+    ) -> ssize_t, Read, flags = flags;
+);
+io_hook!(
+    /// Hook for `sendto(2)`.
+    fn sendto(
+        fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, len: socklen_t
+    ) -> ssize_t, Write, flags = flags;
+);
+io_hook!(
+    /// Hook for `recvmsg(2)`.
+    fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t, Read, flags = flags;
+);
+io_hook!(
+    /// Hook for `sendmsg(2)`.
+    fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t, Write, flags = flags;
+);
+
+/// Records a new fd from socket/accept/pipe2: ours, in the mode it was created with.
+#[cold]
+#[inline(never)]
+fn record_new(fd: c_int, nonblocking: bool) {
+    fd_table::set(fd, MANAGED | if nonblocking { USER_NB } else { 0 });
+}
+
+/// Hook for `accept(2)`.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: rule 1.
+    let op = || unsafe { real::accept(fd, addr, len) } as isize;
+    let r = io("accept", const { idx("accept") }, fd, Direction::Read, op) as c_int;
+    if r >= 0 && PATCHED.load(Relaxed) {
+        record_new(r, false);
+    }
+    r
+}
+
+/// Hook for `accept4(2)`; what std's `TcpListener::accept` calls.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: rule 1.
+    let op = || unsafe { real::accept4(fd, addr, len, flags) } as isize;
+    let r = io("accept4", const { idx("accept4") }, fd, Direction::Read, op) as c_int;
+    if r >= 0 && PATCHED.load(Relaxed) {
+        record_new(r, flags & libc::SOCK_NONBLOCK != 0);
+    }
+    r
+}
+
+/// Hook for `connect(2)`: inside a fiber a non-blocking connect, a wait for writability and
+/// `SO_ERROR`, like a blocking connect (an SO_SNDTIMEO expiry gives EINPROGRESS, as Linux).
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if active() {
+        return connect_slow(fd, addr, len);
+    }
+    // SAFETY: rule 1.
+    let r = unsafe { real::connect(fd, addr, len) };
+    if r == -1 && PATCHED.load(Relaxed) {
+        return connect_failed(fd);
+    }
+    r
+}
+
+/// A connect outside a fiber on an fd that is non-blocking only because of us.
+#[cold]
+#[inline(never)]
+fn connect_failed(fd: c_int) -> c_int {
+    let mut op = || {
+        // SAFETY: the same fd; a zero-size poll has nothing to connect.
+        finish_connect(fd) as isize
+    };
+    io_failed("connect", fd, Direction::Write, &mut op) as c_int
+}
+
+/// After writability: the connect's outcome from SO_ERROR (0, or -1 with errno).
+fn finish_connect(fd: c_int) -> c_int {
+    let mut err: c_int = 0;
+    let mut len = size_of::<c_int>() as socklen_t;
+    // SAFETY: valid out-pointers of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&raw mut err).cast(), &mut len)
+    };
+    if r != 0 {
+        return -1;
+    }
+    if err != 0 {
+        set_errno(err);
+        return -1;
+    }
+    0
+}
+
+#[cold]
+#[inline(never)]
+fn connect_slow(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    guarded("connect", || {
+        count!("connect");
+        let saved = errno();
+        if !in_fiber() || !prepare(fd) {
+            // SAFETY: rule 1.
+            let r = unsafe { real::connect(fd, addr, len) };
+            return if r == -1 { connect_failed(fd) } else { r };
+        }
+        if is_cancelled() {
+            set_errno(libc::ECANCELED);
+            return -1;
+        }
+        // SAFETY: rule 1.
+        if unsafe { real::connect(fd, addr, len) } == 0 {
+            set_errno(saved);
+            return 0;
+        }
+        if errno() != libc::EINPROGRESS {
+            return -1;
+        }
+        let deadline = sock_deadline(fd, Direction::Write);
+        loop {
+            match block(|| wait_fd(fd, Direction::Write, deadline)) {
+                Ok(()) => {}
+                Err(libc::EAGAIN) => {
+                    set_errno(libc::EINPROGRESS);
+                    return -1;
+                }
+                Err(e) => {
+                    set_errno(e);
+                    return -1;
+                }
+            }
+            // A wake-up is a hint (reactor rule 2): still connecting?
+            let mut p = pollfd { fd, events: libc::POLLOUT, revents: 0 };
+            // SAFETY: one valid pollfd.
+            if unsafe { real::poll(&mut p, 1, 0) } == 0 {
+                continue;
+            }
+            let r = finish_connect(fd);
+            if r == 0 {
+                set_errno(saved);
+            }
+            return r;
+        }
+    })
+}
+
+/// Hook for `poll(2)`. Inside a fiber a single fd waiting for POLLIN or POLLOUT (what std's
+/// `connect_timeout` does) waits on the hub; other polls pass through and block the thread.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
+    if n == 1 && timeout != 0 && active() {
+        return poll_slow(fds, timeout);
+    }
+    // SAFETY: rule 1.
+    unsafe { real::poll(fds, n, timeout) }
+}
+
+#[cold]
+#[inline(never)]
+fn poll_slow(fds: *mut pollfd, timeout: c_int) -> c_int {
+    guarded("poll", || {
+        count!("poll");
+        let saved = errno();
+        // SAFETY: rule 1: `n == 1`, so `fds` points at one pollfd.
+        let (fd, events) = unsafe { ((*fds).fd, (*fds).events) };
+        let dir = match events & (libc::POLLIN | libc::POLLOUT) {
+            libc::POLLIN => Some(Direction::Read),
+            libc::POLLOUT => Some(Direction::Write),
+            _ => None,
+        };
+        let managed = || {
+            fd > 2
+                && fd_table::get(fd)
+                    .and_then(|s| if s.is_unknown() { classify(fd) } else { Some(s) })
+                    .is_some_and(|s| s.has(MANAGED))
+        };
+        let Some(dir) = dir.filter(|_| in_fiber() && managed()) else {
+            // SAFETY: rule 1.
+            return unsafe { real::poll(fds, 1, timeout) };
+        };
+        if is_cancelled() {
+            set_errno(libc::ECANCELED);
+            return -1;
+        }
+        let deadline = u64::try_from(timeout)
+            .ok()
+            .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
+        loop {
+            // SAFETY: rule 1.
+            let r = unsafe { real::poll(fds, 1, 0) };
+            if r != 0 {
+                if r > 0 {
+                    set_errno(saved);
+                }
+                return r;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                set_errno(saved);
+                return 0;
+            }
+            match block(|| wait_fd(fd, dir, deadline)) {
+                // Ready, timed out or closed: the next poll(0) tells which.
+                Ok(()) | Err(libc::EAGAIN) | Err(libc::EBADF) => {}
+                Err(e) => {
+                    set_errno(e);
+                    return -1;
+                }
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bookkeeping: modes, duplicates, creation, close
+// ---------------------------------------------------------------------------------------------
+
+/// Hook for `ioctl(2)`, three-argument form (stable Rust has no variadic definitions; on
+/// x86_64 Linux a variadic caller passes the third argument in the same register). Only
+/// `FIONBIO` is looked at: it records the user's mode.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
+    if req == libc::FIONBIO as c_ulong && PATCHED.load(Relaxed) {
+        return fionbio_slow(fd, arg);
+    }
+    // SAFETY: rule 1.
+    unsafe { real::ioctl(fd, req, arg) }
+}
+
+#[cold]
+#[inline(never)]
+fn fionbio_slow(fd: c_int, arg: *mut c_void) -> c_int {
+    guarded("ioctl", || {
+        count!("ioctl");
+        let st = fd_table::get(fd).filter(|s| s.has(MANAGED));
+        // SAFETY: rule 1: FIONBIO's argument points at an int (null: let libc say EFAULT).
+        let on = unsafe { arg.cast::<c_int>().as_ref() }.map(|v| *v != 0);
+        if let (Some(st), Some(false)) = (st, on)
+            && st.has(OURS_NB)
+        {
+            // Stays non-blocking underneath; the hooks block for the user.
+            fd_table::update(fd, |f| f & !USER_NB);
+            return 0;
+        }
+        // SAFETY: rule 1.
+        let r = unsafe { real::ioctl(fd, libc::FIONBIO as c_ulong, arg) };
+        if let (0, Some(_), Some(on)) = (r, st, on) {
+            fd_table::update(fd, |f| if on { f | USER_NB } else { f & !USER_NB });
+        }
+        r
+    })
+}
+
+/// Hook for `fcntl(2)`, three-argument form (see [`ioctl`]). `F_GETFL` hides the O_NONBLOCK
+/// the hooks set; `F_SETFL` records the user's mode; `F_DUPFD*` copy the fd's state.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
+    if PATCHED.load(Relaxed) {
+        return fcntl_slow(fd, cmd, arg);
+    }
+    // SAFETY: rule 1.
+    unsafe { real::fcntl(fd, cmd, arg) }
+}
+
+#[cold]
+#[inline(never)]
+fn fcntl_slow(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
+    guarded("fcntl", || {
+        count!("fcntl");
+        let st = fd_table::get(fd).filter(|s| s.has(MANAGED));
+        let ours = st.is_some_and(|s| s.has(OURS_NB));
+        match cmd {
+            libc::F_GETFL => {
+                // SAFETY: rule 1.
+                let r = unsafe { real::fcntl(fd, cmd, arg) };
+                if r >= 0 && ours && !st.is_some_and(|s| s.has(USER_NB)) {
+                    r & !libc::O_NONBLOCK
+                } else {
+                    r
+                }
+            }
+            libc::F_SETFL => {
+                let on = arg & libc::O_NONBLOCK as c_long != 0;
+                let pass = if ours { arg | libc::O_NONBLOCK as c_long } else { arg };
+                // SAFETY: rule 1.
+                let r = unsafe { real::fcntl(fd, cmd, pass) };
+                if r == 0 && st.is_some() {
+                    fd_table::update(fd, |f| if on { f | USER_NB } else { f & !USER_NB });
+                }
+                r
+            }
+            libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+                // SAFETY: rule 1.
+                let r = unsafe { real::fcntl(fd, cmd, arg) };
+                if r >= 0 {
+                    fd_table::copy(fd, r);
+                }
+                r
+            }
+            // SAFETY: rule 1.
+            _ => unsafe { real::fcntl(fd, cmd, arg) },
+        }
+    })
+}
+
+/// Hook for `dup(2)`: the copy shares the original's state.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: rule 1.
+    let r = unsafe { real::dup(fd) };
+    if r >= 0 && PATCHED.load(Relaxed) {
+        fd_table::copy(fd, r);
+    }
+    r
+}
+
+/// dup2/dup3: `new` is closed first if open (waking its waiters), then becomes a copy of `old`.
+#[cold]
+#[inline(never)]
+fn dup_to_slow(name: &'static str, old: c_int, new: c_int, call: &dyn Fn() -> c_int) -> c_int {
+    guarded(name, || {
+        let bump = old != new && before_close(new);
+        let r = call();
+        let e = errno();
+        if r >= 0 && old != new {
+            if bump {
+                fd_table::closed(new);
+            }
+            fd_table::copy(old, new);
+        }
+        set_errno(e);
+        r
+    })
+}
+
+/// Hook for `dup2(2)`.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if PATCHED.load(Relaxed) {
+        // SAFETY: rule 1.
+        return dup_to_slow("dup2", old, new, &|| unsafe { real::dup2(old, new) });
+    }
+    // SAFETY: rule 1.
+    unsafe { real::dup2(old, new) }
+}
+
+/// Hook for `dup3(2)`.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    if PATCHED.load(Relaxed) {
+        // SAFETY: rule 1.
+        return dup_to_slow("dup3", old, new, &|| unsafe { real::dup3(old, new, flags) });
+    }
+    // SAFETY: rule 1.
+    unsafe { real::dup3(old, new, flags) }
+}
+
+/// Hook for `close(2)`: forgets the fd; a fiber parked on it wakes and gets EBADF.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if PATCHED.load(Relaxed) {
+        return close_slow(fd);
+    }
+    // SAFETY: rule 1.
+    unsafe { real::close(fd) }
+}
+
+#[cold]
+#[inline(never)]
+fn close_slow(fd: c_int) -> c_int {
+    guarded("close", || {
+        count!("close");
+        let saved = errno();
+        // Forget the fd *before* closing it: once closed, another thread may get the same
+        // number from socket()/accept() and record it, and a later bump would wipe that.
+        if before_close(fd) {
+            fd_table::closed(fd);
+        }
+        // SAFETY: rule 1.
+        let r = unsafe { real::close(fd) };
+        if r == 0 {
+            set_errno(saved);
+        }
+        r
+    })
+}
+
+/// Hook for `socket(2)`: records the new socket and its mode.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int {
+    // SAFETY: rule 1.
+    let r = unsafe { real::socket(domain, ty, proto) };
+    if r >= 0 && PATCHED.load(Relaxed) {
+        count!("socket");
+        record_new(r, ty & libc::SOCK_NONBLOCK != 0);
+    }
+    r
+}
+
+/// Hook for `socketpair(2)`: records both sockets.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn socketpair(
+    domain: c_int,
+    ty: c_int,
+    proto: c_int,
+    sv: *mut c_int,
+) -> c_int {
+    // SAFETY: rule 1.
+    let r = unsafe { real::socketpair(domain, ty, proto, sv) };
+    if r == 0 && PATCHED.load(Relaxed) {
+        count!("socketpair");
+        for i in 0..2 {
+            // SAFETY: rule 1: on success libc wrote two fds at `sv`.
+            record_new(unsafe { *sv.add(i) }, ty & libc::SOCK_NONBLOCK != 0);
+        }
+    }
+    r
+}
+
+/// Hook for `pipe2(2)` (what std's `io::pipe` and `Command` use): records both ends.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
+    // SAFETY: rule 1.
+    let r = unsafe { real::pipe2(fds, flags) };
+    if r == 0 && PATCHED.load(Relaxed) {
+        count!("pipe2");
+        for i in 0..2 {
+            // SAFETY: rule 1: on success libc wrote two fds at `fds`.
+            record_new(unsafe { *fds.add(i) }, flags & libc::O_NONBLOCK != 0);
+        }
+    }
+    r
+}

@@ -1,0 +1,275 @@
+//! Unmodified `std::net` inside fibers after `patch_all()`: one thread serves many clients while
+//! other fibers sleep; std's semantics (timeouts, try_clone, set_nonblocking, close) are kept.
+#![cfg(feature = "monkey")]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use greenfiber::{joinall, monkey, spawn};
+
+/// Aborts the process if the returned guard is not dropped within `secs` (a hung hub would
+/// otherwise hang the test run). Its thread has no hub, so its sleep really blocks.
+struct Watchdog(Arc<AtomicBool>);
+
+fn watchdog(name: &'static str, secs: u64) -> Watchdog {
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            if d.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("watchdog: {name} still running after {secs} s: aborting");
+        std::process::abort();
+    });
+    Watchdog(done)
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn one_thread_serves_clients_while_fibers_sleep() {
+    monkey::patch_all();
+    let _w = watchdog("server+clients+sleepers", 20);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    const CLIENTS: usize = 20;
+    let server = spawn(move || {
+        let mut conns = Vec::new();
+        for _ in 0..CLIENTS {
+            let (mut s, _) = listener.accept().unwrap();
+            conns.push(spawn(move || {
+                let mut buf = [0u8; 64];
+                let mut total = 0;
+                loop {
+                    let n = s.read(&mut buf).unwrap();
+                    if n == 0 {
+                        return total;
+                    }
+                    total += n;
+                    s.write_all(&buf[..n]).unwrap();
+                }
+            }));
+        }
+        joinall(&conns, None);
+        conns.iter().map(|c| c.get().unwrap()).sum::<usize>()
+    });
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                for round in 0..5 {
+                    let msg = format!("client {i} round {round}");
+                    s.write_all(msg.as_bytes()).unwrap();
+                    // A std sleep between request and reply: other fibers run meanwhile.
+                    std::thread::sleep(Duration::from_millis(10));
+                    let mut back = vec![0u8; msg.len()];
+                    s.read_exact(&mut back).unwrap();
+                    assert_eq!(back, msg.as_bytes());
+                }
+                s.shutdown(Shutdown::Write).unwrap();
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).unwrap();
+                assert!(rest.is_empty());
+            })
+        })
+        .collect();
+    let sleepers: Vec<_> = (0..10)
+        .map(|_| {
+            spawn(|| {
+                let t = Instant::now();
+                std::thread::sleep(Duration::from_millis(100));
+                t.elapsed()
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    assert_eq!(joinall(&clients, None), CLIENTS);
+    assert_eq!(joinall(&sleepers, None), 10);
+    let total = server.get().unwrap();
+    let expected: usize = (0..CLIENTS)
+        .map(|i| (0..5).map(|r| format!("client {i} round {r}").len()).sum::<usize>())
+        .sum();
+    assert_eq!(total, expected);
+    // 20 clients × 5 rounds × 10 ms sequentially would be 1 s, plus 10 × 100 ms sleeps.
+    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+}
+
+#[test]
+fn udp_round_trip_in_fibers() {
+    monkey::patch_all();
+    let _w = watchdog("udp", 20);
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b_addr = b.local_addr().unwrap();
+    let receiver = spawn(move || {
+        let mut buf = [0u8; 16];
+        let (n, from) = b.recv_from(&mut buf).unwrap(); // parks until the datagram arrives
+        b.send_to(&buf[..n], from).unwrap();
+        n
+    });
+    let sender = spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        a.send_to(b"ping", b_addr).unwrap();
+        let mut buf = [0u8; 16];
+        let n = a.recv(&mut buf).unwrap();
+        buf[..n].to_vec()
+    });
+    assert_eq!(joinall(std::slice::from_ref(&receiver), None), 1);
+    assert_eq!(receiver.get().unwrap(), 4);
+    assert_eq!(sender.get().unwrap(), b"ping");
+}
+
+#[test]
+fn read_timeout_gives_would_block_like_std_and_others_run() {
+    monkey::patch_all();
+    let _w = watchdog("read timeout", 20);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let g = spawn(move || {
+        let mut c = TcpStream::connect(addr).unwrap();
+        let _s = listener.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let t = Instant::now();
+        let mut buf = [0u8; 4];
+        let e = c.read(&mut buf).unwrap_err();
+        (e.kind(), t.elapsed())
+    });
+    let other = spawn(|| {
+        std::thread::sleep(Duration::from_millis(10));
+        true
+    });
+    let (kind, took) = g.get().unwrap();
+    // std on Linux reports an SO_RCVTIMEO expiry as WouldBlock (EAGAIN).
+    assert!(matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut), "{kind:?}");
+    assert!(took >= Duration::from_millis(90), "{took:?}");
+    assert!(other.get().unwrap());
+}
+
+#[test]
+fn try_clone_reads_and_writes_through_both_handles() {
+    monkey::patch_all();
+    let _w = watchdog("try_clone", 20);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+    });
+    let g = spawn(move || {
+        let c = TcpStream::connect(addr).unwrap();
+        let mut reader = c.try_clone().unwrap();
+        let reading = spawn(move || {
+            let mut buf = [0u8; 5];
+            reader.read_exact(&mut buf).unwrap(); // parks on the clone
+            buf
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        (&c).write_all(b"clone").unwrap();
+        reading.get().unwrap()
+    });
+    assert_eq!(&g.get().unwrap(), b"clone");
+    assert!(echo.get().is_ok());
+}
+
+#[test]
+fn close_while_another_fiber_waits_gives_it_ebadf() {
+    monkey::patch_all();
+    let _w = watchdog("close while waiting", 20);
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(a);
+    let waiter = spawn(move || {
+        let mut buf = [0u8; 4];
+        // SAFETY: a valid buffer; `fd` is open until the closer closes it under us.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 4) };
+        (r, std::io::Error::last_os_error().raw_os_error())
+    });
+    let closer = spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        // SAFETY: `fd` is owned by this test; the waiter expects it to be closed.
+        unsafe { libc::close(fd) }
+    });
+    assert_eq!(closer.get().unwrap(), 0);
+    assert_eq!(waiter.get().unwrap(), (-1, Some(libc::EBADF)));
+}
+
+#[test]
+fn set_nonblocking_by_the_user_passes_through() {
+    monkey::patch_all();
+    let _w = watchdog("set_nonblocking", 20);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let g = spawn(move || {
+        let mut c = TcpStream::connect(addr).unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4];
+        let first = s.read(&mut buf).unwrap_err().kind();
+        listener.set_nonblocking(true).unwrap();
+        let accept = listener.accept().unwrap_err().kind();
+        s.set_nonblocking(false).unwrap();
+        c.write_all(b"hi").unwrap();
+        let n = s.read(&mut buf).unwrap();
+        (first, accept, n)
+    });
+    assert_eq!(g.get().unwrap(), (ErrorKind::WouldBlock, ErrorKind::WouldBlock, 2));
+}
+
+#[test]
+fn connect_timeout_waits_on_the_hub() {
+    monkey::patch_all();
+    let _w = watchdog("connect_timeout", 20);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let g = spawn(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
+    assert!(g.get().unwrap());
+    drop(listener);
+    let g = spawn(move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap_err().kind()
+    });
+    assert_eq!(g.get().unwrap(), ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn fd_made_non_blocking_by_a_fiber_still_blocks_outside_fibers() {
+    monkey::patch_all();
+    let _w = watchdog("outside fibers", 20);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A fiber uses the stream (the hooks make it non-blocking underneath)...
+    let g = spawn(move || {
+        let mut c = TcpStream::connect(addr).unwrap();
+        let (s, _) = listener.accept().unwrap();
+        c.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        (&s).read_exact(&mut b).unwrap();
+        (c, s)
+    });
+    joinall(std::slice::from_ref(&g), None);
+    let (mut c, s) = g.take().unwrap().unwrap();
+    // ...then a plain thread reads from it: it must block until data comes, as std promises.
+    let t = std::thread::spawn(move || {
+        let mut s = s;
+        let mut b = [0u8; 3];
+        s.read_exact(&mut b).unwrap();
+        // F_GETFL does not show the O_NONBLOCK the hooks set.
+        // SAFETY: F_GETFL only inspects the fd.
+        let fl = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&s), libc::F_GETFL) };
+        (b, fl & libc::O_NONBLOCK)
+    });
+    std::thread::sleep(Duration::from_millis(50)); // main, nothing to do: a real sleep
+    c.write_all(b"abc").unwrap();
+    assert_eq!(t.join().unwrap(), (*b"abc", 0));
+}
