@@ -167,6 +167,76 @@ pub(crate) fn wait_fd(fd: RawFd, dir: Direction, deadline: Option<Instant>) -> i
     }
 }
 
+/// `Read` and `Write` for a stream socket type and for a shared reference to it, each call one
+/// trip through [`Registered::do_io`]. The type has the fields `io: Registered<_>` and
+/// `timeouts: Rc<Timeouts>`; writes go through `send` with `MSG_NOSIGNAL` (no SIGPIPE).
+macro_rules! stream_read_write {
+    ($t:ty) => {
+        impl std::io::Read for &$t {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                use crate::hub::reactor::Direction;
+                self.io.do_io(Direction::Read, self.timeouts.read(), |mut s| {
+                    std::io::Read::read(&mut s, buf)
+                })
+            }
+            fn read_vectored(
+                &mut self,
+                bufs: &mut [std::io::IoSliceMut<'_>],
+            ) -> std::io::Result<usize> {
+                use crate::hub::reactor::Direction;
+                self.io.do_io(Direction::Read, self.timeouts.read(), |mut s| {
+                    std::io::Read::read_vectored(&mut s, bufs)
+                })
+            }
+        }
+
+        impl std::io::Write for &$t {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                use crate::hub::reactor::Direction;
+                use std::os::fd::AsRawFd;
+                self.io.do_io(Direction::Write, self.timeouts.write(), |s| {
+                    crate::net::sys::send(s.as_raw_fd(), buf)
+                })
+            }
+            fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+                use crate::hub::reactor::Direction;
+                use std::os::fd::AsRawFd;
+                self.io.do_io(Direction::Write, self.timeouts.write(), |s| {
+                    crate::net::sys::send_vectored(s.as_raw_fd(), bufs)
+                })
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        impl std::io::Read for $t {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                std::io::Read::read(&mut &*self, buf)
+            }
+            fn read_vectored(
+                &mut self,
+                bufs: &mut [std::io::IoSliceMut<'_>],
+            ) -> std::io::Result<usize> {
+                std::io::Read::read_vectored(&mut &*self, bufs)
+            }
+        }
+
+        impl std::io::Write for $t {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                std::io::Write::write(&mut &*self, buf)
+            }
+            fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+                std::io::Write::write_vectored(&mut &*self, bufs)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use stream_read_write;
+
 /// A socket's read and write timeouts, shared by its `try_clone`s as std's `SO_RCVTIMEO` is
 /// shared by duplicated descriptors.
 #[derive(Debug, Default)]

@@ -1,6 +1,6 @@
 //! [`UnixListener`] and [`UnixStream`]: `std::os::unix::net`'s stream types, cooperative.
 
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::SocketAddr;
@@ -9,8 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::io::{Registered, Timeouts};
-use super::sys;
-use crate::hub::reactor::Direction::{Read as R, Write as W};
+use crate::hub::reactor::Direction::Read as R;
 
 /// A Unix-domain socket server (`std::os::unix::net::UnixListener`, cooperative). `!Send`.
 pub struct UnixListener {
@@ -146,46 +145,6 @@ impl UnixStream {
     }
 }
 
-impl Read for &UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.do_io(R, self.timeouts.read(), |mut s| s.read(buf))
-    }
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.io.do_io(R, self.timeouts.read(), |mut s| s.read_vectored(bufs))
-    }
-}
-
-impl Write for &UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.io.do_io(W, self.timeouts.write(), |s| sys::send(s.as_raw_fd(), buf))
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.io.do_io(W, self.timeouts.write(), |s| sys::send_vectored(s.as_raw_fd(), bufs))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Write for UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+super::io::stream_read_write!(UnixStream);
 
 super::tcp::fd_traits!(UnixListener, UnixStream);
