@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release --features monkey --example monkey_fetch -- 10
 //! cargo run --release --features monkey --example monkey_fetch -- 10 --no-patch
+//! cargo run --release --features monkey --example monkey_fetch -- 10 --ureq   # a blocking HTTP client crate
 //! ```
 //!
 //! Prints `fetched N pages of M bytes in T ms (patched|not patched)`.
@@ -29,8 +30,10 @@ fn start_server() -> SocketAddr {
                 }
                 std::thread::sleep(Duration::from_millis(100));
                 let body = "hello from the slow server\n";
-                let reply =
-                    format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
                 conn.write_all(reply.as_bytes()).unwrap();
             });
         }
@@ -44,26 +47,35 @@ fn fetch(addr: SocketAddr) -> usize {
     s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
-    assert!(reply.starts_with("HTTP/1.0 200 OK"), "{reply}");
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
     reply.split("\r\n\r\n").nth(1).unwrap().len()
+}
+
+/// The same GET with `ureq`, a blocking HTTP client crate that knows nothing of greenfiber.
+fn fetch_ureq(addr: SocketAddr) -> usize {
+    let mut reply = ureq::get(&format!("http://{addr}/")).call().unwrap();
+    reply.body_mut().read_to_string().unwrap().len()
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(10);
     let patch = !args.iter().any(|a| a == "--no-patch");
+    let with_ureq = args.iter().any(|a| a == "--ureq");
+    let get: fn(SocketAddr) -> usize = if with_ureq { fetch_ureq } else { fetch };
     let addr = start_server();
     if patch {
         greenfiber::monkey::patch_all();
     }
     let t = Instant::now();
-    let fibers: Vec<_> = (0..n).map(|_| greenfiber::spawn(move || fetch(addr))).collect();
+    let fibers: Vec<_> = (0..n).map(|_| greenfiber::spawn(move || get(addr))).collect();
     assert_eq!(greenfiber::joinall(&fibers, None), n);
     let took = t.elapsed();
     let bytes = fibers[0].get().unwrap();
     println!(
-        "fetched {n} pages of {bytes} bytes in {} ms ({})",
+        "fetched {n} pages of {bytes} bytes in {} ms ({}{})",
         took.as_millis(),
-        if patch { "patched" } else { "not patched" }
+        if patch { "patched" } else { "not patched" },
+        if with_ureq { ", ureq" } else { "" }
     );
 }
