@@ -10,6 +10,7 @@
 //! cargo run --release --example echo_bench -- idle 10000           # RSS per idle connection
 //! cargo run --release --example echo_bench -- server mio           # prints "port N"; any server
 //! cargo run --release --example echo_bench -- client 127.0.0.1:N 50 5
+//! cargo run --release --features monkey --example echo_bench -- run --servers greenfiber,std-patched
 //! ```
 //! `run` pins each server to CPU 0 and the client to CPU 1 with `taskset` (if present).
 //! What it measures: round trips per second over all connections, and the p99 latency of one
@@ -71,6 +72,34 @@ fn server(kind: &str) {
             s.serve_forever().unwrap();
         }
         "mio" => mio_server(),
+        // Unmodified std::net under monkey::patch_all(): a fiber per connection, as a
+        // thread-per-connection server would be written (build with `--features monkey`).
+        #[cfg(feature = "monkey")]
+        "std-patched" => {
+            greenfiber::monkey::patch_all();
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            announce(l.local_addr().unwrap().port());
+            let acceptor = greenfiber::spawn(move || {
+                for s in l.incoming() {
+                    let Ok(mut s) = s else { continue };
+                    let _ = s.set_nodelay(true);
+                    greenfiber::spawn(move || {
+                        let mut buf = [0u8; 1024];
+                        loop {
+                            match s.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => {
+                                    if s.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            acceptor.join();
+        }
         "tokio" => {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
