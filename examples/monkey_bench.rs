@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release --features monkey --example monkey_bench
+//! cargo run --features monkey --example monkey_bench -- --quick   # a few calls: checks it runs
 //! ```
 //!
 //! Prints ns per call for: glibc direct (found with dlopen/dlsym, bypassing the hook), the hook
@@ -46,27 +47,28 @@ fn ns_per_call(n: u32, mut f: impl FnMut()) -> f64 {
 fn measure(label: &str, fd: i32) {
     let real: ReadFn = glibc(c"read");
     let real_sleep: SleepFn = glibc(c"clock_nanosleep");
-    const N: u32 = 200_000;
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (n, rounds) = if quick { (1_000, 1) } else { (200_000, 15) };
     let mut buf = [0u8; 1];
     let p = buf.as_mut_ptr().cast();
     let (mut direct, mut hooked) = (f64::MAX, f64::MAX);
-    for _ in 0..15 {
+    for _ in 0..rounds {
         // SAFETY: a valid fd and buffer; 0 bytes.
-        direct = direct.min(ns_per_call(N, || assert_eq!(unsafe { real(fd, p, 0) }, 0)));
+        direct = direct.min(ns_per_call(n, || assert_eq!(unsafe { real(fd, p, 0) }, 0)));
         // SAFETY: as above, through the hooked symbol.
-        hooked = hooked.min(ns_per_call(N, || assert_eq!(unsafe { libc::read(fd, p, 0) }, 0)));
+        hooked = hooked.min(ns_per_call(n, || assert_eq!(unsafe { libc::read(fd, p, 0) }, 0)));
     }
     // glibc answers EINVAL for this clock without a syscall: the hook's own cost is visible.
     let ts = libc::timespec { tv_sec: 0, tv_nsec: 1 };
     let cpu = libc::CLOCK_THREAD_CPUTIME_ID;
     let (mut sd, mut sh) = (f64::MAX, f64::MAX);
-    for _ in 0..15 {
+    for _ in 0..rounds {
         // SAFETY: a valid timespec; glibc rejects the clock with EINVAL.
-        sd = sd.min(ns_per_call(N * 10, || {
+        sd = sd.min(ns_per_call(n * 10, || {
             assert_eq!(unsafe { real_sleep(cpu, 0, &ts, std::ptr::null_mut()) }, libc::EINVAL)
         }));
         // SAFETY: as above, through the hooked symbol.
-        sh = sh.min(ns_per_call(N * 10, || {
+        sh = sh.min(ns_per_call(n * 10, || {
             let r = unsafe { libc::clock_nanosleep(cpu, 0, &ts, std::ptr::null_mut()) };
             assert_eq!(r, libc::EINVAL)
         }));
