@@ -66,7 +66,8 @@ fn main() {
     }
     server.start().unwrap();
     let addr = server.local_addr();
-    let transcript = on_thread(move || selftest_clients(addr));
+    let transcript =
+        greenfiber::threadpool::spawn_blocking(move || selftest_clients(addr)).unwrap();
     server.stop();
     for l in transcript {
         println!("{l}");
@@ -128,16 +129,4 @@ fn selftest_clients(addr: SocketAddr) -> Vec<String> {
             format!("B saw: {l}")
         })
         .collect()
-}
-
-/// Runs `f` on an OS thread while the calling fiber parks (other fibers keep running).
-fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (wait, waker) = greenfiber::hub::remote_signal();
-    let h = std::thread::spawn(move || {
-        let r = f();
-        waker.wake();
-        r
-    });
-    wait.wait();
-    h.join().unwrap()
 }

@@ -45,6 +45,22 @@ fn main() {
 
 // ---------------------------------------------------------------- servers
 
+/// The echo loop of every server with blocking-style `Read`/`Write` (greenfiber, std under
+/// `patch_all`, may): read up to 1 KiB, write it all back, until EOF or an error.
+fn echo(mut s: impl Read + Write) {
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 fn announce(port: u16) {
     println!("port {port}");
     io::stdout().flush().unwrap();
@@ -55,17 +71,7 @@ fn server(kind: &str) {
         "greenfiber" => {
             let s = greenfiber::server::StreamServer::new("127.0.0.1:0", |s, _| {
                 let _ = s.set_nodelay(true);
-                let mut buf = [0u8; 1024];
-                loop {
-                    match (&s).read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if (&s).write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
+                echo(&s);
             })
             .unwrap();
             announce(s.local_addr().port());
@@ -81,21 +87,9 @@ fn server(kind: &str) {
             announce(l.local_addr().unwrap().port());
             let acceptor = greenfiber::spawn(move || {
                 for s in l.incoming() {
-                    let Ok(mut s) = s else { continue };
+                    let Ok(s) = s else { continue };
                     let _ = s.set_nodelay(true);
-                    greenfiber::spawn(move || {
-                        let mut buf = [0u8; 1024];
-                        loop {
-                            match s.read(&mut buf) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => {
-                                    if s.write_all(&buf[..n]).is_err() {
-                                        return;
-                                    }
-                                }
-                            }
-                        }
-                    });
+                    greenfiber::spawn(move || echo(s));
                 }
             });
             acceptor.join();
@@ -131,21 +125,9 @@ fn server(kind: &str) {
                 let l = may::net::TcpListener::bind("127.0.0.1:0").unwrap();
                 announce(l.local_addr().unwrap().port());
                 for s in l.incoming() {
-                    let Ok(mut s) = s else { continue };
+                    let Ok(s) = s else { continue };
                     let _ = s.set_nodelay(true);
-                    may::go!(move || {
-                        let mut buf = [0u8; 1024];
-                        loop {
-                            match s.read(&mut buf) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => {
-                                    if s.write_all(&buf[..n]).is_err() {
-                                        return;
-                                    }
-                                }
-                            }
-                        }
-                    });
+                    may::go!(move || echo(s));
                 }
             });
             h.join().unwrap();

@@ -42,7 +42,7 @@ fn main() {
     server.start().unwrap();
     let addr = server.local_addr();
     // Real blocking clients on another OS thread; main parks so the server fibers run.
-    let transcripts = on_thread(move || {
+    let transcripts = greenfiber::threadpool::spawn_blocking(move || {
         let clients: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
         let mut out = Vec::new();
         for (i, c) in clients.iter().enumerate() {
@@ -58,22 +58,11 @@ fn main() {
             out.push(format!("client {i}: {:?} then EOF", got));
         }
         out
-    });
+    })
+    .unwrap();
     server.stop();
     for t in transcripts {
         println!("{t}");
     }
     println!("selftest ok");
-}
-
-/// Runs `f` on an OS thread while the calling fiber parks (other fibers keep running).
-fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (wait, waker) = greenfiber::hub::remote_signal();
-    let h = std::thread::spawn(move || {
-        let r = f();
-        waker.wake();
-        r
-    });
-    wait.wait();
-    h.join().unwrap()
 }

@@ -170,7 +170,7 @@ fn main() {
     }
     server.start().unwrap();
     let addr = server.local_addr();
-    for line in on_thread(move || raw_clients(addr)) {
+    for line in greenfiber::threadpool::spawn_blocking(move || raw_clients(addr)).unwrap() {
         println!("{line}");
     }
     server.stop();
@@ -218,16 +218,4 @@ fn raw_clients(addr: SocketAddr) -> Vec<String> {
     out.push(format!("malformed: {:?}", status_and_rest(&m)));
     out.push(format!("then EOF: {}", m.read(&mut [0; 8]).unwrap() == 0));
     out
-}
-
-/// Runs `f` on an OS thread while the calling fiber parks (other fibers keep running).
-fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (wait, waker) = greenfiber::hub::remote_signal();
-    let h = std::thread::spawn(move || {
-        let r = f();
-        waker.wake();
-        r
-    });
-    wait.wait();
-    h.join().unwrap()
 }

@@ -38,9 +38,12 @@
 //! # Rules (cited by the `SAFETY` comments)
 //! 1. A coroutine, its handles and its stack belong to one thread: `Coroutine` is `!Send` and
 //!    `!Sync`, so every switch is between coroutines of the running thread.
-//! 2. A `Core` whose coroutine is running or in the resume chain is never freed: `current`
-//!    holds a handle to the running one, and dropping the last handle of a started coroutine
-//!    first kills it (unwinding it out of the chain) and leaks it if it refuses to die.
+//! 2. A `Core` whose coroutine is running or in the resume chain is never freed: the thread
+//!    state's `current` pointer owns a strong count of the running one, and dropping the last
+//!    handle of a started coroutine first kills it (unwinding it out of the chain) and leaks
+//!    it if it refuses to die. The target of the message in flight is kept alive by its sender
+//!    until it arrives: by the handle the suspended sender switches with, or by
+//!    `ThreadState::hold`.
 //! 3. `Core::raw` is touched only while its coroutine is neither running nor in the chain: by
 //!    `drive` to resume it, by `drive` to recycle its stack once it returned, and to drop the
 //!    closure of a coroutine that never started.

@@ -251,7 +251,7 @@ fn go<R: 'static>(ts: &ThreadState, me: *const Core, target: *const Core, msg: M
     let me_ref = unsafe { &*me };
     me_ref.expect.set(Expect::of::<R>());
     if log::log_enabled!(log::Level::Trace) {
-        // SAFETY: the target is kept alive by the sender (see `ThreadState::target`).
+        // SAFETY: rule 2: the sender keeps the message's target alive until it arrives.
         log::trace!("switch {} -> {}", me_ref.label(), unsafe { &*target }.label());
     }
     ts.target.set(target);
@@ -283,8 +283,8 @@ fn drive(ts: &ThreadState, me: &Core) {
         if ptr::eq(t, me) {
             return;
         }
-        // SAFETY: the sender keeps the message's target alive until it arrives (see
-        // `ThreadState::target`), and only the target takes the message (in `arrive`).
+        // SAFETY: rule 2: the sender keeps the message's target alive until it arrives, and
+        // only the target takes the message (in `arrive`).
         let t = unsafe { &*t };
         if t.in_chain.get() {
             // `t` is below us in the resume chain: go down one link. `me` is not main, because

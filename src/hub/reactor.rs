@@ -20,7 +20,7 @@
 //!
 //! 1. **Try first, then wait.** An edge delivered while nobody waits in that direction is dropped
 //!    (there is no readiness cache). So a fiber must attempt the operation (or otherwise check
-//!    the fd, e.g. `poll(2)` with a zero timeout for `wait_fd`), and only on `WouldBlock` call
+//!    the fd, e.g. with a zero-timeout `poll(2)`), and only on `WouldBlock` call
 //!    [`Reactor::add_waiter`], *without switching in between*: any readiness after the failed
 //!    attempt then produces an edge that a later [`Reactor::poll`] delivers to the waiter.
 //! 2. **A wake-up is a hint.** A waiter can be woken by an edge that happened before its attempt
@@ -160,7 +160,7 @@ impl<W> Reactor<W> {
         Ok(token)
     }
 
-    /// Registers a raw file descriptor (for `wait_fd`). The caller keeps it open until
+    /// Registers a raw file descriptor (for the monkey layer's fd wait). The caller keeps it open until
     /// [`deregister_fd`](Self::deregister_fd).
     pub(crate) fn register_fd(&mut self, fd: RawFd) -> io::Result<Token> {
         self.register(&mut SourceFd(&fd))

@@ -203,8 +203,9 @@ fn block<T>(f: impl FnOnce() -> io::Result<T>) -> Result<T, c_int> {
 /// `fd` is closed (`EBADF`). Registers `fd` with this thread's reactor on first use.
 ///
 /// This is the only place monkey waits on an fd (rule 4). Call it only right after the
-/// operation failed with EAGAIN, without switching in between. It becomes
-/// `net::io::wait_fd` when the net layer lands.
+/// operation failed with EAGAIN, without switching in between. Unlike the net layer's sockets,
+/// which register once and deregister on drop, a patched fd can be closed behind our back: the
+/// registration lives in `REGS`, and the fd table's close generation tells a waiter its fd went.
 pub(crate) fn wait_fd(fd: RawFd, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
     let ebadf = || io::Error::from_raw_os_error(libc::EBADF);
     let generation = fd_table::get(fd).ok_or_else(ebadf)?.generation();

@@ -21,21 +21,19 @@
 //! 1. A socket is registered with the reactor of the thread that created it, once, when it is
 //!    created ([`Registered::new`]), and deregistered in `Drop` *before* its fd is closed (the
 //!    field order of [`Registered`]). That is why every socket type is `!Send`.
-//! 2. Every blocking socket method is a single call to [`Registered::do_io`] (or
-//!    [`wait_fd`] for a descriptor the net layer does not own); no other file parks on I/O.
+//! 2. Every blocking socket method is a single call to [`Registered::do_io`]; no other file in
+//!    `net/` parks on I/O.
 //! 3. The deadline of a call is taken when it first has to wait, from the socket's timeout;
 //!    its expiry is reported by the caller's choice of error (see the table in `net/mod.rs`).
 
 use std::cell::Cell;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use mio::Token;
 use mio::event::Source;
 
-use super::sys;
 use crate::hub::park::{Waiter, Wake};
 use crate::hub::reactor::Direction;
 use crate::hub::scheduler;
@@ -134,37 +132,6 @@ fn wait_loop<R>(
 /// What std returns when `SO_RCVTIMEO`/`SO_SNDTIMEO` expires on Linux: `EAGAIN`.
 pub(crate) fn timed_out() -> io::Error {
     io::Error::from_raw_os_error(libc::EAGAIN)
-}
-
-/// Waits until `fd` — a descriptor the net layer does not own, e.g. one a monkey-patched libc
-/// call got `EAGAIN` on — is ready for `dir`, or `deadline` passes. `Ok(true)` if ready,
-/// `Ok(false)` on the deadline.
-///
-/// `fd` is registered for the duration of the call only, so it must not be registered with
-/// this thread's reactor already (e.g. be a `net` socket), and must stay open until this
-/// returns. The operation in the loop is a zero-timeout `poll(2)`.
-pub(crate) fn wait_fd(fd: RawFd, dir: Direction, deadline: Option<Instant>) -> io::Result<bool> {
-    struct Reg(RawFd, Token);
-    impl Drop for Reg {
-        fn drop(&mut self) {
-            let mut parked = Vec::new();
-            scheduler::try_with(|hub| {
-                let _ = hub.reactor.borrow_mut().deregister_fd(self.0, self.1, &mut parked);
-            });
-        }
-    }
-    let reg = Reg(fd, scheduler::with(|hub| hub.reactor.borrow_mut().register_fd(fd))?);
-    let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    let first = sys::poll_ready(fd, dir);
-    let r = match first {
-        Err(e) if would_block(&e) => wait_loop(reg.1, dir, timeout, || sys::poll_ready(fd, dir)),
-        r => r,
-    };
-    match r {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 /// `Read` and `Write` for a stream socket type and for a shared reference to it, each call one
@@ -273,24 +240,6 @@ pub(crate) fn check_timeout(d: Option<Duration>) -> io::Result<Option<Duration>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::os::fd::AsRawFd;
-
-    #[test]
-    fn wait_fd_ready_and_deadline() {
-        let (reader, mut writer) = std::io::pipe().unwrap();
-        let fd = reader.as_raw_fd();
-        let soon = Some(Instant::now() + Duration::from_millis(20));
-        assert!(!wait_fd(fd, Direction::Read, soon).unwrap());
-        assert!(wait_fd(writer.as_raw_fd(), Direction::Write, None).unwrap());
-        let w = crate::hub::spawn(move || {
-            crate::hub::sleep(Duration::from_millis(10));
-            writer.write_all(b"x").unwrap();
-        });
-        assert!(wait_fd(fd, Direction::Read, None).unwrap());
-        w.join();
-        scheduler::with(|hub| assert_eq!(hub.io_waits.get(), 0));
-    }
 
     #[test]
     fn kill_or_timeout_while_parked_leaves_no_waiter() {

@@ -59,14 +59,12 @@
 //! as they are; a host name is looked up on another OS thread while the fiber parks.
 //!
 //! # Files
-//! - `io.rs`: the registration and the one I/O loop (`do_io`), `wait_fd`.
+//! - `io.rs`: the registration and the one I/O loop (`do_io`).
 //! - `tcp.rs`, `udp.rs`, `unix.rs`: the socket types, each method a delegation or one `do_io`.
 //! - `addr.rs`: [`ToSocketAddrs`] and off-hub lookups.
-//! - `sys.rs`: the few raw system calls (`send` with `MSG_NOSIGNAL`, `poll`).
+//! - `sys.rs`: the few raw system calls (`send` with `MSG_NOSIGNAL`, ...).
 
 mod addr;
-// `wait_fd` is for the monkey layer.
-#[allow(dead_code)]
 pub(crate) mod io;
 mod sys;
 mod tcp;

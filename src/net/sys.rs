@@ -4,13 +4,11 @@
 //! Contract: every function here takes a descriptor its caller keeps open for the duration of
 //! the call, performs exactly one system call, and returns its result as an `io::Result`
 //! (`-1` becomes `io::Error::last_os_error()`). None of them blocks: the sockets are
-//! non-blocking, and `poll_ready` uses a zero timeout. `EINTR` is returned as
+//! non-blocking. `EINTR` is returned as
 //! `ErrorKind::Interrupted` and retried by `io.rs`.
 
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
-
-use crate::hub::reactor::Direction;
 
 /// Calls a libc function and turns `-1` into the thread's `errno` as an `io::Error`.
 macro_rules! syscall {
@@ -36,20 +34,6 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
     syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL)).map(|n| n as usize)
-}
-
-/// `poll(2)` with a zero timeout: `Ok(())` if `fd` is ready for `dir` (or in error or hung up),
-/// `WouldBlock` if not. Used by `wait_fd`, whose "operation" is the readiness check itself.
-pub(crate) fn poll_ready(fd: RawFd, dir: Direction) -> io::Result<()> {
-    let events = match dir {
-        Direction::Read => libc::POLLIN,
-        Direction::Write => libc::POLLOUT,
-    };
-    let mut pfd = libc::pollfd { fd, events, revents: 0 };
-    match syscall!(poll(&mut pfd, 1, 0))? {
-        0 => Err(io::ErrorKind::WouldBlock.into()),
-        _ => Ok(()),
-    }
 }
 
 /// `listen(2)` again on a listening socket: on Linux this only changes its backlog.
