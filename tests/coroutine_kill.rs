@@ -139,3 +139,33 @@ fn killing_the_current_coroutine_raises_greenlet_exit_inside_it() {
     });
     assert!(c.switch::<(), bool>(()));
 }
+
+#[test]
+fn a_coroutine_whose_last_handle_goes_while_it_runs_lives_until_it_switches_away() {
+    // A's last handle is its child's parent link, dropped by A itself while A runs (it gives
+    // the child another parent). A must keep running — its stack cannot go away under it — and
+    // be killed, its destructors run, once it is suspended with no handle left.
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let slot: Rc<RefCell<Option<Coroutine>>> = Rc::new(RefCell::new(None));
+    let (l, s) = (log.clone(), slot.clone());
+    let main = current();
+    let a = Coroutine::new(move |()| {
+        let _c = Canary(l.clone(), "unwound");
+        let child = Coroutine::new(|()| {});
+        *s.borrow_mut() = Some(child.clone());
+        let () = main.switch(());
+        // Back here because the child finished; its parent link is this coroutine's last handle.
+        child.set_parent(&main).unwrap();
+        l.borrow_mut().push("still running");
+        let r = catch_unwind(AssertUnwindSafe(|| main.switch::<(), ()>(())));
+        let p = r.unwrap_err();
+        assert!(p.is::<GreenletExit>());
+        l.borrow_mut().push("killed");
+        resume_unwind(p);
+    });
+    let () = a.switch(());
+    drop(a);
+    let child = slot.borrow_mut().take().unwrap();
+    let () = child.switch(());
+    assert_eq!(*log.borrow(), ["still running", "killed", "unwound"]);
+}

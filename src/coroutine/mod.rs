@@ -38,12 +38,12 @@
 //! # Rules (cited by the `SAFETY` comments)
 //! 1. A coroutine, its handles and its stack belong to one thread: `Coroutine` is `!Send` and
 //!    `!Sync`, so every switch is between coroutines of the running thread.
-//! 2. A `Core` whose coroutine is running or in the resume chain is never freed: the thread
-//!    state's `current` pointer owns a strong count of the running one, and dropping the last
-//!    handle of a started coroutine first kills it (unwinding it out of the chain) and leaks
-//!    it if it refuses to die. The target of the message in flight is kept alive by its sender
-//!    until it arrives: by the handle the suspended sender switches with, or by
-//!    `ThreadState::hold`.
+//! 2. A `Core` whose coroutine is running or in the resume chain is never freed. Dropping the
+//!    last handle of the running coroutine moves it to `ThreadState::retired` instead, which the
+//!    next arrival elsewhere drops; dropping the last handle of a started coroutine that is not
+//!    running first kills it (unwinding it out of the chain) and leaks it if it refuses to die.
+//!    The target of the message in flight is kept alive by its sender until it arrives: by a
+//!    handle the suspended sender's frame holds, or by `ThreadState::hold`.
 //! 3. `Core::raw` is touched only while its coroutine is neither running nor in the chain: by
 //!    `drive` to resume it, by `drive` to recycle its stack once it returned, and to drop the
 //!    closure of a coroutine that never started.
@@ -86,7 +86,7 @@ pub(crate) struct Core {
     dead: Cell<bool>,
     in_chain: Cell<bool>,
     parent: RefCell<Option<Coroutine>>,
-    expect: Cell<Expect>,
+    expect: Cell<&'static Expect>,
     yielder: Cell<*const Yielder>,
     raw: UnsafeCell<Option<RawCoroutine>>,
     /// Owned by the scheduler above (the hub): what this coroutine currently waits on, or null.
@@ -199,6 +199,7 @@ impl Coroutine {
     /// [`try_switch`](Coroutine::try_switch)), or if what comes back is not an `R`. A panic in
     /// a child that returns here, or a [`throw`](Coroutine::throw) aimed at this coroutine, is
     /// raised from this call.
+    #[inline]
     pub fn switch<T: 'static, R: 'static>(&self, value: T) -> R {
         match self.try_switch(value) {
             Ok(r) => r,
@@ -208,6 +209,7 @@ impl Coroutine {
 
     /// Like [`switch`](Coroutine::switch), but a value of the wrong type is refused before
     /// switching: the target is untouched and the value is dropped.
+    #[inline]
     pub fn try_switch<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
         switch::switch_value(self, value)
     }
@@ -291,18 +293,44 @@ impl Coroutine {
         thread::with(|ts| std::ptr::eq(ts.current_ptr(), Rc::as_ptr(&self.0)))
     }
 
-    /// The slow half of `Drop`: kill a suspended coroutine whose last handle this is.
+    /// The slow half of `Drop`, for the last handle: a running coroutine is retired until
+    /// another one runs; a suspended one is killed.
     #[cold]
-    fn kill_on_drop(&mut self) {
-        let usable = thread::try_with(|_| ()).is_some();
-        if !usable {
-            log::warn!(
-                "coroutine {} dropped during thread teardown while suspended: its stack is leaked",
-                self.0.label()
-            );
-            std::mem::forget(self.0.clone());
+    #[inline(never)]
+    fn drop_last(&mut self) {
+        if self.0.is_main {
             return;
         }
+        let me = Rc::as_ptr(&self.0);
+        let running = thread::try_with(|ts| {
+            let running = std::ptr::eq(ts.current_ptr(), me);
+            if running {
+                // Rule 2: the running coroutine must outlive this drop; `retired` keeps it
+                // until the next arrival, which drops it as a suspended coroutine's handle.
+                debug_assert!(ts.retired.take().is_none(), "two retired coroutines");
+                ts.retired.set(Some(Coroutine(self.0.clone())));
+                ts.pending.set(true);
+            }
+            running
+        });
+        match running {
+            Some(true) => {}
+            Some(false) if self.0.started.get() && !self.0.dead.get() => self.kill_on_drop(),
+            Some(false) => {}
+            None if self.0.started.get() && !self.0.dead.get() => {
+                log::warn!(
+                    "coroutine {} dropped during thread teardown while suspended: its stack is \
+                     leaked",
+                    self.0.label()
+                );
+                std::mem::forget(self.0.clone());
+            }
+            None => {}
+        }
+    }
+
+    /// Kills a suspended coroutine whose last handle this is.
+    fn kill_on_drop(&mut self) {
         let me = current();
         // The victim has no other handle, so no child names it as parent: no cycle is possible.
         let old = self.0.parent.replace(Some(me));
@@ -330,11 +358,8 @@ impl Coroutine {
 impl Drop for Coroutine {
     #[inline]
     fn drop(&mut self) {
-        if Rc::strong_count(&self.0) == 1 && self.0.started.get() && !self.0.dead.get() {
-            if self.0.is_main {
-                return;
-            }
-            self.kill_on_drop();
+        if Rc::strong_count(&self.0) == 1 {
+            self.drop_last();
         }
     }
 }

@@ -31,10 +31,15 @@
 //! The chain never grows past the number of live coroutines and no switch grows any native
 //! stack: each `resume()` frame lives on the resumer's own stack.
 //!
-//! Values cross without allocation: the sender keeps `Some(value)` in a slot on its own stack
-//! and sends a [`Slot`] pointing at it; the receiver takes the value out before anything else
-//! runs (rule 4 in `coroutine/mod.rs`). A return value is boxed (free for `()` and other
-//! zero-sized types) because the returning stack is about to be recycled.
+//! Values cross without allocation. The sender checks, before anything moves, that the receiver
+//! waits for the value's type (boxing it first if the receiver takes any type), keeps
+//! `Some(value)` in a slot on its own stack and puts the slot's address in the thread state; the
+//! receiver takes the value out before anything else runs (rule 4 in `coroutine/mod.rs`). So a
+//! switch between two coroutines that agree on the type — a fiber and its hub, a generator and
+//! its consumer — costs a few loads and stores on top of corosensei's own switch. Everything
+//! else (a return value, a panic, a `throw`) travels as a [`Msg`] and is checked on arrival.
+//! A return value is boxed (free for `()` and other zero-sized types) because the returning
+//! stack is about to be recycled.
 
 use std::any::{Any, TypeId, type_name};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -48,113 +53,41 @@ use super::thread::{self, ThreadState};
 use super::{Core, Coroutine, stack_pool};
 use crate::error::SwitchError;
 
-/// What a switch carries.
+/// A message that is not a checked value.
 pub(crate) enum Msg {
-    /// A value still in the sender's slot.
-    Value(Slot),
-    /// An owned value (a return value), with its type's name for error messages.
+    /// An owned value (a return value), with its type's name for error messages; the receiver
+    /// checks its type on arrival.
     Boxed(Box<dyn Any>, &'static str),
     /// Raise this payload in the receiver: a `throw`/`kill`, or a child's panic.
     Raise(Box<dyn Any + Send>),
 }
 
-/// A pointer to the sender's `Option<T>` plus what the receiver needs to check and take it.
-pub(crate) struct Slot {
-    ptr: *mut (),
-    type_id: TypeId,
-    type_name: &'static str,
-    boxer: unsafe fn(*mut ()) -> Box<dyn Any>,
-}
-
-impl Slot {
-    /// Describes `slot`, which must stay in place until the receiver took its value (rule 4).
-    pub(crate) fn new<T: 'static>(slot: &mut Option<T>) -> Slot {
-        Slot {
-            ptr: slot as *mut Option<T> as *mut (),
-            type_id: TypeId::of::<T>(),
-            type_name: type_name::<T>(),
-            boxer: box_slot::<T>,
-        }
-    }
-}
-
-/// # Safety
-/// `ptr` must point at a live `Option<T>` holding `Some` (the `Slot` built for that `T`).
-unsafe fn box_slot<T: 'static>(ptr: *mut ()) -> Box<dyn Any> {
-    // SAFETY: the caller's contract: `ptr` is the `Option<T>` the slot was built from.
-    let slot = unsafe { &mut *(ptr as *mut Option<T>) };
-    Box::new(slot.take().expect("greenfiber: switch value taken twice"))
-}
-
 /// The type a coroutine waits to receive: the `R` of its pending `switch`, or the argument type
-/// of a coroutine not started yet. `Box<dyn Any>` accepts anything (used by `throw`).
-#[derive(Clone, Copy)]
+/// of a coroutine not started yet. `Box<dyn Any>` accepts anything (used by `throw`). One static
+/// per type, so noting what a coroutine waits for is a single pointer store.
 pub(crate) struct Expect {
     type_id: TypeId,
-    name: &'static str,
+    name: fn() -> &'static str,
 }
 
 impl Expect {
-    pub(crate) fn of<R: 'static>() -> Expect {
-        Expect { type_id: TypeId::of::<R>(), name: type_name::<R>() }
-    }
-
-    fn check(self, type_id: TypeId, received: &'static str) -> Result<(), SwitchError> {
-        if self.type_id == type_id || self.type_id == TypeId::of::<Box<dyn Any>>() {
-            Ok(())
-        } else {
-            Err(SwitchError { expected: self.name, received })
-        }
+    #[inline(always)]
+    pub(crate) fn of<R: 'static>() -> &'static Expect {
+        &const { Expect { type_id: TypeId::of::<R>(), name: type_name::<R> } }
     }
 }
 
-/// What arrived, taken out of the message so that nothing points at the sender any more.
-enum Outcome<R> {
-    Value(R),
-    Raise(Box<dyn Any + Send>),
-    Mismatch(SwitchError),
-}
-
-impl<R> Outcome<R> {
-    /// Returns the value, or raises in the current coroutine.
-    fn deliver(self) -> R {
-        match self {
-            Outcome::Value(v) => v,
-            Outcome::Raise(p) => resume_unwind(p),
-            Outcome::Mismatch(e) => panic!("greenfiber: {e}"),
-        }
+/// `value` as an `R`: itself if `T` is `R`, boxed if `R` is `Box<dyn Any>`, else an error.
+fn convert<T: 'static, R: 'static>(value: T) -> Result<R, SwitchError> {
+    let mut v = Some(value);
+    if let Some(r) = (&mut v as &mut dyn Any).downcast_mut::<Option<R>>() {
+        return Ok(r.take().expect("greenfiber: a value converted twice"));
     }
-}
-
-/// `Box<dyn Any>` as `R`, when `R` is `Box<dyn Any>`.
-fn any_as<R: 'static>(b: Box<dyn Any>) -> R {
-    let mut b = Some(b);
-    (&mut b as &mut dyn Any)
-        .downcast_mut::<Option<R>>()
-        .and_then(Option::take)
-        .expect("greenfiber: any_as called with R other than Box<dyn Any>")
-}
-
-fn take_msg<R: 'static>(msg: Msg) -> Outcome<R> {
-    let wants_any = TypeId::of::<R>() == TypeId::of::<Box<dyn Any>>();
-    match msg {
-        Msg::Value(slot) if slot.type_id == TypeId::of::<R>() => {
-            // SAFETY: rule 4: the slot is the sender's live `Option<T>`, and `T` is `R` (same
-            // `TypeId`), so it may be read as `Option<R>`.
-            let slot = unsafe { &mut *(slot.ptr as *mut Option<R>) };
-            Outcome::Value(slot.take().expect("greenfiber: switch value taken twice"))
-        }
-        // SAFETY: rule 4, and `boxer` is `box_slot::<T>` for the slot's own `T`.
-        Msg::Value(slot) if wants_any => Outcome::Value(any_as(unsafe { (slot.boxer)(slot.ptr) })),
-        Msg::Value(slot) => {
-            Outcome::Mismatch(SwitchError { expected: type_name::<R>(), received: slot.type_name })
-        }
-        Msg::Boxed(b, _) if wants_any => Outcome::Value(any_as(b)),
-        Msg::Boxed(b, name) => match b.downcast::<R>() {
-            Ok(v) => Outcome::Value(*v),
-            Err(_) => Outcome::Mismatch(SwitchError { expected: type_name::<R>(), received: name }),
-        },
-        Msg::Raise(p) => Outcome::Raise(p),
+    let boxed: Box<dyn Any> = Box::new(v.take().expect("greenfiber: a value converted twice"));
+    let mut b = Some(boxed);
+    match (&mut b as &mut dyn Any).downcast_mut::<Option<R>>() {
+        Some(r) => Ok(r.take().expect("greenfiber: a value converted twice")),
+        None => Err(SwitchError { expected: type_name::<R>(), received: type_name::<T>() }),
     }
 }
 
@@ -186,42 +119,52 @@ fn route(target: &Coroutine, mut msg: Msg) -> (Coroutine, Msg) {
 }
 
 /// `switch`/`try_switch`: checks the receiver waits for a `T`, then sends `value`.
-#[inline]
+///
+/// The fast path — a live target other than the current coroutine that waits for exactly a
+/// `T` — is the whole cost of a switch besides corosensei's.
+#[inline(always)]
 pub(crate) fn switch_value<T: 'static, R: 'static>(
     target: &Coroutine,
     value: T,
 ) -> Result<R, SwitchError> {
     thread::with(|ts| {
         let me = ts.current_ptr();
-        let t = Rc::as_ptr(&target.0);
-        if target.0.dead.get() {
+        let t = &*target.0;
+        if t.dead.get() || ptr::eq(t, me) || t.expect.get().type_id != TypeId::of::<T>() {
             return switch_value_slow(ts, target, value);
         }
-        if ptr::eq(t, me) {
-            Expect::of::<R>().check(TypeId::of::<T>(), type_name::<T>())?;
-            let mut slot = Some(value);
-            return Ok(take_msg::<R>(Msg::Value(Slot::new(&mut slot))).deliver());
-        }
-        target.0.expect.get().check(TypeId::of::<T>(), type_name::<T>())?;
         let mut slot = Some(value);
         // Rule 4: `slot` stays in this frame until the receiver has taken the value; `target`
-        // is borrowed by this frame, which keeps it alive until it arrives.
-        Ok(go::<R>(ts, me, t, Msg::Value(Slot::new(&mut slot))))
+        // is borrowed by this frame, which keeps it alive until it arrives (rule 2).
+        Ok(go::<R>(ts, me, t, &mut slot as *mut Option<T> as *mut ()))
     })
 }
 
-/// A switch to a dead coroutine: the value goes to its first live ancestor.
+/// A switch to a dead coroutine (the value goes to its first live ancestor), to the current
+/// one, to one that takes any type, or with the wrong type.
 #[cold]
+#[inline(never)]
 fn switch_value_slow<T: 'static, R: 'static>(
     ts: &ThreadState,
     target: &Coroutine,
     value: T,
 ) -> Result<R, SwitchError> {
     let recv = first_live(target);
-    let expect = if recv.is_current() { Expect::of::<R>() } else { recv.0.expect.get() };
-    expect.check(TypeId::of::<T>(), type_name::<T>())?;
-    let mut slot = Some(value);
-    Ok(send_routed::<R>(ts, recv, Msg::Value(Slot::new(&mut slot))))
+    let me = ts.current_ptr();
+    if ptr::eq(Rc::as_ptr(&recv.0), me) {
+        return convert::<T, R>(value);
+    }
+    let expect = recv.0.expect.get();
+    if expect.type_id == TypeId::of::<T>() {
+        let mut slot = Some(value);
+        // Rule 4 and rule 2 as in `switch_value`; `recv` lives in this frame.
+        return Ok(go::<R>(ts, me, &recv.0, &mut slot as *mut Option<T> as *mut ()));
+    }
+    if expect.type_id == TypeId::of::<Box<dyn Any>>() {
+        let mut slot: Option<Box<dyn Any>> = Some(Box::new(value));
+        return Ok(go::<R>(ts, me, &recv.0, &mut slot as *mut Option<Box<dyn Any>> as *mut ()));
+    }
+    Err(SwitchError { expected: (expect.name)(), received: type_name::<T>() })
 }
 
 /// Sends `msg` to `target` (routed: dead targets pass it up; raises kill unstarted ones) and
@@ -229,54 +172,93 @@ fn switch_value_slow<T: 'static, R: 'static>(
 pub(crate) fn transfer<R: 'static>(target: &Coroutine, msg: Msg) -> R {
     thread::with(|ts| {
         let (recv, msg) = route(target, msg);
-        send_routed::<R>(ts, recv, msg)
+        let me = ts.current_ptr();
+        if ptr::eq(Rc::as_ptr(&recv.0), me) {
+            return deliver::<R>(msg);
+        }
+        ts.slow.set(Some(msg));
+        // Rule 2: `recv` lives in this frame until the message arrived.
+        go::<R>(ts, me, &recv.0, ptr::null_mut())
     })
 }
 
-fn send_routed<R: 'static>(ts: &ThreadState, recv: Coroutine, msg: Msg) -> R {
-    let me = ts.current_ptr();
-    let t = Rc::as_ptr(&recv.0);
-    if ptr::eq(t, me) {
-        return take_msg::<R>(msg).deliver();
-    }
-    // `hold` keeps the routed target alive until it arrives (it drops the handle then).
-    ts.hold.set(Some(recv));
-    go::<R>(ts, me, t, msg)
-}
-
-/// Puts `msg` in flight to `target`, drives control there, and takes what comes back.
-#[inline]
-fn go<R: 'static>(ts: &ThreadState, me: *const Core, target: *const Core, msg: Msg) -> R {
+/// Puts the message in flight to `target` (`value`: the sender's checked `Option<T>`, or null
+/// for a message already in `ts.slow`), drives control there, and takes what comes back.
+#[inline(always)]
+fn go<R: 'static>(ts: &ThreadState, me: *const Core, target: &Core, value: *mut ()) -> R {
     // SAFETY: rule 2: the running coroutine's core is alive.
     let me_ref = unsafe { &*me };
     me_ref.expect.set(Expect::of::<R>());
     if log::log_enabled!(log::Level::Trace) {
-        // SAFETY: rule 2: the sender keeps the message's target alive until it arrives.
-        log::trace!("switch {} -> {}", me_ref.label(), unsafe { &*target }.label());
+        trace_switch(me_ref, target);
     }
     ts.target.set(target);
-    ts.msg.set(Some(msg));
+    ts.value.set(value);
     drive(ts, me_ref);
     // SWITCH: other coroutines ran; only `ts` and `me` are known to be unchanged.
     arrive::<R>(ts, me)
 }
 
-/// Takes the message that arrived for the current coroutine, makes it `current`, then drops
-/// the previous `current` handle (which may kill that coroutine if it was the last).
-#[inline]
+#[cold]
+#[inline(never)]
+fn trace_switch(from: &Core, to: &Core) {
+    log::trace!("switch {} -> {}", from.label(), to.label());
+}
+
+/// Takes the message that arrived for the current coroutine and makes it `current`, then drops
+/// the handles kept for this arrival (which may kill a coroutine whose last handle it was).
+#[inline(always)]
 fn arrive<R: 'static>(ts: &ThreadState, me: *const Core) -> R {
-    let msg = ts.msg.take().expect("greenfiber: arrived without a message");
     // Rule 4: take the value before anything else can run.
-    let outcome = take_msg::<R>(msg);
-    // SAFETY: `me` is the coroutine running now (its own drive() just returned).
-    let prev = unsafe { ts.swap_current(me) };
-    let held = ts.hold.take();
-    drop(prev);
-    drop(held);
-    outcome.deliver()
+    let value = ts.value.replace(ptr::null_mut());
+    let got = if value.is_null() {
+        Err(ts.slow.take().expect("greenfiber: arrived without a message"))
+    } else {
+        // SAFETY: `me` is alive (rule 2); nothing changed `expect` since the sender read it:
+        // no user code runs between a send and its arrival.
+        debug_assert!(unsafe { &*me }.expect.get().type_id == TypeId::of::<R>());
+        // SAFETY: rule 4: `value` is the sender's live `Option<T>`, and the sender checked that
+        // `T` is the `R` this coroutine waits for (its `expect`, set by `go::<R>`, or the
+        // argument type of `body::<R, _, _>`).
+        Ok(unsafe { (*(value as *mut Option<R>)).take() })
+    };
+    ts.set_current(me);
+    if ts.pending.get() {
+        ts.release();
+    }
+    match got {
+        Ok(Some(v)) => v,
+        Ok(None) => unreachable!("greenfiber: switch value taken twice"),
+        Err(msg) => deliver::<R>(msg),
+    }
+}
+
+/// What a [`Msg`] means for a receiver waiting for an `R`: the value, or a panic.
+#[cold]
+#[inline(never)]
+fn deliver<R: 'static>(msg: Msg) -> R {
+    match msg {
+        Msg::Boxed(b, name) => {
+            let mut any = Some(b);
+            if let Some(r) = (&mut any as &mut dyn Any).downcast_mut::<Option<R>>() {
+                // `R` is `Box<dyn Any>`: it takes the box as it is.
+                return r.take().expect("greenfiber: a value delivered twice");
+            }
+            let b = any.take().expect("greenfiber: a value delivered twice");
+            match b.downcast::<R>() {
+                Ok(v) => *v,
+                Err(_) => {
+                    let e = SwitchError { expected: type_name::<R>(), received: name };
+                    panic!("greenfiber: {e}")
+                }
+            }
+        }
+        Msg::Raise(p) => resume_unwind(p),
+    }
 }
 
 /// The trampoline: moves control toward the message's target until a message for `me` arrives.
+#[inline(always)]
 fn drive(ts: &ThreadState, me: &Core) {
     loop {
         let t = ts.target.get();
@@ -300,14 +282,20 @@ fn drive(ts: &ThreadState, me: &Core) {
             let raw =
                 unsafe { (*t.raw.get()).as_mut() }.expect("greenfiber: resume of a dead coroutine");
             if let CoroutineResult::Return(()) = raw.resume(()) {
-                t.in_chain.set(false);
-                // SAFETY: rule 3: `t` finished; the borrow above has ended.
-                let raw =
-                    unsafe { (*t.raw.get()).take() }.expect("greenfiber: no stack to recycle");
-                stack_pool::give(raw.into_stack());
+                finished(t);
             }
         }
     }
+}
+
+/// `t` returned from its root function: its stack goes back to the pool.
+#[cold]
+#[inline(never)]
+fn finished(t: &Core) {
+    t.in_chain.set(false);
+    // SAFETY: rule 3: `t` finished; the borrow of `raw` in `drive` has ended.
+    let raw = unsafe { (*t.raw.get()).take() }.expect("greenfiber: no stack to recycle");
+    stack_pool::give(raw.into_stack());
 }
 
 /// The root function of every coroutine: runs `f` and sends the outcome to the parent.
@@ -343,8 +331,10 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         drop(parent);
         // This frame is about to end: `hold` keeps the target alive until it arrives.
         ts.target.set(Rc::as_ptr(&recv.0));
-        ts.msg.set(Some(msg));
+        ts.value.set(ptr::null_mut());
+        ts.slow.set(Some(msg));
         ts.hold.set(Some(recv));
+        ts.pending.set(true);
     });
     // Returning hands control to our corosensei resumer, whose drive() forwards the message.
 }

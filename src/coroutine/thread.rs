@@ -1,13 +1,14 @@
 //! Per-thread state: the main coroutine, the current one, and the message in flight.
 //!
 //! Created lazily by the first call that needs it on a thread (`current()`, `Coroutine::new`,
-//! any switch). Torn down by the thread-local destructor at thread exit, on the thread's own
-//! stack, when main is current again: the strong counts it owns are released then, without the
-//! kill-on-drop logic (nothing can be switched into during teardown). A coroutine whose last
-//! handle is dropped after that point (by another thread-local's destructor) is leaked with a
-//! `log::warn!` instead of killed (see `Coroutine`'s `Drop`).
+//! any switch) and reached afterwards through a `const` thread-local pointer, so a switch pays
+//! one TLS load for it, not a lazy-initialisation check. Torn down by the thread-local
+//! destructor at thread exit, on the thread's own stack, when main is current again. A
+//! coroutine whose last handle is dropped after that point (by another thread-local's
+//! destructor) is leaked with a `log::warn!` instead of killed (see `Coroutine`'s `Drop`).
 
 use std::cell::Cell;
+use std::ptr;
 use std::rc::Rc;
 
 use super::switch::Msg;
@@ -17,18 +18,25 @@ use super::{Core, Coroutine};
 pub(crate) struct ThreadState {
     /// The thread's main coroutine: the OS thread's own stack.
     pub(crate) main: Coroutine,
-    /// The coroutine that runs now (greenlet's `getcurrent()`). The pointer owns one strong
-    /// count of its `Rc<Core>` (rule 2): `swap_current` moves that count to the arriving
-    /// coroutine and hands the old one back as a handle to drop once the arrival settled.
+    /// The coroutine that runs now (greenlet's `getcurrent()`). It does not own a strong count:
+    /// rule 2 keeps the running coroutine alive through its handles or through `retired`.
     current: Cell<*const Core>,
     /// Where the message in flight goes. The sender keeps the target alive until it arrives:
-    /// through the handle it switches with (borrowed by its suspended frame) or through `hold`.
+    /// through a handle its suspended frame holds, or through `hold`.
     pub(crate) target: Cell<*const Core>,
-    /// The message in flight between a sender and its receiver.
-    pub(crate) msg: Cell<Option<Msg>>,
-    /// A handle that keeps the message's target alive when the sender's frame does not
-    /// (a target found by walking up from a dead coroutine, or a finishing coroutine's parent).
+    /// The value in flight: the sender's `Option<T>`, where `T` is the type the receiver waits
+    /// for (checked by the sender). Null when the message is in `slow` instead.
+    pub(crate) value: Cell<*mut ()>,
+    /// A message that is not a checked value: a return value or a payload to raise.
+    pub(crate) slow: Cell<Option<Msg>>,
+    /// A handle that keeps the message's target alive when the sender's frame does not (a
+    /// finishing coroutine's parent).
     pub(crate) hold: Cell<Option<Coroutine>>,
+    /// The last handle of the running coroutine, dropped while it ran: released (and the
+    /// coroutine killed if it is still suspended then) once another coroutine runs.
+    pub(crate) retired: Cell<Option<Coroutine>>,
+    /// True while `hold` or `retired` holds a handle for the next arrival to drop.
+    pub(crate) pending: Cell<bool>,
     /// Source of coroutine ids on this thread (main is 0).
     pub(crate) next_id: Cell<u64>,
 }
@@ -36,16 +44,17 @@ pub(crate) struct ThreadState {
 impl ThreadState {
     fn new() -> ThreadState {
         let main = Coroutine::new_main();
-        let ts = ThreadState {
-            current: Cell::new(Rc::into_raw(main.0.clone())),
+        ThreadState {
+            current: Cell::new(Rc::as_ptr(&main.0)),
             main,
-            target: Cell::new(std::ptr::null()),
-            msg: Cell::new(None),
+            target: Cell::new(ptr::null()),
+            value: Cell::new(ptr::null_mut()),
+            slow: Cell::new(None),
             hold: Cell::new(None),
+            retired: Cell::new(None),
+            pending: Cell::new(false),
             next_id: Cell::new(1),
-        };
-        STATE_LIVE.with(|l| l.set(true));
-        ts
+        }
     }
 
     /// The running coroutine's core (alive: rule 2).
@@ -54,68 +63,100 @@ impl ThreadState {
         self.current.get()
     }
 
+    /// Makes `me` the running coroutine.
+    #[inline]
+    pub(crate) fn set_current(&self, me: *const Core) {
+        self.current.set(me);
+    }
+
     /// A new handle to the running coroutine.
     #[inline]
     pub(crate) fn current(&self) -> Coroutine {
         let p = self.current.get();
-        // SAFETY: `current` owns a strong count of a live `Rc<Core>` built by `Rc::into_raw`,
-        // so adding one and making a second `Rc` from the same pointer is sound.
+        // SAFETY: rule 2: the running coroutine's `Rc<Core>` is alive (a handle or `retired`
+        // owns a strong count), and `p` came from `Rc::as_ptr` of it, so adding a count and
+        // making a second `Rc` from the same pointer is sound.
         unsafe {
             Rc::increment_strong_count(p);
             Coroutine(Rc::from_raw(p))
         }
     }
 
-    /// Makes `me` the current coroutine; returns the previous one's handle, which the caller
-    /// drops once it has settled (dropping it may kill that coroutine if it was the last).
-    ///
-    /// # Safety
-    /// `me` must be the core of the coroutine that runs now, which is alive (rule 2).
-    #[inline]
-    pub(crate) unsafe fn swap_current(&self, me: *const Core) -> Coroutine {
-        // SAFETY: the caller's contract: `me` is a live `Rc<Core>` allocation; the new strong
-        // count is owned by `current`.
-        unsafe { Rc::increment_strong_count(me) };
-        let prev = self.current.replace(me);
-        // SAFETY: `prev` carried the strong count `current` owned; it moves into the handle.
-        Coroutine(unsafe { Rc::from_raw(prev) })
+    /// Drops the handles `hold` and `retired` kept for this arrival (see `arrive`).
+    #[cold]
+    pub(crate) fn release(&self) {
+        self.pending.set(false);
+        let held = self.hold.take();
+        let retired = self.retired.take();
+        // Either may be a last handle: dropping it may kill a suspended coroutine, which
+        // switches away and back here.
+        drop(held);
+        drop(retired);
     }
 }
 
 impl Drop for ThreadState {
     fn drop(&mut self) {
-        STATE_LIVE.with(|l| l.set(false));
-        // SAFETY: `current` owns one strong count (see the field); released as a plain `Rc`,
-        // without `Coroutine`'s kill-on-drop, because nothing can be switched into any more.
-        drop(unsafe { Rc::from_raw(self.current.get()) });
+        PTR.with(|p| p.set(ptr::null()));
+        // Nothing can be switched into any more: leak rather than kill anything left.
+        if let Some(c) = self.retired.take() {
+            std::mem::forget(c);
+        }
+        if let Some(c) = self.hold.take() {
+            std::mem::forget(c);
+        }
     }
 }
 
 thread_local! {
     static STATE: ThreadState = ThreadState::new();
+    /// `STATE`'s address while it is alive, else null. `const` and without a destructor, so
+    /// reading it is one TLS load that never creates `STATE`.
+    static PTR: Cell<*const ThreadState> = const { Cell::new(ptr::null()) };
 }
 
 /// Runs `f` with this thread's state. Panics only during thread-local teardown.
-#[inline]
+#[inline(always)]
 pub(crate) fn with<T>(f: impl FnOnce(&ThreadState) -> T) -> T {
-    STATE.with(f)
+    let p = PTR.with(Cell::get);
+    if p.is_null() {
+        return with_slow(f);
+    }
+    // SAFETY: `PTR` is non-null only between `with_slow` storing `STATE`'s address and
+    // `STATE`'s destructor clearing it, and a thread-local is not moved while it lives; `f`
+    // runs on this thread, so the destructor cannot run while the reference is in use.
+    f(unsafe { &*p })
+}
+
+#[cold]
+#[inline(never)]
+fn with_slow<T>(f: impl FnOnce(&ThreadState) -> T) -> T {
+    STATE.with(|ts| {
+        PTR.with(|p| p.set(ts));
+        f(ts)
+    })
 }
 
 /// Like [`with`], but `None` once the thread's state has been torn down.
 pub(crate) fn try_with<T>(f: impl FnOnce(&ThreadState) -> T) -> Option<T> {
-    STATE.try_with(f).ok()
-}
-
-thread_local! {
-    /// True while `STATE` is alive; `const`, so reading it never creates `STATE`.
-    static STATE_LIVE: Cell<bool> = const { Cell::new(false) };
+    if !PTR.with(Cell::get).is_null() {
+        return Some(with(f));
+    }
+    STATE
+        .try_with(|ts| {
+            PTR.with(|p| p.set(ts));
+            f(ts)
+        })
+        .ok()
 }
 
 /// The running coroutine, without creating this thread's state.
 #[allow(dead_code)] // see `super::try_current`
 pub(crate) fn try_current() -> Option<Coroutine> {
-    if !STATE_LIVE.with(Cell::get) {
+    let p = PTR.with(Cell::get);
+    if p.is_null() {
         return None;
     }
-    try_with(|ts| ts.current())
+    // SAFETY: as in `with`: a non-null `PTR` points at the live `STATE`.
+    Some(unsafe { &*p }.current())
 }
