@@ -174,7 +174,7 @@ impl<W> Reactor<W> {
         self.slots.len() - self.free.len()
     }
 
-    /// Registers `source` for both directions, edge-triggered, with no waiters yet.
+    /// Registers `source` for both directions (and priority), edge-triggered, with no waiters yet.
     pub(crate) fn register(&mut self, source: &mut impl Source) -> io::Result<Token> {
         let index = match self.free.pop() {
             Some(i) => i,
