@@ -71,6 +71,65 @@ fn eof_reads_zero() {
     g.join();
 }
 
+/// After a read that empties the socket, the next read parks without trying (the reactor's read
+/// readiness): later data, an empty read, a peek, data sent together with EOF, and a local
+/// shutdown must all still come through. The client's sends order the server's writes, so
+/// every step is deterministic on the one thread; `with_timeout` only turns a hang into a
+/// failure.
+#[test]
+fn reads_after_a_read_that_emptied_the_socket() {
+    let (l, addr) = listener();
+    let g = spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut s = &s;
+        let mut go = [0; 1];
+        for msg in [&b"one"[..], b"two", b"three"] {
+            s.read_exact(&mut go).unwrap();
+            s.write_all(msg).unwrap();
+        }
+        s.read_exact(&mut go).unwrap();
+        s.write_all(b"four").unwrap();
+        // dropping `s` closes it: "four" and the FIN arrive before the client runs again
+    });
+    with_timeout(Duration::from_secs(10), || {
+        let c = TcpStream::connect(addr).unwrap();
+        let mut c = &c;
+        let mut buf = [0; 64];
+        c.write_all(b"1").unwrap();
+        assert_eq!(c.read(&mut buf).unwrap(), 3); // "one", short: the socket is drained
+        c.write_all(b"2").unwrap();
+        assert_eq!(c.read(&mut buf).unwrap(), 3); // parks at once, woken by "two"
+        c.write_all(b"3").unwrap();
+        // An empty read waits for data as std's blocking one does, then returns 0.
+        assert_eq!(c.read(&mut []).unwrap(), 0);
+        assert_eq!(c.peek(&mut buf).unwrap(), 5); // "three" stays queued
+        assert_eq!(c.read(&mut buf).unwrap(), 5);
+        c.write_all(b"4").unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"four");
+        assert_eq!(c.read(&mut buf).unwrap(), 0);
+    })
+    .unwrap();
+    g.join();
+
+    // A local shutdown after a draining read: the next read returns EOF at once.
+    let (l, addr) = listener();
+    let g = spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"x").unwrap();
+        let _ = s.read(&mut [0; 1]); // holds the connection open until the client closes
+    });
+    with_timeout(Duration::from_secs(10), || {
+        let c = TcpStream::connect(addr).unwrap();
+        assert_eq!((&c).read(&mut [0; 8]).unwrap(), 1);
+        c.shutdown(Shutdown::Read).unwrap();
+        assert_eq!((&c).read(&mut [0; 8]).unwrap(), 0);
+    })
+    .unwrap();
+    g.join();
+}
+
 #[test]
 fn partial_writes_against_a_slow_reader_deliver_every_byte() {
     const N: usize = 8 << 20;

@@ -52,6 +52,36 @@ fn pair_eof_and_try_clone() {
     drop(a);
 }
 
+/// Reads after a read that emptied the socket park without trying, and still see later data
+/// and EOF (see the TCP test of the same name).
+#[test]
+fn reads_after_a_read_that_emptied_the_socket() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let writer = spawn(move || {
+        let mut a = &a;
+        let mut go = [0; 1];
+        a.write_all(b"one").unwrap();
+        a.read_exact(&mut go).unwrap();
+        a.write_all(b"two").unwrap();
+        a.read_exact(&mut go).unwrap();
+        a.write_all(b"three").unwrap();
+        // dropping `a`: "three" and EOF arrive together
+    });
+    let r = greenfiber::with_timeout(Duration::from_secs(10), || {
+        let mut b = &b;
+        let mut buf = [0; 64];
+        assert_eq!(b.read(&mut buf).unwrap(), 3);
+        b.write_all(b"1").unwrap();
+        assert_eq!(b.read(&mut buf).unwrap(), 3);
+        b.write_all(b"2").unwrap();
+        let mut rest = Vec::new();
+        b.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"three");
+    });
+    r.unwrap();
+    writer.join();
+}
+
 #[test]
 fn read_timeout_and_kill_while_reading() {
     let (a, b) = UnixStream::pair().unwrap();

@@ -8,21 +8,45 @@
 //!
 //! # Model
 //!
-//! Every source is registered once, for `READABLE | WRITABLE`, and mio registers edge-triggered:
-//! the kernel reports a *change* to ready, not a level. A registration keeps, per [`Direction`], a
-//! FIFO list of waiters (usually one). An event moves *all* waiters of each ready direction into
-//! `woken`: with edges, a waiter that is not woken might never see another event, so a
-//! thundering herd (e.g. several fibers accepting on one listener) is the price of never losing
-//! one. Error and hang-up readiness wake both directions, so the retried operation surfaces the
-//! error.
+//! Every source is registered once, for `READABLE | WRITABLE | PRIORITY`, and mio registers
+//! edge-triggered: the kernel reports a *change* to ready, not a level. A registration keeps,
+//! per [`Direction`], a FIFO list of waiters (usually one). An event moves *all* waiters of each
+//! ready direction into `woken`: with edges, a waiter that is not woken might never see another
+//! event, so a thundering herd (e.g. several fibers accepting on one listener) is the price of
+//! never losing one. Error and hang-up readiness wake both directions, so the retried operation
+//! surfaces the error; priority (TCP urgent data) counts as read readiness.
+//!
+//! # Read readiness
+//!
+//! A registration also remembers one thing about the read side, [`ReadState`], so that a stream
+//! read that has just emptied the socket does not cost a second `recv` that can only say `EAGAIN`
+//! (as tokio's `ScheduledIo` does):
+//!
+//! | state     | meaning                                               | moved on by                  |
+//! |-----------|-------------------------------------------------------|------------------------------|
+//! | `Unknown` | an event may have come since the last drain: try      | [`Reactor::mark_drained`] → `Drained` |
+//! | `Drained` | a read emptied the receive queue and no read event has been polled since: park without trying | a polled read event → `Unknown` |
+//! | `Sticky`  | read-closed, error or urgent data was reported: always try | — (final)               |
+//!
+//! Why `Drained` is safe: a stream read that returns fewer bytes than asked found the receive
+//! queue empty, and *any* later arrival (data, FIN, RST) queues a new edge that a later
+//! [`Reactor::poll`] reports, which moves the state back to `Unknown` (and wakes the waiter).
+//! The caller marks the drain with no poll between the read and the mark (rule 1). What a short
+//! read does *not* prove is covered by `Sticky`: a FIN or RST that arrived before the poll which
+//! reported it (the read consumed the FIN with the data, and no further edge will come), and the
+//! TCP urgent mark (a read stops short before it with data still queued), which the kernel
+//! reports as priority readiness.
 //!
 //! # Rules for callers (the scheduler and `net/io.rs`)
 //!
-//! 1. **Try first, then wait.** An edge delivered while nobody waits in that direction is dropped
-//!    (there is no readiness cache). So a fiber must attempt the operation (or otherwise check
-//!    the fd, e.g. with a zero-timeout `poll(2)`), and only on `WouldBlock` call
-//!    [`Reactor::add_waiter`], *without switching in between*: any readiness after the failed
-//!    attempt then produces an edge that a later [`Reactor::poll`] delivers to the waiter.
+//! 1. **Try first, then wait.** An edge delivered while nobody waits in that direction wakes
+//!    nobody (only the read side's [`ReadState`] remembers it). So a fiber must attempt the
+//!    operation (or otherwise check the fd, e.g. with a zero-timeout `poll(2)`), and only on
+//!    `WouldBlock` call [`Reactor::add_waiter`], *without switching in between*: any readiness
+//!    after the failed attempt then produces an edge that a later [`Reactor::poll`] delivers to
+//!    the waiter. The one exception: when [`Reactor::read_ready`] says `false`, a reader may skip
+//!    the attempt and wait at once; it must have called [`Reactor::mark_drained`] right after
+//!    the short read, again without switching in between.
 //! 2. **A wake-up is a hint.** A waiter can be woken by an edge that happened before its attempt
 //!    (the event was still queued), or for the other half of a shared registration's readiness
 //!    (error/hang-up). The woken fiber retries and, on `WouldBlock`, waits again.
@@ -73,11 +97,23 @@ pub(crate) enum Direction {
     Write,
 }
 
+/// What the reactor knows about a source's read side; see "Read readiness" in the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadState {
+    /// A read event may have come since the last drain: a reader tries.
+    Unknown,
+    /// A read emptied the receive queue and no read event was polled since: a reader parks.
+    Drained,
+    /// Read-closed, error or urgent data was reported: a reader always tries (final).
+    Sticky,
+}
+
 /// The waiters parked on one registered source.
 #[derive(Debug)]
 struct Registration<W> {
     readers: Vec<W>,
     writers: Vec<W>,
+    read: ReadState,
 }
 
 impl<W> Registration<W> {
@@ -138,7 +174,7 @@ impl<W> Reactor<W> {
         self.slots.len() - self.free.len()
     }
 
-    /// Registers `source` for both directions, edge-triggered, with no waiters yet.
+    /// Registers `source` for both directions (and priority), edge-triggered, with no waiters yet.
     pub(crate) fn register(&mut self, source: &mut impl Source) -> io::Result<Token> {
         let index = match self.free.pop() {
             Some(i) => i,
@@ -149,11 +185,14 @@ impl<W> Reactor<W> {
             None => return Err(io::Error::other("greenfiber: too many registered sources")),
         };
         let slot = &mut self.slots[index];
-        slot.reg = Some(Registration { readers: Vec::new(), writers: Vec::new() });
+        slot.reg = Some(Registration {
+            readers: Vec::new(),
+            writers: Vec::new(),
+            read: ReadState::Unknown,
+        });
         let token = Token(index | (slot.generation << INDEX_BITS));
-        if let Err(e) =
-            self.poll.registry().register(source, token, Interest::READABLE | Interest::WRITABLE)
-        {
+        let interest = Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY;
+        if let Err(e) = self.poll.registry().register(source, token, interest) {
             self.free_slot(index);
             return Err(e);
         }
@@ -230,10 +269,37 @@ impl<W> Reactor<W> {
         }
     }
 
+    /// False if a read on `token` is known to find nothing: the last read emptied the socket
+    /// ([`mark_drained`](Self::mark_drained)) and no read event was polled since. True for a
+    /// stale token (the attempt then reports the error).
+    pub(crate) fn read_ready(&self, token: Token) -> bool {
+        self.get(token).is_none_or(|reg| reg.read != ReadState::Drained)
+    }
+
+    /// Records that a stream read on `token` just returned fewer bytes than asked, so the
+    /// receive queue was empty. Call it with no poll (no switch) since that read returned.
+    /// Has no effect once read-closed, an error or urgent data was reported.
+    pub(crate) fn mark_drained(&mut self, token: Token) {
+        if let Some(reg) = self.get_mut(token).and_then(|s| s.reg.as_mut())
+            && reg.read == ReadState::Unknown
+        {
+            reg.read = ReadState::Drained;
+        }
+    }
+
+    /// Forgets a drain: the next read on `token` tries (after an operation such as `shutdown`
+    /// that may make a read return at once without an event being polled first).
+    pub(crate) fn mark_unknown(&mut self, token: Token) {
+        if let Some(reg) = self.get_mut(token).and_then(|s| s.reg.as_mut())
+            && reg.read == ReadState::Drained
+        {
+            reg.read = ReadState::Unknown;
+        }
+    }
+
     /// How many waiters are parked on `token` for `dir`; `None` for a stale token.
     pub(crate) fn waiters(&self, token: Token, dir: Direction) -> Option<usize> {
-        let slot = self.slots.get(token.0 & INDEX_MASK)?;
-        let reg = slot.reg.as_ref().filter(|_| slot.generation == token.0 >> INDEX_BITS)?;
+        let reg = self.get(token)?;
         Some(match dir {
             Direction::Read => reg.readers.len(),
             Direction::Write => reg.writers.len(),
@@ -270,7 +336,8 @@ impl<W> Reactor<W> {
                 continue;
             }
             let failed = event.is_error();
-            let read = failed || event.is_readable() || event.is_read_closed();
+            let sticky = failed || event.is_read_closed() || event.is_priority();
+            let read = sticky || event.is_readable();
             let write = failed || event.is_writable() || event.is_write_closed();
             let index = token.0 & INDEX_MASK;
             let Some(reg) = self
@@ -284,6 +351,11 @@ impl<W> Reactor<W> {
                 log::warn!("reactor: event for unknown {token:?}");
                 continue;
             };
+            if sticky {
+                reg.read = ReadState::Sticky;
+            } else if read && reg.read == ReadState::Drained {
+                reg.read = ReadState::Unknown;
+            }
             if read && !reg.readers.is_empty() {
                 woken.append(&mut reg.readers);
             }
@@ -293,6 +365,11 @@ impl<W> Reactor<W> {
             log::trace!("reactor: {token:?} read={read} write={write} error={failed}");
         }
         Ok(remote)
+    }
+
+    fn get(&self, token: Token) -> Option<&Registration<W>> {
+        let slot = self.slots.get(token.0 & INDEX_MASK)?;
+        slot.reg.as_ref().filter(|_| slot.generation == token.0 >> INDEX_BITS)
     }
 
     fn get_mut(&mut self, token: Token) -> Option<&mut Slot<W>> {
@@ -446,6 +523,94 @@ mod tests {
         let mut parked = Vec::new();
         r.deregister_fd(fd, t, &mut parked).unwrap();
         assert!(parked.is_empty());
+    }
+
+    /// Polls until `token` is read-ready or ten seconds pass (a hang guard, not a timing assert).
+    fn poll_until_read_ready(r: &mut Reactor<u32>, token: Token) -> bool {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while !r.read_ready(token) && Instant::now() < give_up {
+            r.poll(Some(Duration::from_millis(100)), &mut Vec::new()).unwrap();
+        }
+        r.read_ready(token)
+    }
+
+    #[test]
+    fn drained_until_a_read_event_is_polled_even_with_nobody_waiting() {
+        let mut r = Reactor::<u32>::new().unwrap();
+        let (mut a, mut b) = mio::net::UnixStream::pair().unwrap();
+        let ta = r.register(&mut a).unwrap();
+        assert!(r.read_ready(ta), "a new registration is not known to be drained");
+        r.mark_drained(ta);
+        assert!(!r.read_ready(ta));
+        // The registration's first event says writable only: it does not undo the drain.
+        assert_eq!(poll_now(&mut r), []);
+        assert!(!r.read_ready(ta));
+
+        b.write_all(b"x").unwrap();
+        assert!(poll_until_read_ready(&mut r, ta), "a read event undoes the drain");
+        // Drained again, then the data comes while a reader waits: it is woken as before.
+        r.mark_drained(ta);
+        r.add_waiter(ta, Direction::Read, 1).unwrap();
+        b.write_all(b"y").unwrap();
+        assert_eq!(poll_until_woken(&mut r), [1]);
+        assert!(r.read_ready(ta));
+    }
+
+    #[test]
+    fn mark_unknown_undoes_a_drain_and_stale_tokens_are_ready() {
+        let mut r = Reactor::<u32>::new().unwrap();
+        let (mut a, _b) = mio::net::UnixStream::pair().unwrap();
+        let ta = r.register(&mut a).unwrap();
+        r.mark_drained(ta);
+        r.mark_unknown(ta);
+        assert!(r.read_ready(ta));
+
+        r.mark_drained(ta);
+        r.deregister(&mut a, ta, &mut Vec::new()).unwrap();
+        // A stale token: the attempt runs and reports whatever the fd says.
+        assert!(r.read_ready(ta));
+        r.mark_drained(ta);
+        assert!(r.read_ready(ta));
+        let ta2 = r.register(&mut a).unwrap();
+        assert!(r.read_ready(ta2), "a reused slot starts unknown");
+    }
+
+    #[test]
+    fn read_closed_is_sticky() {
+        let mut r = Reactor::<u32>::new().unwrap();
+        let (mut a, mut b) = mio::net::UnixStream::pair().unwrap();
+        let ta = r.register(&mut a).unwrap();
+        assert_eq!(poll_now(&mut r), []);
+        // Data and EOF before the poll: a read may take both, and no event will follow.
+        b.write_all(b"bye").unwrap();
+        drop(b);
+        r.add_waiter(ta, Direction::Read, 1).unwrap();
+        assert_eq!(poll_until_woken(&mut r), [1]);
+        let mut buf = [0; 8];
+        assert_eq!(a.read(&mut buf).unwrap(), 3);
+        r.mark_drained(ta);
+        assert!(r.read_ready(ta), "after read-closed a reader always tries");
+        assert_eq!(a.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn tcp_urgent_data_is_read_readiness_and_sticky() {
+        let mut r = Reactor::<u32>::new().unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut s = mio::net::TcpStream::from_std(s);
+        let ts = r.register(&mut s).unwrap();
+        assert_eq!(poll_now(&mut r), []);
+        r.mark_drained(ts);
+        // SAFETY: `c` is a live socket and the buffer is one valid byte.
+        let sent = unsafe { libc::send(c.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+        assert_eq!(sent, 1);
+        assert!(poll_until_read_ready(&mut r, ts));
+        // A read stops short before the urgent mark with data still queued: never park on it.
+        r.mark_drained(ts);
+        assert!(r.read_ready(ts));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ```text
 //!   op() ──Ok / error──────────────────────────────────────────────► return it
 //!    │  Interrupted ──► op() again
-//!    │  WouldBlock
+//!    │  WouldBlock                  (do_read on a drained socket starts below: reactor rule 1)
 //!    ▼
 //!   Waiter::set_io(token, dir)      (no switch since op() failed: reactor rule 1)
 //!   Waiter::park(deadline) ──Woken──► op() again (a wake-up is a hint: reactor rule 2)
@@ -21,8 +21,10 @@
 //! 1. A socket is registered with the reactor of the thread that created it, once, when it is
 //!    created ([`Registered::new`]), and deregistered in `Drop` *before* its fd is closed (the
 //!    field order of [`Registered`]). That is why every socket type is `!Send`.
-//! 2. Every blocking socket method is a single call to [`Registered::do_io`]; no other file in
-//!    `net/` parks on I/O.
+//! 2. Every blocking socket method is a single call to [`Registered::do_io`], or for a stream
+//!    read to [`Registered::do_read`] (the same loop, which skips the first attempt when the
+//!    reactor knows the socket is drained and records a short read); no other file in `net/`
+//!    parks on I/O.
 //! 3. The deadline of a call is taken when it first has to wait, from the socket's timeout;
 //!    its expiry is reported by the caller's choice of error (see the table in `net/mod.rs`).
 
@@ -74,6 +76,51 @@ impl<S: Source> Registered<S> {
         }
         wait_loop(self.token, dir, timeout, || op(&self.source))
     }
+
+    /// [`do_io`](Self::do_io) for a stream read (TCP, Unix stream) into a buffer of `len` bytes.
+    /// A read that returns fewer bytes than asked found the receive queue empty, so it records
+    /// that with the reactor; the next read then parks at once instead of spending a `recv`
+    /// that can only fail with `EAGAIN` (reactor rule 1 and "Read readiness"). Not for peeks
+    /// (a short peek leaves the data queued) nor for vectored reads (the kernel may use only
+    /// some of the buffers).
+    #[inline]
+    pub(crate) fn do_read(
+        &self,
+        len: usize,
+        timeout: Option<Duration>,
+        mut op: impl FnMut(&S) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let r = 'io: {
+            if scheduler::with(|hub| hub.reactor.borrow().read_ready(self.token)) {
+                match op(&self.source) {
+                    Err(e) if would_block(&e) => {}
+                    r => break 'io r,
+                }
+            }
+            wait_loop(self.token, Direction::Read, timeout, || op(&self.source))
+        };
+        // No switch since `op` returned (it returns straight out of `wait_loop`).
+        if let Ok(n) = r
+            && is_short(n, len)
+        {
+            scheduler::with(|hub| hub.reactor.borrow_mut().mark_drained(self.token));
+        }
+        r
+    }
+
+    /// Forgets a recorded drain, for calls (`shutdown`) after which a read may return at once.
+    pub(crate) fn forget_drain(&self) {
+        scheduler::with(|hub| hub.reactor.borrow_mut().mark_unknown(self.token));
+    }
+}
+
+/// Reads larger than this may be cut by the kernel (`read` and `recv` stop near 2 GiB), so a
+/// short one proves nothing.
+const SHORT_READ_MAX: usize = 1 << 30;
+
+/// Did a stream read of `n` bytes into `len` find the receive queue empty?
+fn is_short(n: usize, len: usize) -> bool {
+    0 < n && n < len && len <= SHORT_READ_MAX
 }
 
 impl<S: Source> Drop for Registered<S> {
@@ -141,8 +188,7 @@ macro_rules! stream_read_write {
     ($t:ty) => {
         impl std::io::Read for &$t {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                use crate::hub::reactor::Direction;
-                self.io.do_io(Direction::Read, self.timeouts.read(), |mut s| {
+                self.io.do_read(buf.len(), self.timeouts.read(), |mut s| {
                     std::io::Read::read(&mut s, buf)
                 })
             }

@@ -161,6 +161,8 @@ impl TcpStream {
     /// Shuts down the read half, the write half or both; a fiber parked in `read` on this
     /// socket then sees EOF.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        // A read after this may return at once: do not let a recorded drain park it.
+        self.io.forget_drain();
         self.io.get().shutdown(how)
     }
 

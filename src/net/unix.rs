@@ -109,6 +109,8 @@ impl UnixStream {
 
     /// Shuts down one or both halves.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        // A read after this may return at once: do not let a recorded drain park it.
+        self.io.forget_drain();
         self.io.get().shutdown(how)
     }
 
