@@ -120,28 +120,23 @@ thread_local! {
 pub(crate) fn with<T>(f: impl FnOnce(&ThreadState) -> T) -> T {
     let p = PTR.with(Cell::get);
     if p.is_null() {
-        return with_slow(f);
+        return init(f).expect("greenfiber: coroutine state used during thread teardown");
     }
-    // SAFETY: `PTR` is non-null only between `with_slow` storing `STATE`'s address and
-    // `STATE`'s destructor clearing it, and a thread-local is not moved while it lives; `f`
-    // runs on this thread, so the destructor cannot run while the reference is in use.
+    // SAFETY: `PTR` is non-null only between `init` storing `STATE`'s address and `STATE`'s
+    // destructor clearing it, and a thread-local is not moved while it lives; `f` runs on this
+    // thread, so the destructor cannot run while the reference is in use.
     f(unsafe { &*p })
-}
-
-#[cold]
-#[inline(never)]
-fn with_slow<T>(f: impl FnOnce(&ThreadState) -> T) -> T {
-    STATE.with(|ts| {
-        PTR.with(|p| p.set(ts));
-        f(ts)
-    })
 }
 
 /// Like [`with`], but `None` once the thread's state has been torn down.
 pub(crate) fn try_with<T>(f: impl FnOnce(&ThreadState) -> T) -> Option<T> {
-    if !PTR.with(Cell::get).is_null() {
-        return Some(with(f));
-    }
+    if PTR.with(Cell::get).is_null() { init(f) } else { Some(with(f)) }
+}
+
+/// Creates `STATE` if needed and records its address in `PTR`; `None` during teardown.
+#[cold]
+#[inline(never)]
+fn init<T>(f: impl FnOnce(&ThreadState) -> T) -> Option<T> {
     STATE
         .try_with(|ts| {
             PTR.with(|p| p.set(ts));

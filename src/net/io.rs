@@ -250,6 +250,38 @@ macro_rules! stream_read_write {
 }
 pub(crate) use stream_read_write;
 
+/// The four timeout methods every socket type has, as std's: an impl block for a type with a
+/// `timeouts: Rc<Timeouts>` field. On expiry a read or write fails with `WouldBlock`
+/// (`EAGAIN`), as std's does on Linux.
+macro_rules! timeout_methods {
+    ($t:ty) => {
+        impl $t {
+            /// How long a read may wait; `None` (the default) waits forever. On expiry a read
+            /// fails with `WouldBlock` (`EAGAIN`), as std's does on Linux. `Some(0)` is
+            /// `InvalidInput`.
+            pub fn set_read_timeout(&self, d: Option<std::time::Duration>) -> std::io::Result<()> {
+                self.timeouts.set_read(d)
+            }
+
+            /// How long a write may wait; see `set_read_timeout`.
+            pub fn set_write_timeout(&self, d: Option<std::time::Duration>) -> std::io::Result<()> {
+                self.timeouts.set_write(d)
+            }
+
+            /// The read timeout.
+            pub fn read_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+                Ok(self.timeouts.read())
+            }
+
+            /// The write timeout.
+            pub fn write_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+                Ok(self.timeouts.write())
+            }
+        }
+    };
+}
+pub(crate) use timeout_methods;
+
 /// A socket's read and write timeouts, shared by its `try_clone`s as std's `SO_RCVTIMEO` is
 /// shared by duplicated descriptors.
 #[derive(Debug, Default)]

@@ -174,27 +174,6 @@ impl TcpStream {
         Ok(TcpStream { io: Registered::new(s)?, timeouts: self.timeouts.clone() })
     }
 
-    /// How long a read may wait; `None` (the default) waits forever. On expiry a read fails
-    /// with `WouldBlock` (`EAGAIN`), as std's does on Linux. `Some(0)` is `InvalidInput`.
-    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.timeouts.set_read(d)
-    }
-
-    /// How long a write may wait; see [`set_read_timeout`](TcpStream::set_read_timeout).
-    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.timeouts.set_write(d)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.timeouts.read())
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.timeouts.write())
-    }
-
     /// Reads without consuming; parks like `read`.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.io.do_io(R, self.timeouts.read(), |s| s.peek(buf))
@@ -249,3 +228,5 @@ macro_rules! fd_traits {
 }
 pub(crate) use fd_traits;
 fd_traits!(TcpListener, TcpStream);
+
+super::io::timeout_methods!(TcpStream);

@@ -4,7 +4,6 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
 
 use super::addr::{ToSocketAddrs, each_addr, resolve};
 use super::io::{Registered, Timeouts};
@@ -89,26 +88,6 @@ impl UdpSocket {
         Ok(UdpSocket { io: Registered::new(s)?, timeouts: self.timeouts.clone() })
     }
 
-    /// How long a receive may wait; on expiry it fails with `WouldBlock` as std's does.
-    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.timeouts.set_read(d)
-    }
-
-    /// How long a send may wait.
-    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.timeouts.set_write(d)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.timeouts.read())
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.timeouts.write())
-    }
-
     /// Sets `SO_BROADCAST`.
     pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
         self.io.get().set_broadcast(on)
@@ -146,3 +125,5 @@ impl UdpSocket {
 }
 
 super::tcp::fd_traits!(UdpSocket);
+
+super::io::timeout_methods!(UdpSocket);

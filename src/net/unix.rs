@@ -121,26 +121,6 @@ impl UnixStream {
         Ok(UnixStream { io: Registered::new(s)?, timeouts: self.timeouts.clone() })
     }
 
-    /// How long a read may wait; on expiry it fails with `WouldBlock` as std's does.
-    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.timeouts.set_read(d)
-    }
-
-    /// How long a write may wait.
-    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.timeouts.set_write(d)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.timeouts.read())
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.timeouts.write())
-    }
-
     /// Takes the pending `SO_ERROR`.
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.io.get().take_error()
@@ -150,3 +130,5 @@ impl UnixStream {
 super::io::stream_read_write!(UnixStream);
 
 super::tcp::fd_traits!(UnixListener, UnixStream);
+
+super::io::timeout_methods!(UnixStream);
