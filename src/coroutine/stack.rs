@@ -33,7 +33,7 @@
 //!    `stack_pool.rs`. [`FiberStack::from_slot`] is the only way in, and dropping the
 //!    `FiberStack` (or giving it back) is the only way out.
 //! 3. **A slot's guard page is installed before the slot is first handed out** (in
-//!    [`Arena::carve`]) and is never removed, so reused slots need no syscall.
+//!    [`Arena::carve`], in batches) and is never removed, so reused slots need no syscall.
 //! 4. **Every frame on a stack touches its pages from the top down.** Rust emits stack probes
 //!    for frames larger than a page, so an overflow always hits the guard page before it can
 //!    reach the slot below. Foreign code compiled without probes could jump the guard.
@@ -78,6 +78,12 @@ pub(crate) trait SysRet {
 }
 
 impl SysRet for libc::c_int {
+    fn failed(&self) -> bool {
+        *self == -1
+    }
+}
+
+impl SysRet for libc::c_long {
     fn failed(&self) -> bool {
         *self == -1
     }
@@ -190,11 +196,81 @@ pub(super) fn install_guard(addr: usize, len: usize) -> io::Result<()> {
     unsafe { syscall!(mprotect(addr as *mut c_void, len, libc::PROT_NONE)) }.map(drop)
 }
 
+/// `PIDFD_SELF` from `<linux/pidfd.h>` (Linux 6.14+): "the calling thread's process" for
+/// pidfd-taking calls, without opening a descriptor.
+const PIDFD_SELF: libc::c_int = -10000;
+
+/// Most ranges one `process_madvise` call takes (`UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
+
+/// Whether `process_madvise` installs guard pages for this process. Starts unknown; settles on
+/// "no" at the first refusal (kernels before 6.14 have no `PIDFD_SELF`; some refuse this advice
+/// through `process_madvise`), after which guards go one `madvise` each.
+static BATCH_GUARDS: AtomicU8 = AtomicU8::new(GUARD_UNKNOWN);
+
+/// Turns the page at each address of `pages` (page-aligned, inside a region from
+/// [`map_anonymous`], holding no live data) into a guard page. One `process_madvise` call
+/// installs up to [`IOV_MAX`] of them where the kernel allows it, which costs about half as
+/// much per page as one `madvise` each (`benches/RESULTS-layer1.md`); otherwise, and for
+/// whatever a batch left undone, one [`install_guard`] per page.
+pub(super) fn install_guards(pages: &[usize]) -> io::Result<()> {
+    let page = page_size();
+    let mut done = 0;
+    if pages.len() > 1
+        && BATCH_GUARDS.load(Ordering::Relaxed) != GUARD_MPROTECT
+        && GUARD_MODE.load(Ordering::Relaxed) == GUARD_MADVISE
+        && !force_mprotect()
+    {
+        let ranges: Vec<libc::iovec> = pages
+            .iter()
+            .map(|&addr| libc::iovec { iov_base: addr as *mut c_void, iov_len: page })
+            .collect();
+        while done < ranges.len() {
+            let batch = &ranges[done..ranges.len().min(done + IOV_MAX)];
+            // SAFETY: `batch` points at `batch.len()` valid iovecs, each one page of our own
+            // private anonymous memory holding no live data (this function's contract, as for
+            // `install_guard`); PIDFD_SELF names this process, so nobody else is affected.
+            let advised = unsafe {
+                syscall!(syscall(
+                    libc::SYS_process_madvise,
+                    PIDFD_SELF,
+                    batch.as_ptr(),
+                    batch.len(),
+                    MADV_GUARD_INSTALL,
+                    0u32,
+                ))
+            };
+            match advised {
+                // The kernel may stop early (it reports how far it got); go on from there.
+                Ok(bytes) if bytes > 0 => {
+                    BATCH_GUARDS.store(GUARD_MADVISE, Ordering::Relaxed);
+                    done += bytes as usize / page;
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) => {}
+                refused => {
+                    log::debug!(
+                        "greenfiber: process_madvise refused guard pages ({refused:?}); \
+                         installing them one madvise at a time"
+                    );
+                    BATCH_GUARDS.store(GUARD_MPROTECT, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+    pages[done..].iter().try_for_each(|&addr| install_guard(addr, page))
+}
+
+/// Most slots whose guard pages one [`Arena::carve`] installs ahead of use.
+const MAX_GUARD_BATCH: usize = IOV_MAX;
+
 /// One mapped arena, cut into `slots` equal slots of `slot_size` bytes (guard page included).
 pub(super) struct Arena {
     start: usize,
     slot_size: usize,
     slots: usize,
+    /// Slots `..guarded` have their guard pages installed.
+    guarded: usize,
     names: &'static [OwnerName],
 }
 
@@ -216,7 +292,7 @@ impl Arena {
         log::debug!(
             "greenfiber: mapped a stack arena of {slots} x {slot_size} bytes at {start:#x}"
         );
-        Ok(Arena { start, slot_size, slots, names })
+        Ok(Arena { start, slot_size, slots, guarded: 0, names })
     }
 
     /// Number of slots in this arena.
@@ -224,11 +300,21 @@ impl Arena {
         self.slots
     }
 
-    /// Installs slot `index`'s guard page and returns the slot. Each index must be carved once.
-    pub(super) fn carve(&self, index: usize, class: usize) -> io::Result<Slot> {
+    /// Returns slot `index` with its guard page installed. Each index must be carved once.
+    ///
+    /// Guard pages go in batches ahead of use: when `index` has none yet, this installs the
+    /// guards of the next `index` slots too (at least one, at most [`MAX_GUARD_BATCH`]), so
+    /// carving an arena in order costs a logarithmic number of calls at first, then one per
+    /// `MAX_GUARD_BATCH` slots, and never guards more than twice the slots carved so far.
+    pub(super) fn carve(&mut self, index: usize, class: usize) -> io::Result<Slot> {
         assert!(index < self.slots);
+        if index >= self.guarded {
+            let end = self.slots.min(index + index.clamp(1, MAX_GUARD_BATCH));
+            let pages: Vec<usize> = (index..end).map(|i| self.start + i * self.slot_size).collect();
+            install_guards(&pages)?;
+            self.guarded = end;
+        }
         let start = self.start + index * self.slot_size;
-        install_guard(start, page_size())?;
         Ok(Slot { start, size: self.slot_size, class, name: &self.names[index] })
     }
 }
@@ -446,10 +532,30 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn guards_go_in_batches_ahead_of_carving() {
+        let page = page_size();
+        let slot_size = 4 * page;
+        let mut arena = Arena::map(slot_size, 40).unwrap();
+        let slots: Vec<Slot> = (0..9).map(|i| arena.carve(i, 0).unwrap()).collect();
+        // Carving 0..9 guarded 0..16 (batches 0, 1, 2..4, 4..8, 8..16), in as few calls as the
+        // kernel allows, and nothing past that.
+        assert_eq!(arena.guarded, 16);
+        for slot in &slots {
+            assert!(died_of(child_touches(slot.start), libc::SIGSEGV), "{:#x}", slot.start);
+            assert_eq!(child_touches(slot.start + page), 0);
+        }
+        assert!(died_of(child_touches(arena.start + 15 * slot_size), libc::SIGSEGV));
+        assert_eq!(child_touches(arena.start + 16 * slot_size), 0);
+        if GUARD_MODE.load(Ordering::Relaxed) == GUARD_MADVISE {
+            assert!(mapping_of(arena.start + 15 * slot_size).contains(" rw-p "));
+        }
+    }
+
+    #[test]
     fn guard_page_faults_mprotect_fallback() {
         let page = page_size();
         FORCE_MPROTECT_GUARD.with(|f| f.set(true));
-        let arena = Arena::map(4 * page, 2).unwrap();
+        let mut arena = Arena::map(4 * page, 2).unwrap();
         let slot = arena.carve(1, 0).unwrap();
         FORCE_MPROTECT_GUARD.with(|f| f.set(false));
         assert_ne!(GUARD_MODE.load(Ordering::Relaxed), GUARD_MPROTECT, "the switch leaked");
