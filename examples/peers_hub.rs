@@ -2,6 +2,8 @@
 //! parked task, for greenfiber, tokio (current_thread) and may (one worker).
 //!
 //! Run: `cargo run --release --example peers_hub` (add `-- --quick` for a small, fast run).
+//! The spawn test runs twice: in a fresh process, where each stackful fiber's first page fault
+//! dominates, and again in the same process once memory is warm.
 //! Each figure comes from its own child process (`peers_hub RUNTIME TEST N`), so memory is
 //! measured in isolation; a child that fails (may cannot hold more than ~32k coroutines under
 //! `vm.max_map_count` = 65530, and hangs past it) is reported as `failed`.
@@ -29,6 +31,7 @@ fn main() {
     };
     let mut rows = vec![
         (format!("spawn + yield once + join, {spawn_n} tasks (ns/task)"), "spawn", spawn_n),
+        ("the same, second round in the same process (ns/task)".to_owned(), "spawn-warm", spawn_n),
         (format!("yield_now, 2 tasks x {yield_n} (ns/yield)"), "yield", yield_n),
     ];
     for n in park_counts {
@@ -92,6 +95,12 @@ fn rss_per(before: u64, n: usize) -> f64 {
 }
 
 fn run(runtime: &str, test: &str, n: usize) -> f64 {
+    if test == "spawn-warm" {
+        // The first round leaves memory mapped and touched (stacks, allocator pages, task
+        // pools); the second shows the cost once a long-running program has warmed up.
+        run(runtime, "spawn", n);
+        return run(runtime, "spawn", n);
+    }
     match runtime {
         "greenfiber" => greenfiber_run(test, n),
         "tokio" => tokio_run(test, n),

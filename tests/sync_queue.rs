@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use greenfiber::sync::{
     Channel, Empty, Full, JoinableQueue, LifoQueue, PriorityQueue, Queue, SyncError,
 };
-use greenfiber::{Error, joinall, spawn, yield_now};
+use greenfiber::{Error, joinall, sleep, spawn, yield_now};
 
 #[test]
 fn unbounded_queue_is_fifo_with_distinct_full_and_empty() {
@@ -197,7 +197,10 @@ fn joinable_queue_join_waits_for_task_done() {
             let (q, done) = (q.clone(), done.clone());
             spawn(move || {
                 while let Ok(_item) = q.try_get() {
-                    yield_now();
+                    // Work that blocks: a zero timeout fires before any of it is done. (Work
+                    // that only yields may all finish first, as in gevent: the hub runs ready
+                    // fibers before it looks at due timers.)
+                    sleep(Duration::from_millis(1));
                     done.set(done.get() + 1);
                     q.task_done().unwrap();
                 }

@@ -12,13 +12,14 @@
 //! ```
 //!
 //! Blocking anywhere — in a fiber or in the main coroutine — switches to the hub, which runs
-//! ready fibers, fires timers and polls the reactor until the blocked one is woken. There is no
+//! ready fibers, fires timers and polls the reactor until the blocked one is woken. (While the
+//! hub's round of ready fibers lasts, a blocking fiber switches straight to the next one.) There is no
 //! `run` or `block_on`: main returning ends the program even while fibers sleep, as in gevent.
 //! When something blocks and nothing could ever wake it, it gets a panic saying so
 //! (gevent's LoopExit) instead of hanging.
 //!
 //! # Files
-//! - `scheduler.rs`: the hub and its loop (the only code that switches into parked fibers).
+//! - `scheduler.rs`: the hub, its loop and its rounds of ready fibers.
 //! - `park.rs`: the one way to block (`Waiter`), the wait list, cross-thread wake-ups.
 //! - `greenlet.rs`, `time.rs`, `debug.rs`: the user API.
 //! - `timers.rs`, `reactor.rs`, `remote.rs`: drivers; they never switch.

@@ -6,7 +6,8 @@
 //!  +------------------------------+
 //!  | Waiter { co, state, timer,   | <-- timers: TimerAction::Wake(ref)   (deadline)
 //!  |          io, what }          | <-- reactor: waiters of (token, dir)  (socket readiness)
-//!  |   park() -> hub.switch(())   | <-- WaitList of a Greenlet, Event, Lock, Queue ...
+//!  |   park() -> switch to the    | <-- WaitList of a Greenlet, Event, Lock, Queue ...
+//!  |   next ready one, or the hub |
 //!  +------------------------------+ <-- remote_waits: id -> ref           (another OS thread)
 //! ```
 //!
@@ -23,11 +24,13 @@
 //!    unlinks an entry in the same step as it stores the grant, and only the waiter's own guard
 //!    unlinks a waiting entry (see `WaitList`'s state table).
 //!
-//! | state  | meaning                                  | who moves it on                   |
-//! |--------|------------------------------------------|-----------------------------------|
-//! | Idle   | not parked (before or after a park)      | `park` → Parked                   |
-//! | Parked | switched to the hub, waiting             | `unpark`/timer/reactor → Woken    |
-//! | Woken  | in the ready queue with a reason         | the hub runs it; `park` → Idle    |
+//! | state  | meaning                                   | who moves it on                        |
+//! |--------|-------------------------------------------|----------------------------------------|
+//! | Idle   | not parked (before or after a park)       | `park` → Parked                        |
+//! | Parked | switched away (to the hub, or hand-off to | `unpark`/timer/reactor → Woken         |
+//! |        | the next ready coroutine), waiting        |                                        |
+//! | Woken  | in the ready queue with a reason          | the hub or a parking coroutine runs it; |
+//! |        |                                           | `park` → Idle                          |
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -125,7 +128,8 @@ impl Waiter {
         }
     }
 
-    /// Switches to the hub until this waiter is woken or `deadline` passes.
+    /// Lets other coroutines run (the hub, or straight the next ready one) until this waiter is
+    /// woken or `deadline` passes.
     ///
     /// # Panics
     /// With the LoopExit message when nothing else can ever run; when called in the hub.
@@ -133,7 +137,7 @@ impl Waiter {
         scheduler::with(|hub| self.park_in(hub, deadline, false))
     }
 
-    /// Queues the current coroutine behind every other ready one and switches to the hub.
+    /// Queues the current coroutine behind every other ready one and lets them run.
     pub(crate) fn yield_now(&self) {
         scheduler::with(|hub| self.park_in(hub, None, true));
     }
@@ -156,8 +160,11 @@ impl Waiter {
                 .set(Some(hub.timers.borrow_mut().insert(d, TimerAction::Wake(self.as_ref()))));
         }
         let _parked = Parked::enter(hub, self);
+        // Hand-off (scheduler.rs): while the hub's round lasts, switch straight to the next
+        // ready coroutine, which is what the hub would do next; else to the hub.
+        let next = hub.next_ready();
         // SWITCH: every other coroutine may run; only `self` and `hub` are known to be unchanged.
-        let () = hub.co.switch(());
+        let () = next.as_ref().unwrap_or(&hub.co).switch(());
         match self.state.get() {
             State::Woken(Wake::LoopExit) => {
                 let msg = hub.loop_exit.take().unwrap_or_default();

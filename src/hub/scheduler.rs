@@ -1,18 +1,30 @@
 //! The hub: one coroutine per thread that runs ready coroutines, fires timers and polls the
-//! reactor. It is the only code that switches *into* parked coroutines (`park.rs` is the only
-//! code that switches *to* the hub).
+//! reactor. Parked coroutines are switched into by the hub, or directly by a coroutine that
+//! parks while the round lasts (`park.rs`, "hand-off"); `park.rs` is the only code that
+//! switches *to* the hub.
 //!
 //! ```text
 //!            +--------------------------------------------------------------+
 //!            v                                                              |
-//!   1. run every coroutine that was ready when the round began (FIFO);      |
-//!      ones made ready meanwhile wait for the next round (sleep(0) fairness) |
+//!   1. a round: run ready coroutines in FIFO order until the queue is empty |
+//!      or ROUND_BUDGET of them have run. A coroutine that parks hands      |
+//!      control straight to the next one; the hub runs link callbacks as     |
+//!      soon as any come back to it (a fiber's end always does)              |
 //!   2. run link callbacks                                                   |
 //!   3. fire due timers  -> unpark (TimedOut) or raise Timeout in the owner  |
 //!   4. poll mio: timeout 0 if anything is ready, else until the next timer, |
 //!      else forever if a socket or another thread may wake someone,         |
 //!      else nothing can ever run: wake the stuck waiter with LoopExit  -----+
 //! ```
+//!
+//! This is gevent's loop: its hub runs queued callbacks (each one a greenlet switch) until the
+//! queue is empty or its switch interval has passed, then polls. A `yield_now` re-queues its
+//! coroutine behind every other ready one, so two fibers that yield in turn alternate
+//! strictly, and timers and sockets are looked at at least every `ROUND_BUDGET` switches.
+//!
+//! Hand-off saves a switch per park: a fiber that blocks switches to the next ready fiber
+//! instead of to the hub, which would only switch on to that same fiber. Two fibers that wake
+//! each other (a queue ping-pong, two yielders) then cost one stack switch per turn.
 //!
 //! The hub's parent is the thread's main coroutine. It is created by the first call that
 //! needs it on a thread and never finishes; at thread exit its stack is leaked rather than
@@ -39,12 +51,18 @@ pub(crate) enum TimerAction {
     Start(Coroutine),
 }
 
+/// How many ready coroutines a round runs, at most, before the hub looks at timers, link
+/// callbacks and sockets again (tokio polls every 61 tasks, gevent every 50 callbacks or 5 ms).
+const ROUND_BUDGET: u32 = 64;
+
 /// The per-thread hub.
 pub(crate) struct Hub {
     /// The hub's own coroutine.
     pub(crate) co: Coroutine,
     /// Coroutines to run, in order: woken waiters and new fibers.
     pub(crate) ready: RefCell<VecDeque<Coroutine>>,
+    /// How many more ready coroutines this round may run; 0 outside a round.
+    budget: Cell<u32>,
     pub(crate) timers: RefCell<Timers<TimerAction>>,
     pub(crate) reactor: RefCell<Reactor<WaiterRef>>,
     /// How many waiters are registered with the reactor.
@@ -98,6 +116,7 @@ impl Hub {
         let hub = Hub {
             co,
             ready: RefCell::new(VecDeque::new()),
+            budget: Cell::new(0),
             timers: RefCell::new(Timers::new()),
             reactor: RefCell::new(reactor),
             io_waits: Cell::new(0),
@@ -119,23 +138,18 @@ impl Hub {
         let mut woken = Vec::new();
         let mut ids = Vec::new();
         loop {
-            // 1. Ready coroutines: only those queued when the round began.
-            let n = self.ready.borrow().len();
-            for _ in 0..n {
-                let Some(co) = self.ready.borrow_mut().pop_front() else { break };
-                if runnable(&co) {
-                    // SWITCH: runs `co` until it (or whatever it switches to) blocks again.
-                    let () = co.switch(());
-                }
+            // 1. A round of ready coroutines.
+            self.budget.set(ROUND_BUDGET);
+            while let Some(co) = self.next_ready() {
+                // SWITCH: runs `co`, and whatever it hands off to, until one of them comes back
+                // here: the round is over, a link callback is due, or a fiber ended.
+                let () = co.switch(());
+                // Links of a fiber that just ended run before anyone it woke (gevent).
+                self.run_callbacks();
             }
+            self.budget.set(0);
             // 2. Link callbacks.
-            loop {
-                let cb = self.callbacks.borrow_mut().pop_front();
-                let Some(cb) = cb else { break };
-                if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
-                    log::error!("a link callback panicked: {}", crate::error::panic_message(&*p));
-                }
-            }
+            self.run_callbacks();
             // 3. Timers.
             let mut now = None;
             if !self.timers.borrow().is_empty() {
@@ -181,6 +195,30 @@ impl Hub {
                         park::unpark_in(self, w, Wake::Woken);
                     }
                 }
+            }
+        }
+    }
+
+    /// The next coroutine this round may run, taken off the ready queue; `None` when the queue
+    /// is empty, the round's budget is spent or a link callback waits for the hub.
+    pub(crate) fn next_ready(&self) -> Option<Coroutine> {
+        while self.budget.get() > 0 && self.callbacks.borrow().is_empty() {
+            let co = self.ready.borrow_mut().pop_front()?;
+            if runnable(&co) {
+                self.budget.set(self.budget.get() - 1);
+                return Some(co);
+            }
+        }
+        None
+    }
+
+    /// Runs the link callbacks queued so far, in order.
+    fn run_callbacks(&self) {
+        loop {
+            let cb = self.callbacks.borrow_mut().pop_front();
+            let Some(cb) = cb else { break };
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
+                log::error!("a link callback panicked: {}", crate::error::panic_message(&*p));
             }
         }
     }
