@@ -276,3 +276,65 @@ fn main_returning_ends_the_program_while_fibers_sleep() {
     assert!(out.status.success(), "{out:?}");
     assert!(t.elapsed() < Duration::from_secs(60), "the sleeping fibers kept it alive");
 }
+
+#[test]
+fn fibers_that_only_yield_do_not_starve_timers_or_other_threads() {
+    // Two spinners hand control to each other on every yield; the hub still looks at its
+    // timers and at wake-ups from other threads between rounds.
+    let stop = Rc::new(std::cell::Cell::new(false));
+    let spins = Rc::new(std::cell::Cell::new(0u64));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, spins) = (stop.clone(), spins.clone());
+            spawn(move || {
+                while !stop.get() {
+                    spins.set(spins.get() + 1);
+                    yield_now();
+                }
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    sleep(Duration::from_millis(20)); // a timer, while the spinners run
+    assert!(t.elapsed() >= Duration::from_millis(20));
+    let (wait, waker) = remote_signal();
+    let thread = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(10));
+        waker.wake();
+    });
+    wait.wait(); // a wake-up from another thread, while the spinners run
+    thread.join().unwrap();
+    stop.set(true);
+    assert_eq!(joinall(&spinners, Some(Duration::from_secs(5))), 2);
+    assert!(spins.get() > 100, "the spinners ran meanwhile: {}", spins.get());
+}
+
+#[test]
+fn a_fiber_killed_by_the_one_it_handed_off_to_unwinds_and_dies() {
+    // `victim` yields, which hands control straight to `killer`; `killer` kills it while it
+    // sits below in the resume chain. Its destructors run, and both end normally.
+    let l = log();
+    struct Noisy(Log);
+    impl Drop for Noisy {
+        fn drop(&mut self) {
+            push(&self.0, "victim unwound");
+        }
+    }
+    let lv = l.clone();
+    let victim = spawn(move || {
+        let _n = Noisy(lv.clone());
+        loop {
+            yield_now();
+        }
+    });
+    let (lk, v) = (l.clone(), victim.clone());
+    let killer = spawn(move || {
+        push(&lk, "killer runs");
+        v.kill();
+        push(&lk, "killer killed it");
+        7
+    });
+    assert_eq!(killer.get(), Ok(7));
+    assert_eq!(victim.get(), Err(Error::Killed));
+    assert_eq!(*l.borrow(), ["killer runs", "victim unwound", "killer killed it"]);
+}
