@@ -24,13 +24,13 @@
 //!    unlinks an entry in the same step as it stores the grant, and only the waiter's own guard
 //!    unlinks a waiting entry (see `WaitList`'s state table).
 //!
-//! | state  | meaning                                   | who moves it on                        |
-//! |--------|-------------------------------------------|----------------------------------------|
-//! | Idle   | not parked (before or after a park)       | `park` → Parked                        |
-//! | Parked | switched away (to the hub, or hand-off to | `unpark`/timer/reactor → Woken         |
-//! |        | the next ready coroutine), waiting        |                                        |
+//! | state  | meaning                                   | who moves it on                         |
+//! |--------|-------------------------------------------|-----------------------------------------|
+//! | Idle   | not parked (before or after a park)       | `park` → Parked                         |
+//! | Parked | switched away (to the hub, or hand-off to | `unpark`/timer/reactor → Woken          |
+//! |        | the next ready coroutine), waiting        |                                         |
 //! | Woken  | in the ready queue with a reason          | the hub or a parking coroutine runs it; |
-//! |        |                                           | `park` → Idle                          |
+//! |        |                                           | `park` → Idle                           |
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -171,7 +171,7 @@ impl Waiter {
                 panic!("{msg}");
             }
             State::Woken(w) => w,
-            // Switched to directly by someone other than the hub: a spurious wake-up.
+            // A raw switch into this coroutine (not by the hub or a hand-off): spurious.
             State::Parked | State::Idle => Wake::Woken,
         }
     }

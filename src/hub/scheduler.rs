@@ -7,7 +7,7 @@
 //!            +--------------------------------------------------------------+
 //!            v                                                              |
 //!   1. a round: run ready coroutines in FIFO order until the queue is empty |
-//!      or ROUND_BUDGET of them have run. A coroutine that parks hands      |
+//!      or ROUND_BUDGET of them have run. A coroutine that parks hands       |
 //!      control straight to the next one; the hub runs link callbacks as     |
 //!      soon as any come back to it (a fiber's end always does)              |
 //!   2. run link callbacks                                                   |
