@@ -24,6 +24,10 @@ use corosensei::{CoroutineResult, Yielder};
 use criterion::{Criterion, criterion_group, criterion_main};
 use greenfiber::{Coroutine, current};
 
+#[path = "../examples/util/suspended.rs"]
+mod suspended;
+use suspended::suspended;
+
 /// greenfiber's default usable stack size, used for the corosensei stacks too.
 const STACK_SIZE: usize = 256 * 1024;
 
@@ -97,16 +101,6 @@ fn create_run_drop(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-/// A coroutine that has started and waits in its first switch back to main.
-fn suspended() -> Coroutine {
-    let co = Coroutine::new(|()| {
-        let main = current().parent().unwrap();
-        let () = main.switch(());
-    });
-    let () = co.switch(());
-    co
 }
 
 /// The payload of an uncaught `throw`.

@@ -25,6 +25,10 @@ use corosensei::stack::DefaultStack;
 use corosensei::{CoroutineResult, Yielder};
 use greenfiber::{Coroutine, current};
 
+#[path = "util/suspended.rs"]
+mod suspended;
+use suspended::suspended;
+
 /// greenfiber's default usable stack size, used for the corosensei stacks too.
 const STACK_SIZE: usize = 256 * 1024;
 /// Timed runs per measurement; the median is reported.
@@ -174,16 +178,6 @@ fn raw_create_run_drop(iters: u64, reuse: bool) -> f64 {
             }
         }
     })
-}
-
-/// A coroutine that has started and waits in its first switch back to main.
-fn suspended() -> Coroutine {
-    let co = Coroutine::new(|()| {
-        let main = current().parent().unwrap();
-        let () = main.switch(());
-    });
-    let () = co.switch(());
-    co
 }
 
 /// The payload of an uncaught `throw`.
