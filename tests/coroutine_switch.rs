@@ -137,6 +137,48 @@ fn try_switch_refuses_before_switching_and_target_stays_usable() {
 }
 
 #[test]
+fn return_values_of_every_size_and_alignment_arrive_whole_and_drop_once() {
+    // Small values cross in the thread's return slot, large or over-aligned ones boxed: either
+    // way the parent gets the value itself and it is dropped exactly once.
+    thread_local!(static DROPS: Cell<u32> = const { Cell::new(0) });
+    struct Counted(u64);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            DROPS.with(|d| d.set(d.get() + 1));
+        }
+    }
+    #[repr(align(64))]
+    #[derive(Debug, PartialEq)]
+    struct Aligned(u8);
+
+    let c = Coroutine::new(|x: u64| x + 1);
+    assert_eq!(c.switch::<u64, u64>(41), 42);
+    let c = Coroutine::new(|s: String| s + " world");
+    assert_eq!(c.switch::<String, String>("hello".into()), "hello world");
+    let c = Coroutine::new(|n: u64| [n; 32]);
+    assert_eq!(c.switch::<u64, [u64; 32]>(3), [3; 32]);
+    let c = Coroutine::new(|n: u8| Aligned(n));
+    let a: Aligned = c.switch(9u8);
+    assert_eq!(a, Aligned(9));
+    assert_eq!(&a as *const Aligned as usize % 64, 0);
+    for n in 0..3 {
+        let c = Coroutine::new(|n: u64| Counted(n));
+        let got: Counted = c.switch(n);
+        assert_eq!(got.0, n);
+        assert_eq!(DROPS.with(Cell::get), n as u32, "not dropped on the way");
+    }
+    assert_eq!(DROPS.with(Cell::get), 3, "each value dropped once, by its receiver");
+    // A parent that takes any type (it waits in `throw`) gets the value boxed.
+    let c = Coroutine::new(|()| {
+        let _ = catch_unwind(|| up::<(), ()>(()));
+        7u16
+    });
+    let () = c.switch(());
+    let back: Box<dyn Any> = c.throw("stop");
+    assert_eq!(*back.downcast::<u16>().unwrap(), 7);
+}
+
+#[test]
 fn a_return_value_of_the_wrong_type_panics_in_the_parent() {
     let c = Coroutine::new(|()| 5u8);
     let err = catch_unwind(AssertUnwindSafe(|| c.switch::<(), String>(()))).unwrap_err();

@@ -37,9 +37,10 @@
 //! receiver takes the value out before anything else runs (rule 4 in `coroutine/mod.rs`). So a
 //! switch between two coroutines that agree on the type — a fiber and its hub, a generator and
 //! its consumer — costs a few loads and stores on top of corosensei's own switch. Everything
-//! else (a return value, a panic, a `throw`) travels as a [`Msg`] and is checked on arrival.
-//! A return value is boxed (free for `()` and other zero-sized types) because the returning
-//! stack is about to be recycled.
+//! else (a panic, a `throw`, a value the receiver did not expect) travels as a [`Msg`] and is
+//! checked on arrival. A return value cannot stay on the returning stack, which is about to be
+//! recycled: when the parent waits for its type and it is small it crosses in the thread's
+//! return slot (`ThreadState::ret`), else it is boxed (free for zero-sized types).
 
 use std::any::{Any, TypeId, type_name};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -217,9 +218,9 @@ fn arrive<R: 'static>(ts: &ThreadState, me: *const Core) -> R {
         // SAFETY: `me` is alive (rule 2); nothing changed `expect` since the sender read it:
         // no user code runs between a send and its arrival.
         debug_assert!(unsafe { &*me }.expect.get().type_id == TypeId::of::<R>());
-        // SAFETY: rule 4: `value` is the sender's live `Option<T>`, and the sender checked that
-        // `T` is the `R` this coroutine waits for (its `expect`, set by `go::<R>`, or the
-        // argument type of `body::<R, _, _>`).
+        // SAFETY: rule 4: `value` is the sender's live `Option<T>` (on its stack, or in the
+        // thread's return slot), and the sender checked that `T` is the `R` this coroutine
+        // waits for (its `expect`, set by `go::<R>`, or the argument type of `body::<R, _, _>`).
         Ok(unsafe { (*(value as *mut Option<R>)).take() })
     };
     ts.set_current(me);
@@ -315,24 +316,50 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         let arg: A = thread::with(|ts| arrive::<A>(ts, core));
         f(arg)
     }));
-    let msg = match result {
-        Ok(r) => Msg::Boxed(Box::new(r), type_name::<R>()),
-        Err(p) if p.is::<GreenletExit>() => Msg::Boxed(p, type_name::<GreenletExit>()),
+    // A return value goes to the parent like a switched value when the parent waits for an
+    // `R` and it fits the thread's return slot (the stack it was made on is about to be
+    // recycled); else it travels boxed and is checked on arrival.
+    let outcome = match result {
+        Ok(r) => Ok(r),
+        Err(p) if p.is::<GreenletExit>() => Err(Msg::Boxed(p, type_name::<GreenletExit>())),
         Err(p) => {
             log::debug!("coroutine {} panicked: {}", me.label(), crate::error::panic_message(&*p));
-            Msg::Raise(p)
+            Err(Msg::Raise(p))
         }
     };
     me.dead.set(true);
     log::trace!("coroutine {} finished", me.label());
     let parent = me.parent.borrow().clone().expect("greenfiber: a coroutine without a parent");
     thread::with(|ts| {
-        let (recv, msg) = route(&parent, msg);
+        let (recv, value) = match outcome {
+            Ok(r) => {
+                // `me` is dead, so the receiver is a live ancestor, never `me`.
+                let recv = first_live(&parent);
+                let sent = if recv.0.expect.get().type_id == TypeId::of::<R>() {
+                    ts.ret.put(Some(r))
+                } else {
+                    Err(Some(r))
+                };
+                match sent {
+                    Ok(slot) => (recv, slot),
+                    Err(r) => {
+                        let r = r.expect("greenfiber: a return value taken twice");
+                        ts.slow.set(Some(Msg::Boxed(Box::new(r), type_name::<R>())));
+                        (recv, ptr::null_mut())
+                    }
+                }
+            }
+            Err(msg) => {
+                let (recv, msg) = route(&parent, msg);
+                ts.slow.set(Some(msg));
+                (recv, ptr::null_mut())
+            }
+        };
         drop(parent);
-        // This frame is about to end: `hold` keeps the target alive until it arrives.
+        // This frame is about to end: `hold` keeps the target alive until it arrives. Rule 4
+        // for a value in the return slot: `arrive` takes it before anything else runs.
         ts.target.set(Rc::as_ptr(&recv.0));
-        ts.value.set(ptr::null_mut());
-        ts.slow.set(Some(msg));
+        ts.value.set(value);
         ts.hold.set(Some(recv));
         ts.pending.set(true);
     });

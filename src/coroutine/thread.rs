@@ -7,7 +7,8 @@
 //! coroutine whose last handle is dropped after that point (by another thread-local's
 //! destructor) is leaked with a `log::warn!` instead of killed (see `Coroutine`'s `Drop`).
 
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
+use std::mem::{MaybeUninit, align_of, size_of};
 use std::ptr;
 use std::rc::Rc;
 
@@ -29,6 +30,9 @@ pub(crate) struct ThreadState {
     pub(crate) value: Cell<*mut ()>,
     /// A message that is not a checked value: a return value or a payload to raise.
     pub(crate) slow: Cell<Option<Msg>>,
+    /// Where a finishing coroutine leaves a small return value for its parent: its own stack
+    /// is about to go back to the pool, so the value cannot stay there (see `switch::body`).
+    pub(crate) ret: ReturnSlot,
     /// A handle that keeps the message's target alive when the sender's frame does not (a
     /// finishing coroutine's parent).
     pub(crate) hold: Cell<Option<Coroutine>>,
@@ -50,6 +54,7 @@ impl ThreadState {
             target: Cell::new(ptr::null()),
             value: Cell::new(ptr::null_mut()),
             slow: Cell::new(None),
+            ret: ReturnSlot(UnsafeCell::new(MaybeUninit::uninit())),
             hold: Cell::new(None),
             retired: Cell::new(None),
             pending: Cell::new(false),
@@ -92,6 +97,31 @@ impl ThreadState {
         // switches away and back here.
         drop(held);
         drop(retired);
+    }
+}
+
+/// Room for one value in flight that outlives its sender's stack: a return value.
+///
+/// Only one message is in flight at a time and its receiver takes the value before anything
+/// else runs (rule 4), so the slot is free whenever a coroutine finishes. What is left behind
+/// is a taken `Option` (`None`), which needs no drop.
+#[repr(C, align(16))]
+pub(crate) struct ReturnSlot(UnsafeCell<MaybeUninit<[u8; ReturnSlot::BYTES]>>);
+
+impl ReturnSlot {
+    const BYTES: usize = 64;
+
+    /// Moves `v` into the slot and returns its address, or gives `v` back if it does not fit.
+    #[inline]
+    pub(crate) fn put<V>(&self, v: V) -> Result<*mut (), V> {
+        if size_of::<V>() > Self::BYTES || align_of::<V>() > align_of::<ReturnSlot>() {
+            return Err(v);
+        }
+        let p = self.0.get() as *mut V;
+        // SAFETY: the slot is large and aligned enough for a `V` (checked above) and holds no
+        // value that still needs a drop (see the type's docs): at worst a taken `None`.
+        unsafe { p.write(v) };
+        Ok(p as *mut ())
     }
 }
 
