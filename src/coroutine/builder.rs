@@ -1,8 +1,8 @@
 //! `Builder`: stack size, parent and name for a new coroutine (std::thread::Builder's shape).
 
 use std::cell::{Cell, RefCell, UnsafeCell};
-use std::rc::Rc;
 
+use super::handle::Handle;
 use super::switch::{self, Expect};
 use super::{Core, Coroutine, RawCoroutine, current, overflow, stack_pool, thread};
 
@@ -56,23 +56,26 @@ impl Builder {
         overflow::install();
         let stack = stack_pool::take(self.stack_size.unwrap_or(stack_pool::DEFAULT_STACK_SIZE));
         let parent = self.parent.unwrap_or_else(current);
-        let id = thread::with(|ts| {
+        let name = self.name.map(String::into_boxed_str);
+        let core = thread::with(|ts| {
             let id = ts.next_id.get();
             ts.next_id.set(id + 1);
-            id
-        });
-        let core = Rc::new(Core {
-            id,
-            name: self.name.map(String::into_boxed_str),
-            is_main: false,
-            started: Cell::new(false),
-            dead: Cell::new(false),
-            in_chain: Cell::new(false),
-            parent: RefCell::new(Some(parent)),
-            expect: Cell::new(Expect::of::<A>()),
-            yielder: Cell::new(std::ptr::null()),
-            raw: UnsafeCell::new(None),
-            park_slot: Cell::new(std::ptr::null()),
+            Handle::new_in(
+                &ts.free_cores,
+                Core {
+                    id,
+                    name,
+                    is_main: false,
+                    started: Cell::new(false),
+                    dead: Cell::new(false),
+                    in_chain: Cell::new(false),
+                    parent: RefCell::new(Some(parent)),
+                    expect: Cell::new(Expect::of::<A>()),
+                    yielder: Cell::new(std::ptr::null()),
+                    raw: UnsafeCell::new(None),
+                    park_slot: Cell::new(std::ptr::null()),
+                },
+            )
         });
         if let Some(name) = &core.name {
             // SAFETY: the name's bytes live in `core`, which outlives the stack's use: the stack
@@ -80,7 +83,7 @@ impl Builder {
             // `Core`'s `Drop` drops `raw` first).
             unsafe { stack.set_owner_name(Some(name)) };
         }
-        let ptr: *const Core = Rc::as_ptr(&core);
+        let ptr: *const Core = core.as_ptr();
         let raw = RawCoroutine::with_stack(stack, move |yielder, ()| {
             // SAFETY: `ptr` is this coroutine's own core, alive while it runs (rule 2).
             unsafe { switch::body(ptr, yielder, f) }

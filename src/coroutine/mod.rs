@@ -19,6 +19,7 @@
 //! # Files
 //! - `switch.rs`: the symmetric switch over corosensei's resume/suspend (with a diagram).
 //! - `tree.rs`: parent links; `thread.rs`: per-thread state; `exit.rs`: `GreenletExit`.
+//! - `handle.rs`: the counted handle behind `Coroutine`, and the free list cores come from.
 //! - `stack_pool.rs`, `stack.rs`, `overflow.rs`: guarded stacks and the overflow report.
 //!
 //! # State of a coroutine
@@ -54,6 +55,7 @@
 
 mod builder;
 mod exit;
+mod handle;
 mod overflow;
 mod stack;
 mod stack_pool;
@@ -65,10 +67,10 @@ use std::any::Any;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::rc::Rc;
 
 pub use builder::Builder;
 pub use exit::GreenletExit;
+use handle::Handle;
 use stack::FiberStack;
 use switch::{Expect, Msg};
 
@@ -155,7 +157,7 @@ impl Drop for Core {
 /// needs_sync(&greenfiber::current());
 /// ```
 #[derive(Clone)]
-pub struct Coroutine(Rc<Core>);
+pub struct Coroutine(Handle);
 
 impl Coroutine {
     /// A new coroutine running `f`, whose parent is the current coroutine. It starts at the
@@ -170,7 +172,7 @@ impl Coroutine {
     }
 
     fn new_main() -> Coroutine {
-        Coroutine(Rc::new(Core {
+        Coroutine(Handle::new(Core {
             id: 0,
             name: Some("main".into()),
             is_main: true,
@@ -290,7 +292,7 @@ impl Coroutine {
     }
 
     pub(crate) fn is_current(&self) -> bool {
-        thread::with(|ts| std::ptr::eq(ts.current_ptr(), Rc::as_ptr(&self.0)))
+        thread::with(|ts| std::ptr::eq(ts.current_ptr(), self.0.as_ptr()))
     }
 
     /// The slow half of `Drop`, for the last handle: a running coroutine is retired until
@@ -301,7 +303,7 @@ impl Coroutine {
         if self.0.is_main {
             return;
         }
-        let me = Rc::as_ptr(&self.0);
+        let me = self.0.as_ptr();
         let running = thread::try_with(|ts| {
             let running = std::ptr::eq(ts.current_ptr(), me);
             if running {
@@ -358,7 +360,7 @@ impl Coroutine {
 impl Drop for Coroutine {
     #[inline]
     fn drop(&mut self) {
-        if Rc::strong_count(&self.0) == 1 {
+        if self.0.count() == 1 {
             self.drop_last();
         }
     }
@@ -366,7 +368,7 @@ impl Drop for Coroutine {
 
 impl PartialEq for Coroutine {
     fn eq(&self, other: &Coroutine) -> bool {
-        Rc::ptr_eq(&self.0, &other.0)
+        std::ptr::eq(self.0.as_ptr(), other.0.as_ptr())
     }
 }
 

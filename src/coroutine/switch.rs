@@ -45,7 +45,6 @@
 use std::any::{Any, TypeId, type_name};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::ptr;
-use std::rc::Rc;
 
 use corosensei::CoroutineResult;
 
@@ -152,7 +151,7 @@ fn switch_value_slow<T: 'static, R: 'static>(
 ) -> Result<R, SwitchError> {
     let recv = first_live(target);
     let me = ts.current_ptr();
-    if ptr::eq(Rc::as_ptr(&recv.0), me) {
+    if ptr::eq(recv.0.as_ptr(), me) {
         return convert::<T, R>(value);
     }
     let expect = recv.0.expect.get();
@@ -174,7 +173,7 @@ pub(crate) fn transfer<R: 'static>(target: &Coroutine, msg: Msg) -> R {
     thread::with(|ts| {
         let (recv, msg) = route(target, msg);
         let me = ts.current_ptr();
-        if ptr::eq(Rc::as_ptr(&recv.0), me) {
+        if ptr::eq(recv.0.as_ptr(), me) {
             return deliver::<R>(msg);
         }
         ts.slow.set(Some(msg));
@@ -358,7 +357,7 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         drop(parent);
         // This frame is about to end: `hold` keeps the target alive until it arrives. Rule 4
         // for a value in the return slot: `arrive` takes it before anything else runs.
-        ts.target.set(Rc::as_ptr(&recv.0));
+        ts.target.set(recv.0.as_ptr());
         ts.value.set(value);
         ts.hold.set(Some(recv));
         ts.pending.set(true);

@@ -10,8 +10,8 @@
 use std::cell::{Cell, UnsafeCell};
 use std::mem::{MaybeUninit, align_of, size_of};
 use std::ptr;
-use std::rc::Rc;
 
+use super::handle::{FreeCores, Handle};
 use super::switch::Msg;
 use super::{Core, Coroutine};
 
@@ -43,13 +43,15 @@ pub(crate) struct ThreadState {
     pub(crate) pending: Cell<bool>,
     /// Source of coroutine ids on this thread (main is 0).
     pub(crate) next_id: Cell<u64>,
+    /// Blocks of freed cores, for the next coroutines created here (`handle.rs`).
+    pub(crate) free_cores: FreeCores,
 }
 
 impl ThreadState {
     fn new() -> ThreadState {
         let main = Coroutine::new_main();
         ThreadState {
-            current: Cell::new(Rc::as_ptr(&main.0)),
+            current: Cell::new(main.0.as_ptr()),
             main,
             target: Cell::new(ptr::null()),
             value: Cell::new(ptr::null_mut()),
@@ -59,6 +61,7 @@ impl ThreadState {
             retired: Cell::new(None),
             pending: Cell::new(false),
             next_id: Cell::new(1),
+            free_cores: FreeCores::new(),
         }
     }
 
@@ -78,13 +81,9 @@ impl ThreadState {
     #[inline]
     pub(crate) fn current(&self) -> Coroutine {
         let p = self.current.get();
-        // SAFETY: rule 2: the running coroutine's `Rc<Core>` is alive (a handle or `retired`
-        // owns a strong count), and `p` came from `Rc::as_ptr` of it, so adding a count and
-        // making a second `Rc` from the same pointer is sound.
-        unsafe {
-            Rc::increment_strong_count(p);
-            Coroutine(Rc::from_raw(p))
-        }
+        // SAFETY: rule 2: the running coroutine's core is alive (a handle or `retired` counts
+        // for it), and `p` came from `Handle::as_ptr` of it.
+        Coroutine(unsafe { Handle::from_core(p) })
     }
 
     /// Drops the handles `hold` and `retired` kept for this arrival (see `arrive`).
@@ -158,6 +157,14 @@ pub(crate) fn with<T>(f: impl FnOnce(&ThreadState) -> T) -> T {
     f(unsafe { &*p })
 }
 
+/// Runs `f` with this thread's state if it exists; never creates it.
+#[inline]
+pub(crate) fn if_live<T>(f: impl FnOnce(&ThreadState) -> T) -> Option<T> {
+    let p = PTR.with(Cell::get);
+    // SAFETY: as in `with`: a non-null `PTR` points at the live `STATE`.
+    (!p.is_null()).then(|| f(unsafe { &*p }))
+}
+
 /// Like [`with`], but `None` once the thread's state has been torn down.
 pub(crate) fn try_with<T>(f: impl FnOnce(&ThreadState) -> T) -> Option<T> {
     if PTR.with(Cell::get).is_null() { init(f) } else { Some(with(f)) }
@@ -178,10 +185,5 @@ fn init<T>(f: impl FnOnce(&ThreadState) -> T) -> Option<T> {
 /// The running coroutine, without creating this thread's state.
 #[allow(dead_code)] // see `super::try_current`
 pub(crate) fn try_current() -> Option<Coroutine> {
-    let p = PTR.with(Cell::get);
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: as in `with`: a non-null `PTR` points at the live `STATE`.
-    Some(unsafe { &*p }.current())
+    if_live(ThreadState::current)
 }
