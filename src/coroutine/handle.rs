@@ -199,6 +199,8 @@ impl Drop for FreeCores {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+
     use crate::coroutine::Coroutine;
 
     #[test]
@@ -218,5 +220,36 @@ mod tests {
         assert_eq!(second.0.count(), 1);
         assert_eq!(second.switch::<u32, u32>(5), 5);
         assert_eq!(third.switch::<u32, u32>(6), 6);
+    }
+
+    #[test]
+    fn cores_outlive_their_threads_free_list_and_are_freed_once() {
+        // Cores freed while the thread runs go to its list, which is freed at thread exit;
+        // a core whose last handle goes after that (here: in another thread-local's
+        // destructor) goes straight back to the allocator. A double free would abort.
+        struct Late(RefCell<Vec<Coroutine>>);
+        impl Drop for Late {
+            fn drop(&mut self) {
+                self.0.borrow_mut().clear();
+            }
+        }
+        thread_local!(static LATE: Late = const { Late(RefCell::new(Vec::new())) });
+        for _ in 0..20 {
+            std::thread::spawn(|| {
+                // Registered before the coroutine state, so destroyed after it.
+                LATE.with(|_| {});
+                let done: Vec<Coroutine> = (0..200u32)
+                    .map(|i| {
+                        let c = Coroutine::new(move |x: u32| x + i);
+                        assert_eq!(c.switch::<u32, u32>(1), 1 + i);
+                        c
+                    })
+                    .collect();
+                drop(done);
+                LATE.with(|l| l.0.borrow_mut().extend((0..50).map(|_| Coroutine::new(|()| ()))));
+            })
+            .join()
+            .unwrap();
+        }
     }
 }
