@@ -147,11 +147,10 @@ impl Deref for Handle {
 #[cold]
 #[inline(never)]
 unsafe fn release(block: NonNull<Counted>) {
-    // SAFETY: no handle is left, so nobody else uses the core; it was initialised by
-    // `new_in`. Its drop may drop other handles (its parent), which is fine: this block's
-    // count is already 0, and nothing can make a new handle to it from a pointer: the only
-    // pointers `from_core` is given are `current`'s, and rule 2 of `coroutine/mod.rs` keeps a
-    // running core's count above 0 (through a handle, or `ThreadState::retired`).
+    // Nothing can make a new handle to this core while it is dropped: `from_core` is only
+    // given `current`'s pointer, and rule 2 of `coroutine/mod.rs` keeps a running core's count
+    // above 0 (through a handle, or `ThreadState::retired`). Its drop may drop other handles.
+    // SAFETY: no handle is left, so nobody else uses the core, which `new_in` initialised.
     unsafe { ptr::drop_in_place(&raw mut (*block.as_ptr()).core) };
     let kept = thread::if_live(|ts| ts.free_cores.put(block));
     if kept.is_none() {
