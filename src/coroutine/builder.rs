@@ -2,7 +2,7 @@
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 
-use super::handle::Handle;
+use super::counted::CoreRef;
 use super::switch::{self, Expect};
 use super::{Core, Coroutine, RawCoroutine, current, overflow, stack_pool, thread};
 
@@ -60,7 +60,7 @@ impl Builder {
         let core = thread::with(|ts| {
             let id = ts.next_id.get();
             ts.next_id.set(id + 1);
-            Handle::new_in(
+            CoreRef::new_in(
                 &ts.free_cores,
                 Core {
                     id,

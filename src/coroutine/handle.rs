@@ -1,255 +1,268 @@
-//! `Handle`: the counted pointer behind every [`Coroutine`](super::Coroutine), and the
-//! per-thread free list its `Core`s are allocated from.
-//!
-//! A `Handle` is `Rc<Core>` with one difference: when the last handle goes, the core's memory
-//! goes back to its thread's free list ([`FreeCores`]) instead of to `free`, and the next
-//! coroutine created on that thread takes it from there. Creating and dropping coroutines is
-//! what fibers do all day (one per spawn, one per connection); a free list makes their
-//! bookkeeping a pointer pop and push, where glibc's `malloc`/`free` cost ~130 instructions a
-//! pair, and several hundred once tens of thousands are freed at once and tcache overflows.
-//!
-//! ```text
-//!   Handle ──> Counted { handles: Cell<usize>, core: Core }      (one allocation)
-//!                 last handle dropped: drop `core` in place, then
-//!                 this thread's FreeCores: head ──> freed ──> freed ──> null
-//!                                      (the first word of a freed block holds the link)
-//! ```
-//!
-//! Like the stack pool, the list keeps its high-water mark: a thread that once had 100,000
-//! coroutines keeps ~100,000 × `size_of::<Counted>()` (136) bytes for later ones (about 3% of the
-//! stack page each of them also kept). It is freed when the thread's state is torn down.
-//!
-//! # Rules (cited by the `SAFETY` comments)
-//! 1. A handle never leaves its thread (it is `!Send` and `!Sync`; rule 1 of `coroutine/mod.rs`),
-//!    so the count is a plain `Cell` and the last handle is dropped on the core's own thread.
-//! 2. `handles` counts the live `Handle`s; the block is alive while it is non-zero. A block on a
-//!    free list holds no `Core`, only the link in its first word.
-//! 3. Every block has the layout of `Counted`, whether it came from the free list or from the
-//!    global allocator, so either may release it.
+//! `Coroutine`: the public handle to a coroutine — cheap to clone, equal by identity, `!Send` —
+//! and its methods. Switching itself is in `switch.rs`, parent links in `tree.rs`; what a handle
+//! points at (`Core`, its states and rules) is in `mod.rs`, and how it is counted and allocated
+//! in `counted.rs`.
 
-use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
-use std::cell::Cell;
-use std::marker::PhantomData;
-use std::mem::offset_of;
-use std::ops::Deref;
-use std::ptr::{self, NonNull};
+use std::any::Any;
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::Core;
-use super::thread;
+use super::counted::CoreRef;
+use super::switch::{self, Expect, Msg};
+use super::{Builder, Core, GreenletExit, current, thread};
+use crate::error::SwitchError;
 
-/// A `Core` and the number of handles to it.
-#[repr(C)]
-struct Counted {
-    handles: Cell<usize>,
-    core: Core,
-}
-
-/// A counted, thread-bound pointer to a `Core`.
-pub(crate) struct Handle {
-    ptr: NonNull<Counted>,
-    /// `!Send` and `!Sync` (rule 1).
-    _thread_bound: PhantomData<*const Counted>,
-}
-
-impl Handle {
-    /// A handle to `core`, in a block from `free` if it has one.
-    pub(crate) fn new_in(free: &FreeCores, core: Core) -> Handle {
-        let block = free.take().unwrap_or_else(Self::fresh);
-        // SAFETY: `block` is unused memory with `Counted`'s layout (rule 3): fresh, or taken
-        // off the free list, whose blocks hold no `Core` (rule 2). Writing does not drop it.
-        unsafe { block.as_ptr().write(Counted { handles: Cell::new(1), core }) };
-        Handle { ptr: block, _thread_bound: PhantomData }
-    }
-
-    /// A handle to `core` in a block from the global allocator: for a thread's main coroutine,
-    /// created while the thread's state (and its free list) is being built.
-    pub(crate) fn new(core: Core) -> Handle {
-        Handle::new_in(&FreeCores::new(), core)
-    }
-
-    #[cold]
-    fn fresh() -> NonNull<Counted> {
-        let layout = Layout::new::<Counted>();
-        // SAFETY: `Counted` is not zero-sized.
-        let p = unsafe { alloc(layout) } as *mut Counted;
-        NonNull::new(p).unwrap_or_else(|| handle_alloc_error(layout))
-    }
-
-    /// The core's address: the coroutine's identity (`ThreadState::current` holds it).
-    #[inline]
-    pub(crate) fn as_ptr(&self) -> *const Core {
-        // SAFETY: rule 2: this handle keeps the block alive.
-        unsafe { &raw const (*self.ptr.as_ptr()).core }
-    }
-
-    /// How many handles there are to this core.
-    #[inline]
-    pub(crate) fn count(&self) -> usize {
-        self.counted().handles.get()
-    }
-
-    /// A new handle to the core at `core`.
-    ///
-    /// # Safety
-    /// `core` came from [`as_ptr`](Handle::as_ptr) of a handle whose core is still alive.
-    #[inline]
-    pub(crate) unsafe fn from_core(core: *const Core) -> Handle {
-        // SAFETY: the caller's contract: `core` is the `core` field of a live `Counted`.
-        let block = unsafe { core.byte_sub(offset_of!(Counted, core)) } as *mut Counted;
-        // SAFETY: as above, `block` is a live `Counted`, so it is not null.
-        let block = unsafe { NonNull::new_unchecked(block) };
-        let h = Handle { ptr: block, _thread_bound: PhantomData };
-        h.counted().handles.set(h.count() + 1);
-        h
-    }
-
-    #[inline]
-    fn counted(&self) -> &Counted {
-        // SAFETY: rule 2: this handle keeps the block alive.
-        unsafe { self.ptr.as_ref() }
-    }
-}
-
-impl Clone for Handle {
-    #[inline]
-    fn clone(&self) -> Handle {
-        self.counted().handles.set(self.count() + 1);
-        Handle { ptr: self.ptr, _thread_bound: PhantomData }
-    }
-}
-
-impl Drop for Handle {
-    #[inline]
-    fn drop(&mut self) {
-        let n = self.count() - 1;
-        self.counted().handles.set(n);
-        if n == 0 {
-            // SAFETY: that was the last handle (rule 2), dropped on the core's thread (rule 1).
-            unsafe { release(self.ptr) };
-        }
-    }
-}
-
-impl Deref for Handle {
-    type Target = Core;
-
-    #[inline]
-    fn deref(&self) -> &Core {
-        &self.counted().core
-    }
-}
-
-/// Drops the core and gives its block to this thread's free list (or back to the allocator
-/// once the thread's state has been torn down).
+/// A handle to a greenlet-style coroutine: cheap to clone, equal by identity, `!Send`.
 ///
-/// # Safety
-/// No handle to `block` is left, and this runs on the core's thread.
-#[cold]
-#[inline(never)]
-unsafe fn release(block: NonNull<Counted>) {
-    // Nothing can make a new handle to this core while it is dropped: `from_core` is only
-    // given `current`'s pointer, and rule 2 of `coroutine/mod.rs` keeps a running core's count
-    // above 0 (through a handle, or `ThreadState::retired`). Its drop may drop other handles.
-    // SAFETY: no handle is left, so nobody else uses the core, which `new_in` initialised.
-    unsafe { ptr::drop_in_place(&raw mut (*block.as_ptr()).core) };
-    let kept = thread::if_live(|ts| ts.free_cores.put(block));
-    if kept.is_none() {
-        // SAFETY: rule 3: the block has `Counted`'s layout and came from the global allocator
-        // (directly, or through a free list it was taken from).
-        unsafe { dealloc(block.as_ptr() as *mut u8, Layout::new::<Counted>()) };
-    }
-}
+/// Dropping the last handle to a suspended coroutine kills it (see [`Coroutine::kill`]) before
+/// `drop` returns, and control comes back to the dropper.
+///
+/// Handles cannot leave their thread:
+///
+/// ```compile_fail
+/// let c = greenfiber::Coroutine::new(|()| ());
+/// std::thread::spawn(move || c.switch::<(), ()>(()));
+/// ```
+///
+/// ```compile_fail
+/// fn needs_sync<T: Sync>(_: &T) {}
+/// needs_sync(&greenfiber::current());
+/// ```
+#[derive(Clone)]
+pub struct Coroutine(pub(super) CoreRef);
 
-/// A thread's list of freed core blocks (rule 2: each holds only the link to the next).
-pub(crate) struct FreeCores {
-    head: Cell<*mut Counted>,
-}
-
-impl FreeCores {
-    pub(crate) fn new() -> FreeCores {
-        FreeCores { head: Cell::new(ptr::null_mut()) }
+impl Coroutine {
+    /// A new coroutine running `f`, whose parent is the current coroutine. It starts at the
+    /// first switch to it, with the switched value as `f`'s argument.
+    pub fn new<A: 'static, R: 'static>(f: impl FnOnce(A) -> R + 'static) -> Coroutine {
+        Builder::new().build(f)
     }
 
+    /// A [`Builder`] to set the stack size, parent or name.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(super) fn new_main() -> Coroutine {
+        Coroutine(CoreRef::new(Core {
+            id: 0,
+            name: Some("main".into()),
+            is_main: true,
+            started: Cell::new(true),
+            dead: Cell::new(false),
+            in_chain: Cell::new(true),
+            parent: RefCell::new(None),
+            expect: Cell::new(Expect::of::<()>()),
+            yielder: Cell::new(std::ptr::null()),
+            raw: UnsafeCell::new(None),
+            park_slot: Cell::new(std::ptr::null()),
+        }))
+    }
+
+    /// Moves control and `value` to this coroutine; returns the value that is switched back.
+    ///
+    /// The first switch starts the coroutine with `value` as its argument; a later one resumes
+    /// it, and its own pending `switch` returns `value`. Switching to the current coroutine
+    /// returns `value` at once; switching to a dead one goes to its first live ancestor.
+    ///
+    /// Types are checked at run time, so give literals a suffix: `switch(1u32)` where the
+    /// receiver waits for a `u32` (a bare `1` is an `i32` and is refused).
+    ///
+    /// # Panics
+    /// If the receiver waits for a type other than `T` (the message names both types; see
+    /// [`try_switch`](Coroutine::try_switch)), or if what comes back is not an `R`. A panic in
+    /// a child that returns here, or a [`throw`](Coroutine::throw) aimed at this coroutine, is
+    /// raised from this call.
     #[inline]
-    fn take(&self) -> Option<NonNull<Counted>> {
-        let head = NonNull::new(self.head.get())?;
-        // SAFETY: rule 2: a block on the list holds the next link in its first word, which
-        // is aligned for a pointer (`Counted` starts with a `usize`).
-        self.head.set(unsafe { (head.as_ptr() as *mut *mut Counted).read() });
-        Some(head)
-    }
-
-    #[inline]
-    fn put(&self, block: NonNull<Counted>) {
-        // SAFETY: the caller gives up `block`, whose core was dropped: its first word is free
-        // for the link (rule 2) and aligned for a pointer.
-        unsafe { (block.as_ptr() as *mut *mut Counted).write(self.head.get()) };
-        self.head.set(block.as_ptr());
-    }
-}
-
-impl Drop for FreeCores {
-    fn drop(&mut self) {
-        while let Some(block) = self.take() {
-            // SAFETY: rule 3: every block has `Counted`'s layout, from the global allocator.
-            unsafe { dealloc(block.as_ptr() as *mut u8, Layout::new::<Counted>()) };
+    pub fn switch<T: 'static, R: 'static>(&self, value: T) -> R {
+        match self.try_switch(value) {
+            Ok(r) => r,
+            Err(e) => panic!("greenfiber: {e}"),
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use std::cell::RefCell;
-
-    use crate::coroutine::Coroutine;
-
-    #[test]
-    fn a_finished_coroutines_core_is_reused_by_the_next_one() {
-        let first = Coroutine::new(|x: u32| x);
-        let _: u32 = first.switch(1u32);
-        let addr = first.0.as_ptr();
-        drop(first);
-        let second = Coroutine::new(|x: u32| x);
-        assert_eq!(second.0.as_ptr(), addr, "the freed block is taken first");
-        let third = Coroutine::new(|x: u32| x);
-        assert_ne!(third.0.as_ptr(), addr, "a live core is never handed out twice");
-        assert_eq!(second.0.count(), 1);
-        let again = second.clone();
-        assert_eq!(second.0.count(), 2);
-        drop(again);
-        assert_eq!(second.0.count(), 1);
-        assert_eq!(second.switch::<u32, u32>(5), 5);
-        assert_eq!(third.switch::<u32, u32>(6), 6);
+    /// Like [`switch`](Coroutine::switch), but a value of the wrong type is refused before
+    /// switching: the target is untouched and the value is dropped.
+    #[inline]
+    pub fn try_switch<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
+        switch::switch_value(self, value)
     }
 
-    #[test]
-    fn cores_outlive_their_threads_free_list_and_are_freed_once() {
-        // Cores freed while the thread runs go to its list, which is freed at thread exit;
-        // a core whose last handle goes after that (here: in another thread-local's
-        // destructor) goes straight back to the allocator. A double free would abort.
-        struct Late(RefCell<Vec<Coroutine>>);
-        impl Drop for Late {
-            fn drop(&mut self) {
-                self.0.borrow_mut().clear();
+    /// Raises `payload` inside this coroutine at its pending switch, as a panic it can catch.
+    ///
+    /// If it catches it, `throw` returns what it switches back (boxed). If not, it dies and the
+    /// payload goes to its parent (re-raised there, unless it is [`GreenletExit`], which arrives
+    /// as a value). A coroutine that never started dies without running; `throw` into the
+    /// current coroutine raises at once.
+    pub fn throw<E: Any + Send + 'static>(&self, payload: E) -> Box<dyn Any> {
+        switch::transfer::<Box<dyn Any>>(self, Msg::Raise(Box::new(payload)))
+    }
+
+    /// Kills this coroutine: raises [`GreenletExit`] at its pending switch so its stack unwinds
+    /// and its destructors run, and waits until it is dead. The `GreenletExit` comes back here
+    /// as a value, never as a panic: for the duration of the kill the victim's parent is the
+    /// killer (unless that would make a cycle). A coroutine that never started is marked dead
+    /// without running; killing a dead one does nothing; killing the current one raises
+    /// `GreenletExit` at once.
+    pub fn kill(&self) {
+        let c = &*self.0;
+        if c.dead.get() || c.is_main {
+            return;
+        }
+        if !c.started.get() {
+            c.kill_unstarted();
+            return;
+        }
+        let me = current();
+        if me == *self {
+            std::panic::resume_unwind(Box::new(GreenletExit));
+        }
+        let old_parent = if self.set_parent(&me).is_ok() { None } else { self.parent() };
+        let _exit: Box<dyn Any> = self.throw(GreenletExit);
+        if !c.dead.get() {
+            // It caught GreenletExit and lives on: give it its old parent back.
+            if let Some(p) = old_parent {
+                let _ = self.set_parent(&p);
             }
         }
-        thread_local!(static LATE: Late = const { Late(RefCell::new(Vec::new())) });
-        for _ in 0..20 {
-            std::thread::spawn(|| {
-                // Registered before the coroutine state, so destroyed after it.
-                LATE.with(|_| {});
-                let done: Vec<Coroutine> = (0..200u32)
-                    .map(|i| {
-                        let c = Coroutine::new(move |x: u32| x + i);
-                        assert_eq!(c.switch::<u32, u32>(1), 1 + i);
-                        c
-                    })
-                    .collect();
-                drop(done);
-                LATE.with(|l| l.0.borrow_mut().extend((0..50).map(|_| Coroutine::new(|()| ()))));
-            })
-            .join()
-            .unwrap();
+    }
+
+    /// True once the coroutine has been switched into.
+    pub fn is_started(&self) -> bool {
+        self.0.started.get()
+    }
+
+    /// True once it has finished, panicked or been killed.
+    pub fn is_dead(&self) -> bool {
+        self.0.dead.get()
+    }
+
+    /// Started and not dead.
+    pub fn is_active(&self) -> bool {
+        self.is_started() && !self.is_dead()
+    }
+
+    /// True for the main coroutine of a thread.
+    pub fn is_main(&self) -> bool {
+        self.0.is_main
+    }
+
+    /// The name given with [`Builder::name`] (`"main"` for main coroutines).
+    pub fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+
+    /// A number unique among this thread's coroutines (main is 0).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// A word for the scheduler above layer 1: the hub keeps a pointer to the coroutine's
+    /// current wait record here. Layer 1 never reads it.
+    pub(crate) fn park_slot(&self) -> &Cell<*const ()> {
+        &self.0.park_slot
+    }
+
+    pub(crate) fn is_current(&self) -> bool {
+        thread::with(|ts| std::ptr::eq(ts.current_ptr(), self.0.as_ptr()))
+    }
+
+    /// The slow half of `Drop`, for the last handle: a running coroutine is retired until
+    /// another one runs; a suspended one is killed.
+    #[cold]
+    #[inline(never)]
+    fn drop_last(&mut self) {
+        if self.0.is_main {
+            return;
         }
+        let me = self.0.as_ptr();
+        let running = thread::try_with(|ts| {
+            let running = std::ptr::eq(ts.current_ptr(), me);
+            if running {
+                // Rule 2: the running coroutine must outlive this drop; `retired` keeps it
+                // until the next arrival, which drops it as a suspended coroutine's handle.
+                debug_assert!(ts.retired.take().is_none(), "two retired coroutines");
+                ts.retired.set(Some(Coroutine(self.0.clone())));
+                ts.pending.set(true);
+            }
+            running
+        });
+        match running {
+            Some(true) => {}
+            Some(false) if self.0.started.get() && !self.0.dead.get() => self.kill_on_drop(),
+            Some(false) => {}
+            None if self.0.started.get() && !self.0.dead.get() => {
+                log::warn!(
+                    "coroutine {} dropped during thread teardown while suspended: its stack is \
+                     leaked",
+                    self.0.label()
+                );
+                std::mem::forget(self.0.clone());
+            }
+            None => {}
+        }
+    }
+
+    /// Kills a suspended coroutine whose last handle this is.
+    fn kill_on_drop(&mut self) {
+        let me = current();
+        // The victim has no other handle, so no child names it as parent: no cycle is possible.
+        let old = self.0.parent.replace(Some(me));
+        drop(old);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let _: Box<dyn Any> = self.throw(GreenletExit);
+        }));
+        if let Err(p) = r {
+            log::error!(
+                "coroutine {} panicked while it was killed by the drop of its last handle: {}",
+                self.0.label(),
+                crate::error::panic_message(&*p)
+            );
+        }
+        if !self.0.dead.get() {
+            log::warn!(
+                "coroutine {} caught GreenletExit and lives on with no handle: it is leaked",
+                self.0.label()
+            );
+            std::mem::forget(self.0.clone());
+        }
+    }
+}
+
+impl Drop for Coroutine {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.count() == 1 {
+            self.drop_last();
+        }
+    }
+}
+
+impl PartialEq for Coroutine {
+    fn eq(&self, other: &Coroutine) -> bool {
+        std::ptr::eq(self.0.as_ptr(), other.0.as_ptr())
+    }
+}
+
+impl Eq for Coroutine {}
+
+impl fmt::Debug for Coroutine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &*self.0;
+        let state = if c.dead.get() {
+            "dead"
+        } else if !c.started.get() {
+            "new"
+        } else if self.is_current() {
+            "running"
+        } else {
+            "suspended"
+        };
+        f.debug_struct("Coroutine")
+            .field("id", &c.id)
+            .field("name", &c.name)
+            .field("state", &state)
+            .finish()
     }
 }

@@ -19,7 +19,8 @@
 //! # Files
 //! - `switch.rs`: the symmetric switch over corosensei's resume/suspend (with a diagram).
 //! - `tree.rs`: parent links; `thread.rs`: per-thread state; `exit.rs`: `GreenletExit`.
-//! - `handle.rs`: the counted handle behind `Coroutine`, and the free list cores come from.
+//! - `handle.rs`: `Coroutine`, the public handle; `counted.rs`: the counted pointer behind it
+//!   and the per-thread free list its cores come from.
 //! - `stack_pool.rs`, `stack.rs`, `overflow.rs`: guarded stacks and the overflow report.
 //!
 //! # State of a coroutine
@@ -54,6 +55,7 @@
 //!    running coroutine uses its own yielder.
 
 mod builder;
+mod counted;
 mod exit;
 mod handle;
 mod overflow;
@@ -63,18 +65,14 @@ mod switch;
 mod thread;
 mod tree;
 
-use std::any::Any;
 use std::cell::{Cell, RefCell, UnsafeCell};
-use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use builder::Builder;
 pub use exit::GreenletExit;
-use handle::Handle;
+pub use handle::Coroutine;
 use stack::FiberStack;
-use switch::{Expect, Msg};
-
-use crate::error::SwitchError;
+use switch::Expect;
 
 type RawCoroutine = corosensei::Coroutine<(), (), (), FiberStack>;
 type Yielder = corosensei::Yielder<(), ()>;
@@ -137,260 +135,6 @@ impl Drop for Core {
                 drop(raw);
             }
         }
-    }
-}
-
-/// A handle to a greenlet-style coroutine: cheap to clone, equal by identity, `!Send`.
-///
-/// Dropping the last handle to a suspended coroutine kills it (see [`Coroutine::kill`]) before
-/// `drop` returns, and control comes back to the dropper.
-///
-/// Handles cannot leave their thread:
-///
-/// ```compile_fail
-/// let c = greenfiber::Coroutine::new(|()| ());
-/// std::thread::spawn(move || c.switch::<(), ()>(()));
-/// ```
-///
-/// ```compile_fail
-/// fn needs_sync<T: Sync>(_: &T) {}
-/// needs_sync(&greenfiber::current());
-/// ```
-#[derive(Clone)]
-pub struct Coroutine(Handle);
-
-impl Coroutine {
-    /// A new coroutine running `f`, whose parent is the current coroutine. It starts at the
-    /// first switch to it, with the switched value as `f`'s argument.
-    pub fn new<A: 'static, R: 'static>(f: impl FnOnce(A) -> R + 'static) -> Coroutine {
-        Builder::new().build(f)
-    }
-
-    /// A [`Builder`] to set the stack size, parent or name.
-    pub fn builder() -> Builder {
-        Builder::new()
-    }
-
-    fn new_main() -> Coroutine {
-        Coroutine(Handle::new(Core {
-            id: 0,
-            name: Some("main".into()),
-            is_main: true,
-            started: Cell::new(true),
-            dead: Cell::new(false),
-            in_chain: Cell::new(true),
-            parent: RefCell::new(None),
-            expect: Cell::new(Expect::of::<()>()),
-            yielder: Cell::new(std::ptr::null()),
-            raw: UnsafeCell::new(None),
-            park_slot: Cell::new(std::ptr::null()),
-        }))
-    }
-
-    /// Moves control and `value` to this coroutine; returns the value that is switched back.
-    ///
-    /// The first switch starts the coroutine with `value` as its argument; a later one resumes
-    /// it, and its own pending `switch` returns `value`. Switching to the current coroutine
-    /// returns `value` at once; switching to a dead one goes to its first live ancestor.
-    ///
-    /// Types are checked at run time, so give literals a suffix: `switch(1u32)` where the
-    /// receiver waits for a `u32` (a bare `1` is an `i32` and is refused).
-    ///
-    /// # Panics
-    /// If the receiver waits for a type other than `T` (the message names both types; see
-    /// [`try_switch`](Coroutine::try_switch)), or if what comes back is not an `R`. A panic in
-    /// a child that returns here, or a [`throw`](Coroutine::throw) aimed at this coroutine, is
-    /// raised from this call.
-    #[inline]
-    pub fn switch<T: 'static, R: 'static>(&self, value: T) -> R {
-        match self.try_switch(value) {
-            Ok(r) => r,
-            Err(e) => panic!("greenfiber: {e}"),
-        }
-    }
-
-    /// Like [`switch`](Coroutine::switch), but a value of the wrong type is refused before
-    /// switching: the target is untouched and the value is dropped.
-    #[inline]
-    pub fn try_switch<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
-        switch::switch_value(self, value)
-    }
-
-    /// Raises `payload` inside this coroutine at its pending switch, as a panic it can catch.
-    ///
-    /// If it catches it, `throw` returns what it switches back (boxed). If not, it dies and the
-    /// payload goes to its parent (re-raised there, unless it is [`GreenletExit`], which arrives
-    /// as a value). A coroutine that never started dies without running; `throw` into the
-    /// current coroutine raises at once.
-    pub fn throw<E: Any + Send + 'static>(&self, payload: E) -> Box<dyn Any> {
-        switch::transfer::<Box<dyn Any>>(self, Msg::Raise(Box::new(payload)))
-    }
-
-    /// Kills this coroutine: raises [`GreenletExit`] at its pending switch so its stack unwinds
-    /// and its destructors run, and waits until it is dead. The `GreenletExit` comes back here
-    /// as a value, never as a panic: for the duration of the kill the victim's parent is the
-    /// killer (unless that would make a cycle). A coroutine that never started is marked dead
-    /// without running; killing a dead one does nothing; killing the current one raises
-    /// `GreenletExit` at once.
-    pub fn kill(&self) {
-        let c = &*self.0;
-        if c.dead.get() || c.is_main {
-            return;
-        }
-        if !c.started.get() {
-            c.kill_unstarted();
-            return;
-        }
-        let me = current();
-        if me == *self {
-            std::panic::resume_unwind(Box::new(GreenletExit));
-        }
-        let old_parent = if self.set_parent(&me).is_ok() { None } else { self.parent() };
-        let _exit: Box<dyn Any> = self.throw(GreenletExit);
-        if !c.dead.get() {
-            // It caught GreenletExit and lives on: give it its old parent back.
-            if let Some(p) = old_parent {
-                let _ = self.set_parent(&p);
-            }
-        }
-    }
-
-    /// True once the coroutine has been switched into.
-    pub fn is_started(&self) -> bool {
-        self.0.started.get()
-    }
-
-    /// True once it has finished, panicked or been killed.
-    pub fn is_dead(&self) -> bool {
-        self.0.dead.get()
-    }
-
-    /// Started and not dead.
-    pub fn is_active(&self) -> bool {
-        self.is_started() && !self.is_dead()
-    }
-
-    /// True for the main coroutine of a thread.
-    pub fn is_main(&self) -> bool {
-        self.0.is_main
-    }
-
-    /// The name given with [`Builder::name`] (`"main"` for main coroutines).
-    pub fn name(&self) -> Option<&str> {
-        self.0.name.as_deref()
-    }
-
-    /// A number unique among this thread's coroutines (main is 0).
-    pub fn id(&self) -> u64 {
-        self.0.id
-    }
-
-    /// A word for the scheduler above layer 1: the hub keeps a pointer to the coroutine's
-    /// current wait record here. Layer 1 never reads it.
-    pub(crate) fn park_slot(&self) -> &Cell<*const ()> {
-        &self.0.park_slot
-    }
-
-    pub(crate) fn is_current(&self) -> bool {
-        thread::with(|ts| std::ptr::eq(ts.current_ptr(), self.0.as_ptr()))
-    }
-
-    /// The slow half of `Drop`, for the last handle: a running coroutine is retired until
-    /// another one runs; a suspended one is killed.
-    #[cold]
-    #[inline(never)]
-    fn drop_last(&mut self) {
-        if self.0.is_main {
-            return;
-        }
-        let me = self.0.as_ptr();
-        let running = thread::try_with(|ts| {
-            let running = std::ptr::eq(ts.current_ptr(), me);
-            if running {
-                // Rule 2: the running coroutine must outlive this drop; `retired` keeps it
-                // until the next arrival, which drops it as a suspended coroutine's handle.
-                debug_assert!(ts.retired.take().is_none(), "two retired coroutines");
-                ts.retired.set(Some(Coroutine(self.0.clone())));
-                ts.pending.set(true);
-            }
-            running
-        });
-        match running {
-            Some(true) => {}
-            Some(false) if self.0.started.get() && !self.0.dead.get() => self.kill_on_drop(),
-            Some(false) => {}
-            None if self.0.started.get() && !self.0.dead.get() => {
-                log::warn!(
-                    "coroutine {} dropped during thread teardown while suspended: its stack is \
-                     leaked",
-                    self.0.label()
-                );
-                std::mem::forget(self.0.clone());
-            }
-            None => {}
-        }
-    }
-
-    /// Kills a suspended coroutine whose last handle this is.
-    fn kill_on_drop(&mut self) {
-        let me = current();
-        // The victim has no other handle, so no child names it as parent: no cycle is possible.
-        let old = self.0.parent.replace(Some(me));
-        drop(old);
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            let _: Box<dyn Any> = self.throw(GreenletExit);
-        }));
-        if let Err(p) = r {
-            log::error!(
-                "coroutine {} panicked while it was killed by the drop of its last handle: {}",
-                self.0.label(),
-                crate::error::panic_message(&*p)
-            );
-        }
-        if !self.0.dead.get() {
-            log::warn!(
-                "coroutine {} caught GreenletExit and lives on with no handle: it is leaked",
-                self.0.label()
-            );
-            std::mem::forget(self.0.clone());
-        }
-    }
-}
-
-impl Drop for Coroutine {
-    #[inline]
-    fn drop(&mut self) {
-        if self.0.count() == 1 {
-            self.drop_last();
-        }
-    }
-}
-
-impl PartialEq for Coroutine {
-    fn eq(&self, other: &Coroutine) -> bool {
-        std::ptr::eq(self.0.as_ptr(), other.0.as_ptr())
-    }
-}
-
-impl Eq for Coroutine {}
-
-impl fmt::Debug for Coroutine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &*self.0;
-        let state = if c.dead.get() {
-            "dead"
-        } else if !c.started.get() {
-            "new"
-        } else if self.is_current() {
-            "running"
-        } else {
-            "suspended"
-        };
-        f.debug_struct("Coroutine")
-            .field("id", &c.id)
-            .field("name", &c.name)
-            .field("state", &state)
-            .finish()
     }
 }
 

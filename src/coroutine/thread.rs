@@ -11,7 +11,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::mem::{MaybeUninit, align_of, size_of};
 use std::ptr;
 
-use super::handle::{FreeCores, Handle};
+use super::counted::{CoreRef, FreeCores};
 use super::switch::Msg;
 use super::{Core, Coroutine};
 
@@ -43,7 +43,7 @@ pub(crate) struct ThreadState {
     pub(crate) pending: Cell<bool>,
     /// Source of coroutine ids on this thread (main is 0).
     pub(crate) next_id: Cell<u64>,
-    /// Blocks of freed cores, for the next coroutines created here (`handle.rs`).
+    /// Blocks of freed cores, for the next coroutines created here (`counted.rs`).
     pub(crate) free_cores: FreeCores,
 }
 
@@ -82,8 +82,8 @@ impl ThreadState {
     pub(crate) fn current(&self) -> Coroutine {
         let p = self.current.get();
         // SAFETY: rule 2: the running coroutine's core is alive (a handle or `retired` counts
-        // for it), and `p` came from `Handle::as_ptr` of it.
-        Coroutine(unsafe { Handle::from_core(p) })
+        // for it), and `p` came from `CoreRef::as_ptr` of it.
+        Coroutine(unsafe { CoreRef::from_core(p) })
     }
 
     /// Drops the handles `hold` and `retired` kept for this arrival (see `arrive`).
