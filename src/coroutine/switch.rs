@@ -65,6 +65,11 @@ pub(crate) enum Msg {
 /// The type a coroutine waits to receive: the `R` of its pending `switch`, or the argument type
 /// of a coroutine not started yet. `Box<dyn Any>` accepts anything (used by `throw`). One static
 /// per type, so noting what a coroutine waits for is a single pointer store.
+///
+/// Senders compare `type_id`, not the pointer: each crate (and codegen unit) that instantiates
+/// `of::<R>` may get its own copy of the constant, so a pointer compare fails between user code
+/// and this crate. Tried: every switch from user code then took the slow path (+65
+/// instructions per round trip).
 pub(crate) struct Expect {
     type_id: TypeId,
     name: fn() -> &'static str,
