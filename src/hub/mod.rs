@@ -13,8 +13,9 @@
 //!
 //! Blocking anywhere — in a fiber or in the main coroutine — switches to the hub, which runs
 //! ready fibers, fires timers and polls the reactor until the blocked one is woken. (While the
-//! hub's round of ready fibers lasts, a blocking fiber switches straight to the next one.) There is no
-//! `run` or `block_on`: main returning ends the program even while fibers sleep, as in gevent.
+//! hub's round of ready fibers lasts, a blocking fiber switches straight to the next one.)
+//! There is no `run` or `block_on`: main returning ends the program even while fibers sleep,
+//! as in gevent.
 //! When something blocks and nothing could ever wake it, it gets a panic saying so
 //! (gevent's LoopExit) instead of hanging.
 //!

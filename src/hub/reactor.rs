@@ -241,7 +241,7 @@ impl<W> Reactor<W> {
     /// Parks `w` on `token` for `dir`, behind any earlier waiters. Hands `w` back if `token` is
     /// stale (the source was deregistered). See rule 1: call it right after a `WouldBlock`.
     pub(crate) fn add_waiter(&mut self, token: Token, dir: Direction, w: W) -> Result<(), W> {
-        match self.get_mut(token).and_then(|s| s.reg.as_mut()) {
+        match self.reg_mut(token) {
             Some(reg) => {
                 reg.list(dir).push(w);
                 Ok(())
@@ -256,8 +256,7 @@ impl<W> Reactor<W> {
     where
         W: PartialEq,
     {
-        let Some(list) = self.get_mut(token).and_then(|s| s.reg.as_mut()).map(|r| r.list(dir))
-        else {
+        let Some(list) = self.reg_mut(token).map(|r| r.list(dir)) else {
             return false;
         };
         match list.iter().position(|x| x == w) {
@@ -280,20 +279,22 @@ impl<W> Reactor<W> {
     /// receive queue was empty. Call it with no poll (no switch) since that read returned.
     /// Has no effect once read-closed, an error or urgent data was reported.
     pub(crate) fn mark_drained(&mut self, token: Token) {
-        if let Some(reg) = self.get_mut(token).and_then(|s| s.reg.as_mut())
-            && reg.read == ReadState::Unknown
-        {
-            reg.read = ReadState::Drained;
-        }
+        self.move_read(token, ReadState::Unknown, ReadState::Drained);
     }
 
     /// Forgets a drain: the next read on `token` tries (after an operation such as `shutdown`
     /// that may make a read return at once without an event being polled first).
     pub(crate) fn mark_unknown(&mut self, token: Token) {
-        if let Some(reg) = self.get_mut(token).and_then(|s| s.reg.as_mut())
-            && reg.read == ReadState::Drained
+        self.move_read(token, ReadState::Drained, ReadState::Unknown);
+    }
+
+    /// Moves `token`'s read state from `from` to `to`; any other state (`Sticky`), or a stale
+    /// token, is left as it is.
+    fn move_read(&mut self, token: Token, from: ReadState, to: ReadState) {
+        if let Some(reg) = self.reg_mut(token)
+            && reg.read == from
         {
-            reg.read = ReadState::Unknown;
+            reg.read = to;
         }
     }
 
@@ -376,6 +377,10 @@ impl<W> Reactor<W> {
         self.slots
             .get_mut(token.0 & INDEX_MASK)
             .filter(|s| s.reg.is_some() && s.generation == token.0 >> INDEX_BITS)
+    }
+
+    fn reg_mut(&mut self, token: Token) -> Option<&mut Registration<W>> {
+        self.get_mut(token).and_then(|s| s.reg.as_mut())
     }
 
     fn free_slot(&mut self, index: usize) {
