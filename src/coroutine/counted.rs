@@ -152,7 +152,8 @@ unsafe fn release(block: NonNull<Counted>) {
     // above 0 (through a handle, or `ThreadState::retired`). Its drop may drop other handles.
     // SAFETY: no handle is left, so nobody else uses the core, which `new_in` initialised.
     unsafe { ptr::drop_in_place(&raw mut (*block.as_ptr()).core) };
-    let kept = thread::if_live(|ts| ts.free_cores.put(block));
+    // SAFETY: the core was just dropped and no handle is left (this function's contract).
+    let kept = thread::if_live(|ts| unsafe { ts.free_cores.put(block) });
     if kept.is_none() {
         // SAFETY: rule 3: the block has `Counted`'s layout and came from the global allocator
         // (directly, or through a free list it was taken from).
@@ -179,10 +180,15 @@ impl FreeCores {
         Some(head)
     }
 
+    /// Puts `block` on the list.
+    ///
+    /// # Safety
+    /// `block` has `Counted`'s layout (rule 3), its core has been dropped, no handle to it is
+    /// left, and it is on no list.
     #[inline]
-    fn put(&self, block: NonNull<Counted>) {
-        // SAFETY: the caller gives up `block`, whose core was dropped: its first word is free
-        // for the link (rule 2) and aligned for a pointer.
+    unsafe fn put(&self, block: NonNull<Counted>) {
+        // SAFETY: the contract: nobody uses `block` any more, so its first word is free for the
+        // link (rule 2); it is aligned for a pointer (`Counted` starts with a `usize`).
         unsafe { (block.as_ptr() as *mut *mut Counted).write(self.head.get()) };
         self.head.set(block.as_ptr());
     }
