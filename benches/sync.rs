@@ -6,13 +6,18 @@
 //! through the hub (ping fiber → echo fiber → ping fiber), so it is bounded below by the switch
 //! path, which is optimized separately.
 //!
+//! `wait list departure` is a scaling check: one waiter joins a wait list behind 0 or 10,000
+//! others and leaves it from the tail (greenfiber: an `Event::wait_timeout(ZERO)` that times
+//! out; tokio: a task aborted while it awaits `Notify::notified()`). Each runtime should cost
+//! the same at both lengths; the two runtimes' departures are different operations.
+//!
 //! Run: `taskset -c 1 cargo bench --bench sync -j 1 -- --warm-up-time 1 --measurement-time 3`
 use std::hint::black_box;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use greenfiber::sync::{Lock, Queue, Semaphore};
+use greenfiber::sync::{Event, Lock, Queue, Semaphore};
 
 const STOP: u64 = u64::MAX;
 
@@ -128,5 +133,71 @@ fn uncontended(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ping_pong, uncontended);
+fn greenfiber_leave_from_tail(ahead: usize, iters: u64) -> Duration {
+    let ev = Rc::new(Event::new());
+    let parked: Vec<_> = (0..ahead)
+        .map(|_| {
+            let ev = ev.clone();
+            greenfiber::spawn(move || ev.wait())
+        })
+        .collect();
+    greenfiber::yield_now();
+    assert_eq!(ev.waiting(), ahead);
+    let start = Instant::now();
+    for _ in 0..iters {
+        // Joins the list behind `ahead` others; its timer fires on the hub's next pass and it
+        // leaves from the tail.
+        assert!(!ev.wait_timeout(Duration::ZERO));
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(ev.waiting(), ahead);
+    ev.set();
+    greenfiber::joinall(&parked, None);
+    elapsed
+}
+
+fn tokio_leave_from_tail(rt: &tokio::runtime::Runtime, ahead: usize, iters: u64) -> Duration {
+    rt.block_on(async {
+        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+        let parked: Vec<_> = (0..ahead)
+            .map(|_| {
+                let n = notify.clone();
+                tokio::spawn(async move { n.notified().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        for _ in 0..iters {
+            // A task that registers behind `ahead` others, then is aborted: dropping its
+            // `Notified` unlinks it.
+            let n = notify.clone();
+            let h = tokio::spawn(async move { n.notified().await });
+            tokio::task::yield_now().await;
+            h.abort();
+            let _ = h.await;
+        }
+        let elapsed = start.elapsed();
+        notify.notify_waiters();
+        for p in parked {
+            p.await.unwrap();
+        }
+        elapsed
+    })
+}
+
+fn wait_list_departure(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut g = c.benchmark_group("wait list departure from the tail");
+    for ahead in [0, 10_000] {
+        g.bench_function(format!("greenfiber Event timeout, {ahead} ahead"), |b| {
+            b.iter_custom(|n| greenfiber_leave_from_tail(ahead, n))
+        });
+        g.bench_function(format!("tokio Notify abort, {ahead} ahead"), |b| {
+            b.iter_custom(|n| tokio_leave_from_tail(&rt, ahead, n))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ping_pong, uncontended, wait_list_departure);
 criterion_main!(benches);

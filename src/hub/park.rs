@@ -32,7 +32,7 @@
 //! | Woken  | in the ready queue with a reason          | the hub or a parking coroutine runs it; |
 //! |        |                                           | `park` → Idle                           |
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -246,13 +246,23 @@ pub(crate) fn waiter_of(co: &Coroutine) -> Option<&Waiter> {
 /// A FIFO list of parked coroutines with direct hand-off: what every primitive that waits is
 /// built on (Greenlet joiners here; every `sync` primitive through `sync/waiters.rs`).
 ///
-/// Each entry is a [`Node`] on the waiter's own stack. A releaser does not merely wake the first
-/// waiter: it *grants* it what it waited for (a permit, an item, a notification: the `V`) in
-/// the same step as unlinking it. The waiter's guard then either returns the grant to its
+/// Each entry is a [`Node`] on the waiter's own stack, linked into the list through its own
+/// `prev`/`next` pointers (an intrusive doubly-linked list), so an entry that leaves early — a
+/// kill, a timeout — unlinks itself in O(1) wherever it sits. A releaser does not merely wake the
+/// first waiter: it *grants* it what it waited for (a permit, an item, a notification: the `V`)
+/// in the same step as unlinking it. The waiter's guard then either returns the grant to its
 /// caller or, if the waiter unwinds first (kill, `with_timeout`, LoopExit), passes it on through
 /// the caller's `hand_on` — so no grant is ever delivered to a dead fiber and none is lost.
 /// A waiter may also *offer* a value (a putter's item) that a releaser takes with
 /// [`take_one`](WaitList::take_one).
+///
+/// ```text
+///   WaitList { head, tail, len }        entries: one Node per waiter, each in its waiter's
+///      |                   |            `wait_for` frame (rule 2)
+///      v                   v
+///   [Node A] <--> [Node B] <--> [Node C]      granting pops A and marks it granted in one step;
+///   (stack A)     (stack B)     (stack C)     B timing out unlinks B (A <--> C) from B's guard
+/// ```
 ///
 /// # Entry states
 ///
@@ -263,39 +273,42 @@ pub(crate) fn waiter_of(co: &Coroutine) -> Option<&Waiter> {
 /// | Left    | no      | the offer, handed back to the caller  | — (the guard unlinked it)            |
 /// | Done    | no      | nothing                               | —                                    |
 ///
-/// Impossible: Granted while still in the list (granting unlinks in the same step); Waiting
-/// outside the list (only the guard unlinks a waiting entry, and it ends the wait). A timer
-/// that fires for an entry which is then granted before it runs does not matter: the entry's
-/// state, not the [`Wake`], decides the outcome (a grant wins).
+/// Impossible: Granted while still in the list (granting unlinks in the same step, in
+/// [`pop_granted`](WaitList::pop_granted), before anything that could panic); Waiting outside
+/// the list (only the guard unlinks a waiting entry, and it ends the wait). So `granted` alone
+/// tells the guard whether its entry is linked. A timer that fires for an entry which is then
+/// granted before it runs does not matter: the entry's state, not the [`Wake`], decides the
+/// outcome (a grant wins).
 ///
 /// Rule 4 (Habit 6): a caller checks its primitive's state and calls [`wait_for`](Self::wait_for)
 /// with no switch in between, so no release can fall between the check and the enqueue.
 pub(crate) struct WaitList<V = ()> {
-    list: RefCell<std::collections::VecDeque<NodeRef<V>>>,
+    /// The first entry (the next to be granted), or null.
+    head: Cell<*const Node<V>>,
+    /// The last entry, or null.
+    tail: Cell<*const Node<V>>,
+    len: Cell<usize>,
 }
 
 impl<V> Default for WaitList<V> {
     fn default() -> Self {
-        WaitList { list: RefCell::new(std::collections::VecDeque::new()) }
+        WaitList {
+            head: Cell::new(std::ptr::null()),
+            tail: Cell::new(std::ptr::null()),
+            len: Cell::new(0),
+        }
     }
 }
 
-/// One entry: lives in the frame of [`WaitList::wait_for`] (rule 2).
+/// One entry: lives in the frame of [`WaitList::wait_for`] (rule 2); its links are valid while
+/// it is Waiting (rule 1).
 struct Node<V> {
     waiter: Waiter,
+    prev: Cell<*const Node<V>>,
+    next: Cell<*const Node<V>>,
     granted: Cell<bool>,
     value: Cell<Option<V>>,
 }
-
-/// A pointer to a live [`Node`]: valid while it is in a list (rule 1).
-struct NodeRef<V>(*const Node<V>);
-
-impl<V> Clone for NodeRef<V> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<V> Copy for NodeRef<V> {}
 
 /// How a [`WaitList::wait_for`] ended without unwinding.
 #[derive(Debug, PartialEq, Eq)]
@@ -325,9 +338,14 @@ impl<V> WaitList<V> {
         deadline: Option<Instant>,
         hand_on: impl FnOnce(V),
     ) -> Outcome<V> {
-        let node =
-            Node { waiter: Waiter::new(what), granted: Cell::new(false), value: Cell::new(offer) };
-        self.list.borrow_mut().push_back(NodeRef(&node));
+        let node = Node {
+            waiter: Waiter::new(what),
+            prev: Cell::new(std::ptr::null()),
+            next: Cell::new(std::ptr::null()),
+            granted: Cell::new(false),
+            value: Cell::new(offer),
+        };
+        self.push_back(&node);
         let _guard = Enqueued { list: self, node: &node, hand_on: Some(hand_on) };
         loop {
             // SWITCH (inside park): any coroutine may run and grant this entry; `node` is ours
@@ -344,13 +362,59 @@ impl<V> WaitList<V> {
         }
     }
 
+    /// Links `node` in at the back. It must stay where it is until it is unlinked (rule 2).
+    fn push_back(&self, node: &Node<V>) {
+        let tail = self.tail.get();
+        node.prev.set(tail);
+        node.next.set(std::ptr::null());
+        // SAFETY: rule 1: a non-null `tail` is an entry in the list, so its frame is alive.
+        match unsafe { tail.as_ref() } {
+            Some(t) => t.next.set(node),
+            None => self.head.set(node),
+        }
+        self.tail.set(node);
+        self.len.set(self.len.get() + 1);
+    }
+
+    /// Unlinks `node`, wherever it is in the list.
+    ///
+    /// # Safety
+    /// `node` must be an entry of this list (Waiting: not granted, not yet unlinked).
+    unsafe fn unlink(&self, node: &Node<V>) {
+        let (prev, next) = (node.prev.get(), node.next.get());
+        // SAFETY: rule 1: `node` is in the list (the caller's contract), so its neighbours are
+        // entries too, and alive.
+        match unsafe { prev.as_ref() } {
+            Some(p) => p.next.set(next),
+            None => self.head.set(next),
+        }
+        // SAFETY: as above.
+        match unsafe { next.as_ref() } {
+            Some(n) => n.prev.set(prev),
+            None => self.tail.set(prev),
+        }
+        node.prev.set(std::ptr::null());
+        node.next.set(std::ptr::null());
+        self.len.set(self.len.get() - 1);
+    }
+
+    /// Unlinks the first entry and marks it granted, in one step (rule 4); the caller then
+    /// stores the grant and wakes it with [`granted`](Self::granted).
+    fn pop_granted(&self) -> Option<&Node<V>> {
+        // SAFETY: rule 1: a non-null `head` is an entry in the list, so its frame is alive; it
+        // stays alive until its waiter runs again, which needs a switch, and the reference
+        // does not outlive the caller's (non-switching) step.
+        let node = unsafe { self.head.get().as_ref() }?;
+        // SAFETY: `node` is the list's first entry, Waiting.
+        unsafe { self.unlink(node) };
+        node.granted.set(true);
+        Some(node)
+    }
+
     /// Grants `v` to the first waiter and wakes it; `Err(v)` if nobody waits.
     pub(crate) fn grant_one(&self, v: V) -> Result<(), V> {
-        let first = self.list.borrow_mut().pop_front();
-        match first {
-            Some(n) => {
-                // SAFETY: rule 1: the entry was in the list, so its frame is alive.
-                let node = unsafe { &*n.0 };
+        match self.pop_granted() {
+            Some(node) => {
                 node.value.set(Some(v));
                 Self::granted(node);
                 Ok(())
@@ -362,10 +426,7 @@ impl<V> WaitList<V> {
     /// Takes the first waiter's offer, marks it granted and wakes it; `None` if nobody waits.
     /// The outer `Option` says whether there was a waiter, the inner one is its offer.
     pub(crate) fn take_one(&self) -> Option<Option<V>> {
-        let first = self.list.borrow_mut().pop_front();
-        first.map(|n| {
-            // SAFETY: rule 1: the entry was in the list, so its frame is alive.
-            let node = unsafe { &*n.0 };
+        self.pop_granted().map(|node| {
             let v = node.value.take();
             Self::granted(node);
             v
@@ -374,19 +435,18 @@ impl<V> WaitList<V> {
 
     /// Grants every waiter a value made by `mk`; returns how many.
     pub(crate) fn grant_all(&self, mut mk: impl FnMut() -> V) -> usize {
-        let all = std::mem::take(&mut *self.list.borrow_mut());
-        let n = all.len();
-        for e in all {
-            // SAFETY: rule 1: the entry was in the list, so its frame is alive.
-            let node = unsafe { &*e.0 };
+        // Nobody can join while this runs (no switch), so `len` entries is everyone.
+        let n = self.len.get();
+        for _ in 0..n {
+            let node = self.pop_granted().expect("greenfiber: a wait list shorter than its len");
             node.value.set(Some(mk()));
             Self::granted(node);
         }
         n
     }
 
+    /// Wakes a node that [`pop_granted`](Self::pop_granted) returned.
     fn granted(node: &Node<V>) {
-        node.granted.set(true);
         // SAFETY: rule 1: the waiter lives in the node's frame, which is alive (the node was
         // in the list until this step and the waiter has not run since).
         unsafe { unpark(node.waiter.as_ref(), Wake::Woken) };
@@ -394,12 +454,12 @@ impl<V> WaitList<V> {
 
     /// Number of waiters.
     pub(crate) fn len(&self) -> usize {
-        self.list.borrow().len()
+        self.len.get()
     }
 
     /// True if nobody waits.
     pub(crate) fn is_empty(&self) -> bool {
-        self.list.borrow().is_empty()
+        self.len.get() == 0
     }
 }
 
@@ -439,11 +499,8 @@ impl<V, F: FnOnce(V)> Drop for Enqueued<'_, V, F> {
                 h(v);
             }
         } else {
-            let me: *const Node<V> = self.node;
-            let mut l = self.list.list.borrow_mut();
-            if let Some(i) = l.iter().position(|x| std::ptr::eq(x.0, me)) {
-                l.remove(i);
-            }
+            // SAFETY: not granted means Waiting, so still in the list (entry-state table).
+            unsafe { self.list.unlink(self.node) };
         }
     }
 }

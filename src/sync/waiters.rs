@@ -135,4 +135,91 @@ mod tests {
         crate::hub::joinall(&gs, None);
         assert!(gs.iter().all(|g| g.take().unwrap().unwrap() == Outcome::Granted(Some(1))));
     }
+
+    #[test]
+    fn entries_that_leave_from_head_middle_and_tail_keep_the_rest_in_fifo_order() {
+        let list: Rc<WaitList<u32>> = Rc::new(WaitList::new());
+        let got = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let soon = Instant::now() + Duration::from_millis(5);
+        let gs: Vec<_> = (0..7u32)
+            .map(|i| {
+                let (list, got) = (list.clone(), got.clone());
+                // Entry 3 times out; 0 (the head) and 6 (the tail) are killed below.
+                let deadline = (i == 3).then_some(soon);
+                spawn(move || {
+                    let o = list.wait_for("test", None, deadline, |_| panic!("nothing granted"));
+                    got.borrow_mut().push((i, o));
+                })
+            })
+            .collect();
+        yield_now();
+        assert_eq!(list.len(), 7);
+        gs[0].kill();
+        gs[6].kill();
+        gs[3].join();
+        assert_eq!(list.len(), 4);
+        for v in [10, 20, 30, 40] {
+            assert_eq!(list.grant_one(v), Ok(()));
+        }
+        assert!(list.is_empty());
+        assert_eq!(list.grant_one(50), Err(50));
+        crate::hub::joinall(&gs, None);
+        let mut got = got.borrow_mut();
+        got.sort_by_key(|(i, _)| *i);
+        assert_eq!(
+            *got,
+            [
+                (1, Outcome::Granted(Some(10))),
+                (2, Outcome::Granted(Some(20))),
+                (3, Outcome::TimedOut(None)),
+                (4, Outcome::Granted(Some(30))),
+                (5, Outcome::Granted(Some(40))),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_thousand_entries_leaving_in_shuffled_order_lose_and_duplicate_nothing() {
+        const N: u32 = 1000;
+        let list: Rc<WaitList<u32>> = Rc::new(WaitList::new());
+        let granted = Rc::new(Cell::new(0u32));
+        let timed_out = Rc::new(Cell::new(0u32));
+        let start = Instant::now();
+        let mut x = 12345u32;
+        let gs: Vec<_> = (0..N)
+            .map(|i| {
+                // Every odd entry times out, at a pseudo-random point within 20 ms.
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let deadline =
+                    (i % 2 == 1).then(|| start + Duration::from_micros(u64::from(x >> 8) % 20_000));
+                let (list, granted, timed_out) = (list.clone(), granted.clone(), timed_out.clone());
+                spawn(move || match list.wait_for("test", None, deadline, |_| {}) {
+                    Outcome::Granted(Some(v)) => {
+                        assert_eq!(v, i);
+                        granted.set(granted.get() + 1);
+                    }
+                    Outcome::TimedOut(None) => timed_out.set(timed_out.get() + 1),
+                    o => panic!("unexpected {o:?}"),
+                })
+            })
+            .collect();
+        yield_now();
+        crate::hub::sleep(Duration::from_millis(30));
+        assert_eq!(timed_out.get(), N / 2);
+        assert_eq!(list.len(), (N / 2) as usize);
+        // The even entries are left, in their original order: grant each its own index.
+        let mut next = 0;
+        assert_eq!(
+            list.grant_all(|| {
+                let v = next;
+                next += 2;
+                v
+            }),
+            (N / 2) as usize
+        );
+        assert!(list.is_empty());
+        crate::hub::joinall(&gs, None);
+        assert!(gs.iter().all(|g| g.take().unwrap().is_ok()));
+        assert_eq!(granted.get(), N / 2);
+    }
 }
