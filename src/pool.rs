@@ -13,7 +13,7 @@
 //! released whenever that closure is dropped. `Group` and `Pool` are cheap `Clone` handles.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -45,8 +45,21 @@ impl<T: 'static> Member for Greenlet<T> {
 /// fibers leave it.
 #[derive(Clone, Default)]
 pub struct Group {
-    members: Rc<RefCell<Vec<Rc<dyn Member>>>>,
+    members: Rc<Members>,
 }
+
+/// A group's members. Finished ones are dropped whenever the group is asked about them, and
+/// otherwise each time the list has doubled since the last sweep: a group (or a pool) that runs
+/// forever keeps at most about twice its unfinished members, at amortized O(1) per `add`.
+#[derive(Default)]
+struct Members {
+    list: RefCell<Vec<Rc<dyn Member>>>,
+    /// The length at which `add` sweeps next.
+    sweep_at: Cell<usize>,
+}
+
+/// The smallest `sweep_at`: below it, sweeping would cost more than it keeps.
+const MIN_SWEEP: usize = 64;
 
 impl Group {
     /// An empty group.
@@ -63,17 +76,32 @@ impl Group {
 
     /// Adds an already spawned fiber.
     pub fn add<T: 'static>(&self, g: &Greenlet<T>) {
-        self.members.borrow_mut().push(Rc::new(g.clone()));
+        let len = {
+            let mut list = self.members.list.borrow_mut();
+            list.push(Rc::new(g.clone()));
+            list.len()
+        };
+        if len >= self.members.sweep_at.get() {
+            self.prune();
+        }
     }
 
+    /// Drops the finished members.
     fn prune(&self) {
-        self.members.borrow_mut().retain(|m| !m.ready());
+        let finished: Vec<_> = {
+            let mut list = self.members.list.borrow_mut();
+            let finished = list.extract_if(.., |m| m.ready()).collect();
+            self.members.sweep_at.set((2 * list.len()).max(MIN_SWEEP));
+            finished
+        };
+        // Dropped outside the borrow: a result's `Drop` may use this group.
+        drop(finished);
     }
 
     /// Members that have not finished.
     pub fn len(&self) -> usize {
         self.prune();
-        self.members.borrow().len()
+        self.members.list.borrow().len()
     }
 
     /// True if every member has finished.
@@ -95,7 +123,7 @@ impl Group {
         loop {
             self.prune();
             // Take the member out of the borrow before joining: the join switches (Habit 8).
-            let first = self.members.borrow().first().cloned();
+            let first = self.members.list.borrow().first().cloned();
             let Some(m) = first else { return true };
             if !m.join_deadline(deadline) {
                 return false;
@@ -106,7 +134,7 @@ impl Group {
     /// Kills every member (see [`Greenlet::kill`]) and returns when they are dead.
     pub fn kill(&self) {
         // A snapshot: each kill switches into its victim (Habit 8).
-        let all = std::mem::take(&mut *self.members.borrow_mut());
+        let all = std::mem::take(&mut *self.members.list.borrow_mut());
         for m in all {
             m.kill();
         }

@@ -142,3 +142,25 @@ fn imap_unordered_after_a_kill_reports_instead_of_hanging() {
     assert_eq!(killed, 5);
     assert_eq!(it.next(), None);
 }
+
+#[test]
+fn finished_members_do_not_pile_up_in_a_pool_that_runs_on() {
+    // Each task's result holds a clone of `token`; the caller drops every handle, so a clone
+    // stays alive only while the pool keeps a finished member.
+    let token = Rc::new(());
+    let pool = Pool::new(4);
+    for _ in 0..10_000 {
+        let t = token.clone();
+        drop(pool.spawn(move || {
+            yield_now();
+            t
+        }));
+    }
+    // At most the 4 running, plus the finished ones since the last sweep (about twice the
+    // unfinished members, and never fewer than 64).
+    let kept = Rc::strong_count(&token) - 1;
+    assert!(kept <= 4 + 64, "{kept} finished results kept alive");
+    pool.join();
+    assert_eq!(pool.len(), 0);
+    assert_eq!(Rc::strong_count(&token), 1);
+}
