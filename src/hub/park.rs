@@ -78,6 +78,7 @@ pub(crate) struct WaiterRef(*const Waiter);
 
 impl Waiter {
     /// A waiter for the current coroutine; `what` names the wait in `fibers()` and LoopExit.
+    #[inline]
     pub(crate) fn new(what: &'static str) -> Waiter {
         Waiter {
             co: current(),
@@ -133,6 +134,7 @@ impl Waiter {
     ///
     /// # Panics
     /// With the LoopExit message when nothing else can ever run; when called in the hub.
+    #[inline]
     pub(crate) fn park(&self, deadline: Option<Instant>) -> Wake {
         scheduler::with(|hub| self.park_in(hub, deadline, false))
     }
@@ -186,6 +188,7 @@ struct Parked<'a> {
 }
 
 impl<'a> Parked<'a> {
+    #[inline]
     fn enter(hub: &'a Hub, w: &'a Waiter) -> Parked<'a> {
         // The hub finds the coroutine's waiter through this slot (LoopExit, fibers(), timeouts).
         let prev = w.co.park_slot().replace(w as *const Waiter as *const ());
@@ -194,6 +197,7 @@ impl<'a> Parked<'a> {
 }
 
 impl Drop for Parked<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(k) = self.w.timer.take() {
             self.hub.timers.borrow_mut().cancel(k);
@@ -204,6 +208,7 @@ impl Drop for Parked<'_> {
 }
 
 impl Drop for Waiter {
+    #[inline]
     fn drop(&mut self) {
         if self.io.get().is_some() || self.remote.get().is_some() {
             scheduler::try_with(|hub| {
@@ -220,10 +225,12 @@ impl Drop for Waiter {
 ///
 /// # Safety
 /// `w` must point at a live waiter: one that is registered in a hub structure (rule 1).
+#[inline]
 pub(crate) unsafe fn unpark(w: WaiterRef, why: Wake) {
     scheduler::with(|hub| unpark_in(hub, w, why))
 }
 
+#[inline]
 pub(crate) fn unpark_in(hub: &Hub, w: WaiterRef, why: Wake) {
     // SAFETY: rule 1: every `WaiterRef` the hub or a wait list holds is alive; callers outside
     // this module go through `unpark`, whose contract says the same.
@@ -363,6 +370,7 @@ impl<V> WaitList<V> {
     }
 
     /// Links `node` in at the back. It must stay where it is until it is unlinked (rule 2).
+    #[inline]
     fn push_back(&self, node: &Node<V>) {
         let tail = self.tail.get();
         node.prev.set(tail);
@@ -380,6 +388,7 @@ impl<V> WaitList<V> {
     ///
     /// # Safety
     /// `node` must be an entry of this list (Waiting: not granted, not yet unlinked).
+    #[inline]
     unsafe fn unlink(&self, node: &Node<V>) {
         let (prev, next) = (node.prev.get(), node.next.get());
         // SAFETY: rule 1: `node` is in the list (the caller's contract), so its neighbours are
@@ -400,6 +409,7 @@ impl<V> WaitList<V> {
 
     /// Unlinks the first entry and marks it granted, in one step (rule 4); the caller then
     /// stores the grant and wakes it with [`granted`](Self::granted).
+    #[inline]
     fn pop_granted(&self) -> Option<&Node<V>> {
         // SAFETY: rule 1: a non-null `head` is an entry in the list, so its frame is alive; it
         // stays alive until its waiter runs again, which needs a switch, and the reference
@@ -446,6 +456,7 @@ impl<V> WaitList<V> {
     }
 
     /// Wakes a node that [`pop_granted`](Self::pop_granted) returned.
+    #[inline]
     fn granted(node: &Node<V>) {
         // SAFETY: rule 1: the waiter lives in the node's frame, which is alive (the node was
         // in the list until this step and the waiter has not run since).
@@ -492,6 +503,7 @@ struct Enqueued<'a, V, F: FnOnce(V)> {
 }
 
 impl<V, F: FnOnce(V)> Drop for Enqueued<'_, V, F> {
+    #[inline]
     fn drop(&mut self) {
         if self.node.granted.get() {
             // Granted: already unlinked. A normal return took the value; an unwind did not.

@@ -201,6 +201,7 @@ impl Hub {
 
     /// The next coroutine this round may run, taken off the ready queue; `None` when the queue
     /// is empty, the round's budget is spent or a link callback waits for the hub.
+    #[inline]
     pub(crate) fn next_ready(&self) -> Option<Coroutine> {
         while self.budget.get() > 0 && self.callbacks.borrow().is_empty() {
             let co = self.ready.borrow_mut().pop_front()?;
@@ -350,6 +351,7 @@ impl Registry {
 }
 
 /// May the hub switch into `co` now? A new fiber, or a waiter that was woken and has not run.
+#[inline]
 fn runnable(co: &Coroutine) -> bool {
     if co.is_dead() {
         return false;
