@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::park::{WaitList, Wake};
 use super::scheduler;
+use super::timers::TimerKey;
 use crate::coroutine::{Coroutine, GreenletExit, current};
 use crate::error::Error;
 
@@ -37,6 +38,8 @@ struct Inner<T> {
     links: RefCell<Vec<Link<T>>>,
     /// The fiber's slot in the hub's registry.
     slot: Cell<usize>,
+    /// The `spawn_later` timer that starts it, until it fires or a kill cancels it.
+    start: Cell<Option<TimerKey>>,
 }
 
 impl<T> Clone for Greenlet<T> {
@@ -78,9 +81,11 @@ pub fn spawn_later<T: 'static>(delay: Duration, f: impl FnOnce() -> T + 'static)
         if let Some(i) = ready.iter().rposition(|c| *c == g.co) {
             ready.remove(i);
         }
-        hub.timers
+        let key = hub
+            .timers
             .borrow_mut()
             .insert(Instant::now() + delay, scheduler::TimerAction::Start(g.co.clone()));
+        g.inner.start.set(Some(key));
     });
     g
 }
@@ -96,6 +101,7 @@ pub fn spawn_with<T: 'static>(
             joiners: WaitList::new(),
             links: RefCell::new(Vec::new()),
             slot: Cell::new(usize::MAX),
+            start: Cell::new(None),
         });
         let mine = inner.clone();
         let co = builder.parent(&hub.co).build(move |()| {
@@ -194,6 +200,11 @@ impl<T: 'static> Greenlet<T> {
         }
         let co = &self.co;
         if !co.is_started() {
+            // A `spawn_later` fiber: its timer would keep the coroutine until the deadline.
+            if let Some(k) = self.inner.start.take() {
+                let start = scheduler::with(|hub| hub.timers.borrow_mut().cancel(k));
+                drop(start);
+            }
             co.kill();
             Inner::finish(co, self.inner.clone(), Err(Error::Killed));
             return;
@@ -245,5 +256,25 @@ pub fn joinall<T: 'static>(gs: &[Greenlet<T>], timeout: Option<Duration>) -> usi
 pub fn killall<T: 'static>(gs: &[Greenlet<T>]) {
     for g in gs {
         g.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn killing_a_spawn_later_fiber_cancels_its_timer() {
+        let gs: Vec<_> =
+            (0..100).map(|i| spawn_later(Duration::from_secs(3600), move || i)).collect();
+        assert_eq!(scheduler::with(|hub| hub.timers.borrow().len()), 100);
+        killall(&gs);
+        assert_eq!(scheduler::with(|hub| hub.timers.borrow().len()), 0);
+        assert!(gs.iter().all(|g| g.ready() && !g.successful()));
+        // One that did start is unaffected by the stale key.
+        let g = spawn_later(Duration::ZERO, || 7);
+        assert_eq!(g.get().unwrap(), 7);
+        g.kill();
+        assert_eq!(g.get().unwrap(), 7);
     }
 }
