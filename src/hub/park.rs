@@ -242,6 +242,19 @@ pub(crate) fn unpark_in(hub: &Hub, w: WaiterRef, why: Wake) {
     hub.ready.borrow_mut().push_back(waiter.co.clone());
 }
 
+/// Wakes a waiter the reactor has handed back (its socket became ready, or was deregistered).
+/// The reactor already took it off the token's list, so the waiter forgets that registration
+/// here; else its next `set_io` or its drop would search the list for an entry that is gone,
+/// which costs O(n) per wake with n fibers on one socket.
+pub(crate) fn unpark_io(hub: &Hub, w: WaiterRef) {
+    // SAFETY: rule 1: the reactor held `w` until this step, so its waiter is alive.
+    let waiter = unsafe { &*w.0 };
+    if waiter.io.take().is_some() {
+        hub.io_waits.set(hub.io_waits.get() - 1);
+    }
+    unpark_in(hub, w, Wake::Woken);
+}
+
 /// The waiter a coroutine is parked on, if any.
 pub(crate) fn waiter_of(co: &Coroutine) -> Option<&Waiter> {
     let p = co.park_slot().get() as *const Waiter;

@@ -68,6 +68,7 @@
 //! | registered (reused) | older            | refused: `Err(w)` / `false` / `NotFound`      |
 //! | free                | any              | refused: `Err(w)` / `false` / `NotFound`      |
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -111,13 +112,13 @@ enum ReadState {
 /// The waiters parked on one registered source.
 #[derive(Debug)]
 struct Registration<W> {
-    readers: Vec<W>,
-    writers: Vec<W>,
+    readers: VecDeque<W>,
+    writers: VecDeque<W>,
     read: ReadState,
 }
 
 impl<W> Registration<W> {
-    fn list(&mut self, dir: Direction) -> &mut Vec<W> {
+    fn list(&mut self, dir: Direction) -> &mut VecDeque<W> {
         match dir {
             Direction::Read => &mut self.readers,
             Direction::Write => &mut self.writers,
@@ -186,8 +187,8 @@ impl<W> Reactor<W> {
         };
         let slot = &mut self.slots[index];
         slot.reg = Some(Registration {
-            readers: Vec::new(),
-            writers: Vec::new(),
+            readers: VecDeque::new(),
+            writers: VecDeque::new(),
             read: ReadState::Unknown,
         });
         let token = Token(index | (slot.generation << INDEX_BITS));
@@ -222,8 +223,8 @@ impl<W> Reactor<W> {
         if n > 0 {
             log::debug!("reactor: deregistering {token:?} with {n} parked waiter(s)");
         }
-        parked.append(&mut reg.readers);
-        parked.append(&mut reg.writers);
+        parked.extend(reg.readers.drain(..));
+        parked.extend(reg.writers.drain(..));
         self.free_slot(token.0 & INDEX_MASK);
         self.poll.registry().deregister(source)
     }
@@ -243,7 +244,7 @@ impl<W> Reactor<W> {
     pub(crate) fn add_waiter(&mut self, token: Token, dir: Direction, w: W) -> Result<(), W> {
         match self.reg_mut(token) {
             Some(reg) => {
-                reg.list(dir).push(w);
+                reg.list(dir).push_back(w);
                 Ok(())
             }
             None => Err(w),
@@ -358,10 +359,10 @@ impl<W> Reactor<W> {
                 reg.read = ReadState::Unknown;
             }
             if read && !reg.readers.is_empty() {
-                woken.append(&mut reg.readers);
+                woken.extend(reg.readers.drain(..));
             }
             if write && !reg.writers.is_empty() {
-                woken.append(&mut reg.writers);
+                woken.extend(reg.writers.drain(..));
             }
             log::trace!("reactor: {token:?} read={read} write={write} error={failed}");
         }

@@ -185,7 +185,7 @@ impl Hub {
                 }
             };
             for w in woken.drain(..) {
-                park::unpark_in(self, w, Wake::Woken);
+                park::unpark_io(self, w);
             }
             if remote_fired {
                 self.remote.drain(&mut ids);

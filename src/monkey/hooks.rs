@@ -253,7 +253,7 @@ fn forget_in(hub: &Hub, fd: RawFd, token: Token) {
     let mut parked = Vec::new();
     let _ = hub.reactor.borrow_mut().deregister_fd(fd, token, &mut parked);
     for w in parked {
-        park::unpark_in(hub, w, Wake::Woken);
+        park::unpark_io(hub, w);
     }
 }
 

@@ -134,7 +134,7 @@ impl<S: Source> Drop for Registered<S> {
             // Nobody can be parked on a socket being dropped (they would hold a borrow of it),
             // but if it happens, wake them: their retry sees the error, not a hang.
             for w in parked {
-                crate::hub::park::unpark_in(hub, w, Wake::Woken);
+                crate::hub::park::unpark_io(hub, w);
             }
         });
     }
@@ -349,5 +349,46 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         assert_eq!(count(&reg), (0, Some(0)));
+    }
+
+    #[test]
+    fn readers_woken_by_readiness_forget_their_registration() {
+        use std::io::{Read, Write};
+        let (a, mut b) = mio::net::UnixStream::pair().unwrap();
+        let reg = std::rc::Rc::new(Registered::new(a).unwrap());
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let r = reg.clone();
+                crate::hub::spawn(move || {
+                    r.do_io(Direction::Read, None, |mut s| s.read(&mut [0; 1]))
+                })
+            })
+            .collect();
+        crate::hub::yield_now();
+        let count = || {
+            scheduler::with(|hub| {
+                (hub.io_waits.get(), hub.reactor.borrow().waiters(reg.token, Direction::Read))
+            })
+        };
+        assert_eq!(count(), (2, Some(2)));
+        b.write_all(&[1]).unwrap();
+        // Yield until the hub has polled: it hands both readers back and queues them behind
+        // this coroutine, so the first look after the poll comes before either runs.
+        let mut seen = None;
+        for _ in 0..1000 {
+            crate::hub::yield_now();
+            let c = count();
+            if c.1 == Some(0) {
+                seen = Some(c);
+                break;
+            }
+        }
+        assert_eq!(seen, Some((0, Some(0))), "woken readers still counted as registered");
+        // One reads the byte; the other finds nothing and parks again, exactly once.
+        crate::hub::sleep(Duration::from_millis(5));
+        assert_eq!(count(), (1, Some(1)));
+        crate::hub::killall(&readers);
+        assert_eq!(count(), (0, Some(0)));
+        assert_eq!(readers.iter().filter(|g| g.successful()).count(), 1);
     }
 }
