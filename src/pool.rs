@@ -122,11 +122,16 @@ impl Group {
     fn join_deadline(&self, deadline: Option<Instant>) -> bool {
         loop {
             self.prune();
-            // Take the member out of the borrow before joining: the join switches (Habit 8).
-            let first = self.members.list.borrow().first().cloned();
-            let Some(m) = first else { return true };
-            if !m.join_deadline(deadline) {
-                return false;
+            // A snapshot, out of the borrow: each join switches (Habit 8). Members added
+            // meanwhile are joined by the next pass.
+            let all = self.members.list.borrow().clone();
+            if all.is_empty() {
+                return true;
+            }
+            for m in all {
+                if !m.join_deadline(deadline) {
+                    return false;
+                }
             }
         }
     }

@@ -188,16 +188,17 @@ impl StreamServer {
         // Closes the socket (the accept fiber's reference died with it).
         inner.listener.borrow_mut().take();
 
+        // A handler that calls `stop` is neither waited for nor killed; it stays in the map
+        // until it ends, so it is counted once here rather than searched for at every wake.
         let me = current();
-        let others = || -> Vec<Greenlet<()>> {
-            let hs = inner.handlers.borrow();
-            hs.values().filter(|g| *g.coroutine() != me).cloned().collect()
-        };
+        let mine = usize::from(inner.handlers.borrow().values().any(|g| *g.coroutine() == me));
+        let others = || inner.handlers.borrow().len() - mine;
         let deadline = Instant::now() + grace;
-        while !others().is_empty() && Instant::now() < deadline {
+        while others() > 0 && Instant::now() < deadline {
             inner.handler_ended.wait("StreamServer handlers to end", Some(deadline));
         }
-        let rest = others();
+        let rest: Vec<Greenlet<()>> =
+            inner.handlers.borrow().values().filter(|g| *g.coroutine() != me).cloned().collect();
         if !rest.is_empty() {
             log::info!(
                 "server {}: killing {} handler(s) still running after {grace:?}",

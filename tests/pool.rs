@@ -164,3 +164,22 @@ fn finished_members_do_not_pile_up_in_a_pool_that_runs_on() {
     assert_eq!(pool.len(), 0);
     assert_eq!(Rc::strong_count(&token), 1);
 }
+
+#[test]
+fn group_join_waits_for_members_added_while_it_waits() {
+    let g = Group::new();
+    let done = Rc::new(Cell::new(0));
+    let (g2, d) = (g.clone(), done.clone());
+    g.spawn(move || {
+        sleep(Duration::from_millis(2));
+        // Added after join took its snapshot: join must still wait for it.
+        let d2 = d.clone();
+        g2.spawn(move || {
+            sleep(Duration::from_millis(5));
+            d2.set(d2.get() + 1);
+        });
+        d.set(d.get() + 1);
+    });
+    g.join();
+    assert_eq!((g.len(), done.get()), (0, 2));
+}
