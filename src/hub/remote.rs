@@ -30,8 +30,13 @@
 //!    into a non-empty inbox rides on the signal of the push that made it non-empty, and that
 //!    signal's drain (which happens after the signal is seen) takes everything pushed before it.
 //!
+//! 3. `pending` is true from the push into an empty inbox until the drain that empties it. The
+//!    hub reads it without the lock, so even a hub too busy to wait anywhere (it polls only when
+//!    something outside may wake it) polls and drains: the inbox never grows without bound.
+//!
 //! Wake-ups are not deduplicated: waking one id twice delivers it twice.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mio::Waker;
@@ -45,6 +50,8 @@ pub(crate) struct Remote {
 #[derive(Debug)]
 struct Inner {
     inbox: Mutex<Inbox>,
+    /// The inbox is not empty (rule 3).
+    pending: AtomicBool,
     waker: Arc<Waker>,
 }
 
@@ -58,7 +65,7 @@ impl Remote {
     /// A remote over the reactor's waker (from [`Reactor::waker`](super::reactor::Reactor::waker)).
     pub(crate) fn new(waker: Arc<Waker>) -> Remote {
         let inbox = Mutex::new(Inbox { ids: Vec::new(), closed: false });
-        Remote { inner: Arc::new(Inner { inbox, waker }) }
+        Remote { inner: Arc::new(Inner { inbox, pending: AtomicBool::new(false), waker }) }
     }
 
     /// Queues `id` for the hub and wakes its `poll` if the inbox was empty. Any thread may call
@@ -70,7 +77,11 @@ impl Remote {
                 return false;
             }
             inbox.ids.push(id);
-            inbox.ids.len() == 1
+            let was_empty = inbox.ids.len() == 1;
+            if was_empty {
+                self.inner.pending.store(true, Ordering::Release);
+            }
+            was_empty
         };
         if was_empty && let Err(e) = self.inner.waker.wake() {
             // The eventfd write failed; the id stays queued and is drained on the hub's next
@@ -82,7 +93,14 @@ impl Remote {
 
     /// Hub side: moves every queued id into `out`, oldest first. The inbox keeps its capacity.
     pub(crate) fn drain(&self, out: &mut Vec<u64>) {
-        out.append(&mut self.lock().ids);
+        let mut inbox = self.lock();
+        self.inner.pending.store(false, Ordering::Release);
+        out.append(&mut inbox.ids);
+    }
+
+    /// Hub side: are ids queued (rule 3)? The hub then polls even when nobody waits outside.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.inner.pending.load(Ordering::Acquire)
     }
 
     /// Hub side, at shutdown: drops queued ids and makes later [`wake`](Self::wake)s return
@@ -172,5 +190,32 @@ mod tests {
         assert!(ids.is_empty(), "ids arrived after all were seen");
         assert!(seen.iter().all(|&n| n == 1), "an id was delivered twice or never");
         assert!(woken.is_empty());
+    }
+
+    #[test]
+    fn a_hub_too_busy_to_wait_still_drains_the_inbox() {
+        use crate::hub::{remote_signal, scheduler, spawn, yield_now};
+        // Nobody waits on the signal, and a spinner keeps the hub from ever idling.
+        let (wait, waker) = remote_signal();
+        let spinner = spawn(|| {
+            loop {
+                yield_now();
+            }
+        });
+        std::thread::spawn(move || {
+            for _ in 0..1000 {
+                waker.wake();
+            }
+        })
+        .join()
+        .unwrap();
+        assert!(scheduler::with(|hub| hub.remote.has_pending()));
+        // A round runs at most 64 coroutines; after a few the hub has polled and drained.
+        for _ in 0..1000 {
+            yield_now();
+        }
+        assert!(!scheduler::with(|hub| hub.remote.has_pending()), "the inbox was never drained");
+        assert!(wait.wait_timeout(Duration::ZERO), "the wake-up itself is kept");
+        spinner.kill();
     }
 }

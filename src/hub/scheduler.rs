@@ -162,7 +162,9 @@ impl Hub {
             }
             // 4. The reactor.
             let busy = !self.ready.borrow().is_empty() || !self.callbacks.borrow().is_empty();
-            let waits_outside = self.io_waits.get() > 0 || !self.remote_waits.borrow().is_empty();
+            let waits_outside = self.io_waits.get() > 0
+                || !self.remote_waits.borrow().is_empty()
+                || self.remote.has_pending();
             let timeout = if busy {
                 if !waits_outside {
                     continue;
