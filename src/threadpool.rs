@@ -147,7 +147,7 @@ where
     T: Send + 'static,
 {
     let slot: Arc<Mutex<Option<std::thread::Result<T>>>> = Arc::new(Mutex::new(None));
-    let (wait, waker) = remote_signal();
+    let (mut wait, waker) = remote_signal();
     let theirs = slot.clone();
     pool().submit(Box::new(move || {
         let r = catch_unwind(AssertUnwindSafe(f));

@@ -178,7 +178,7 @@ fn spawn_later_starts_after_the_delay() {
 
 #[test]
 fn a_std_thread_wakes_a_waiting_fiber_while_others_run() {
-    let (wait, waker) = remote_signal();
+    let (mut wait, waker) = remote_signal();
     let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
     let s2 = slot.clone();
     let ticks = Rc::new(RefCell::new(0));
@@ -297,7 +297,7 @@ fn fibers_that_only_yield_do_not_starve_timers_or_other_threads() {
     let t = Instant::now();
     sleep(Duration::from_millis(20)); // a timer, while the spinners run
     assert!(t.elapsed() >= Duration::from_millis(20));
-    let (wait, waker) = remote_signal();
+    let (mut wait, waker) = remote_signal();
     let thread = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(10));
         waker.wake();

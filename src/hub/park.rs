@@ -530,17 +530,27 @@ impl<V, F: FnOnce(V)> Drop for Enqueued<'_, V, F> {
     }
 }
 
-/// The waiting half of a cross-thread wake-up: lives on the hub's thread (`!Send`).
+/// The waiting half of a cross-thread wake-up: lives on the hub's thread (`!Send`). One fiber
+/// waits on it at a time, which `&mut self` makes the compiler check.
 ///
 /// ```
 /// use greenfiber::hub::remote_signal;
-/// let (wait, waker) = remote_signal();
+/// let (mut wait, waker) = remote_signal();
 /// let t = std::thread::spawn(move || {
 ///     std::thread::sleep(std::time::Duration::from_millis(10));
 ///     waker.wake();
 /// });
 /// wait.wait(); // other fibers run meanwhile
 /// t.join().unwrap();
+/// ```
+///
+/// Two fibers cannot share one (each would need it mutably):
+///
+/// ```compile_fail
+/// let (wait, _waker) = greenfiber::hub::remote_signal();
+/// let wait = std::rc::Rc::new(wait);
+/// let w2 = wait.clone();
+/// greenfiber::spawn(move || w2.wait());
 /// ```
 pub struct RemoteWait {
     id: u64,
@@ -573,24 +583,31 @@ pub fn remote_signal() -> (RemoteWait, RemoteWaker) {
 
 impl RemoteWaker {
     /// Wakes the fiber waiting on the paired [`RemoteWait`] (or the next one to wait).
+    /// Wakes before that fiber runs again count once, like a flag.
     pub fn wake(&self) {
-        self.shared.store(true, Ordering::Release);
-        self.remote.wake(self.id);
+        // The flag is the wake-up; the id only tells the hub to look. Only the wake that sets
+        // the flag queues the id, so however often this is called, at most one id per wait is
+        // queued for the hub.
+        if !self.shared.swap(true, Ordering::AcqRel) {
+            self.remote.wake(self.id);
+        }
     }
 }
 
 impl RemoteWait {
     /// Waits until woken; other fibers run meanwhile.
-    pub fn wait(&self) {
+    pub fn wait(&mut self) {
         self.wait_deadline(None);
     }
 
     /// Waits at most `d`; true if woken.
-    pub fn wait_timeout(&self, d: Duration) -> bool {
+    pub fn wait_timeout(&mut self, d: Duration) -> bool {
         self.wait_deadline(Some(Instant::now() + d))
     }
 
-    pub(crate) fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
+    /// `&mut self`: a second waiter on the same id would replace the first in the hub's table,
+    /// and the first would never be woken.
+    pub(crate) fn wait_deadline(&mut self, deadline: Option<Instant>) -> bool {
         loop {
             if self.shared.swap(false, Ordering::Acquire) {
                 return true;

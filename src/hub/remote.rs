@@ -34,7 +34,9 @@
 //!    hub reads it without the lock, so even a hub too busy to wait anywhere (it polls only when
 //!    something outside may wake it) polls and drains: the inbox never grows without bound.
 //!
-//! Wake-ups are not deduplicated: waking one id twice delivers it twice.
+//! The inbox does not deduplicate: waking one id twice delivers it twice. `RemoteWaker` (the
+//! only caller) queues its id only when its flag goes from unset to set, so each waiting fiber
+//! has at most one id queued however often it is woken.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -109,6 +111,12 @@ impl Remote {
         let mut inbox = self.lock();
         inbox.closed = true;
         inbox.ids = Vec::new();
+    }
+
+    /// How many ids are queued.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().ids.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inbox> {
@@ -196,7 +204,7 @@ mod tests {
     fn a_hub_too_busy_to_wait_still_drains_the_inbox() {
         use crate::hub::{remote_signal, scheduler, spawn, yield_now};
         // Nobody waits on the signal, and a spinner keeps the hub from ever idling.
-        let (wait, waker) = remote_signal();
+        let (mut wait, waker) = remote_signal();
         let spinner = spawn(|| {
             loop {
                 yield_now();
@@ -217,5 +225,21 @@ mod tests {
         assert!(!scheduler::with(|hub| hub.remote.has_pending()), "the inbox was never drained");
         assert!(wait.wait_timeout(Duration::ZERO), "the wake-up itself is kept");
         spinner.kill();
+    }
+
+    #[test]
+    fn a_waker_called_in_a_loop_queues_one_id_per_wait() {
+        use crate::hub::{remote_signal, scheduler};
+        let (mut wait, waker) = remote_signal();
+        std::thread::spawn(move || {
+            for _ in 0..100_000 {
+                waker.wake();
+            }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(scheduler::with(|hub| hub.remote.queued()), 1);
+        assert!(wait.wait_timeout(Duration::ZERO));
+        assert!(!wait.wait_timeout(Duration::ZERO), "many wakes before a wait count once");
     }
 }

@@ -183,7 +183,7 @@ impl<T: Clone> AsyncResult<T> {
         T: Send + 'static,
     {
         let slot = Arc::new(Mutex::new(None));
-        let (wait, waker) = remote_signal();
+        let (mut wait, waker) = remote_signal();
         let (me, theirs) = (self.clone(), slot.clone());
         hub::spawn_named("AsyncResult sender", move || {
             wait.wait();
