@@ -3,7 +3,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use greenfiber::{Timeout, sleep, spawn, with_timeout};
+use greenfiber::{Timeout, sleep, spawn, with_timeout, yield_now};
 
 #[test]
 fn times_out_a_blocked_closure_and_unwinds_it() {
@@ -67,4 +67,30 @@ fn timeouts_work_inside_fibers_too() {
     for g in gs {
         assert_eq!(g.get().unwrap(), Err(Timeout));
     }
+}
+
+#[test]
+fn with_timeout_interrupts_a_loop_that_only_yields() {
+    // In main, alone: the yielder is always queued when the timer fires.
+    let r = with_timeout(Duration::from_millis(20), || {
+        loop {
+            yield_now();
+        }
+    });
+    assert_eq!(r, Err(Timeout));
+    // In a fiber, beside another yielder, with sleep(0).
+    let other = spawn(|| {
+        for _ in 0..10_000_000 {
+            yield_now()
+        }
+    });
+    let g = spawn(|| {
+        with_timeout(Duration::from_millis(20), || {
+            loop {
+                sleep(Duration::ZERO);
+            }
+        })
+    });
+    assert_eq!(g.get().unwrap(), Err(Timeout));
+    other.kill();
 }

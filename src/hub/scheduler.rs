@@ -235,7 +235,11 @@ impl Hub {
                     return;
                 }
                 match park::waiter_of(&co) {
-                    Some(w) if w.is_parked() => {
+                    // Parked, or woken and queued to run (a fiber that only yields is always
+                    // queued when timers fire): raise at its blocking point now. A queued entry
+                    // left behind is skipped (`runnable`) unless the fiber is woken again,
+                    // which it then only meets early.
+                    Some(w) if w.is_parked() || w.is_woken() => {
                         // SAFETY: `key` points into the `with_timeout` frame of `co`, which is
                         // alive: that frame cancels this timer before it ends, so a timer that
                         // fires finds it in place.
@@ -245,8 +249,8 @@ impl Hub {
                         let _ = co.throw(super::time::TimeoutFired { id });
                     }
                     _ => {
-                        // Not parked right now (queued to run, or in a raw switch): try again on
-                        // the next round, after it had its turn.
+                        // Not in a park (suspended in a raw switch): try again on the next
+                        // round, after it had its turn.
                         let again = now + Duration::from_micros(100);
                         let k = self
                             .timers
