@@ -18,18 +18,22 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::coroutine::GreenletExit;
+use crate::coroutine::{Coroutine, GreenletExit};
 use crate::hub::{self, Greenlet};
 use crate::sync::{Queue, Semaphore};
 
 /// What a group needs of a fiber, whatever its result type.
 trait Member {
+    fn coroutine(&self) -> &Coroutine;
     fn ready(&self) -> bool;
     fn join_deadline(&self, deadline: Option<Instant>) -> bool;
     fn kill(&self);
 }
 
 impl<T: 'static> Member for Greenlet<T> {
+    fn coroutine(&self) -> &Coroutine {
+        Greenlet::coroutine(self)
+    }
     fn ready(&self) -> bool {
         Greenlet::ready(self)
     }
@@ -84,6 +88,11 @@ impl Group {
         if len >= self.members.sweep_at.get() {
             self.prune();
         }
+    }
+
+    /// Is `co` one of the members?
+    fn contains(&self, co: &Coroutine) -> bool {
+        self.members.list.borrow().iter().any(|m| m.coroutine() == co)
     }
 
     /// Drops the finished members.
@@ -212,7 +221,13 @@ impl Pool {
 
     /// Runs `f` in the pool and returns its value; a panic in `f` is re-raised here with its
     /// original payload. A task killed meanwhile (by [`kill`](Pool::kill)) makes this panic.
+    ///
+    /// Called from one of the pool's own fibers, it runs `f` right there, as gevent does:
+    /// waiting for a slot that the caller itself holds could never end.
     pub fn apply<T: 'static>(&self, f: impl FnOnce() -> T + 'static) -> T {
+        if self.group.contains(&crate::coroutine::current()) {
+            return f();
+        }
         unwrap_task(&self.spawn(move || catching(f)))
     }
 

@@ -183,3 +183,15 @@ fn group_join_waits_for_members_added_while_it_waits() {
     g.join();
     assert_eq!((g.len(), done.get()), (0, 2));
 }
+
+#[test]
+fn apply_from_inside_the_pool_runs_inline_instead_of_deadlocking() {
+    // gevent's test_reentrant: a full pool's own fiber applies into the same pool.
+    let pool = Pool::new(1);
+    let p2 = pool.clone();
+    assert_eq!(pool.apply(move || p2.apply(|| 2) * 3), 6);
+    let p3 = pool.clone();
+    let g = pool.spawn(move || p3.apply(|| 7));
+    assert_eq!(g.get().unwrap(), 7);
+    assert_eq!(pool.free_count(), 1);
+}
