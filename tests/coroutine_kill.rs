@@ -169,3 +169,67 @@ fn a_coroutine_whose_last_handle_goes_while_it_runs_lives_until_it_switches_away
     let () = child.switch(());
     assert_eq!(*log.borrow(), ["still running", "killed", "unwound"]);
 }
+
+/// Sets its flag when dropped.
+struct Flag(Rc<std::cell::Cell<bool>>);
+impl Drop for Flag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+#[test]
+fn a_coroutine_that_survives_kill_gets_its_parent_back() {
+    let main = current();
+    let p = Coroutine::new(|()| ());
+    let m = main.clone();
+    let g = Coroutine::builder().parent(&p).build(move |()| {
+        loop {
+            // Waits in main's hands; catches every kill and goes back: it survives.
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                let () = m.switch(());
+            }));
+            assert!(r.unwrap_err().is::<GreenletExit>());
+        }
+    });
+    let () = g.switch(());
+    g.kill();
+    assert!(!g.is_dead());
+    assert_eq!(g.parent(), Some(p.clone()), "the killer stood in only for the kill");
+    g.kill();
+    assert_eq!(g.parent(), Some(p));
+}
+
+#[test]
+fn a_coroutine_resurrected_on_drop_gets_its_parent_back_and_dies_with_its_new_handle() {
+    // greenlet's test_parent_restored_on_kill, then the resurrected one's last handle goes.
+    let main = current();
+    let hub = Coroutine::new(|()| ());
+    let seen: Rc<RefCell<Vec<Coroutine>>> = Rc::new(RefCell::new(Vec::new()));
+    let unwound = Rc::new(std::cell::Cell::new(false));
+    let (m, h, s, u) = (main.clone(), hub.clone(), seen.clone(), unwound.clone());
+    let g = Coroutine::builder().parent(&hub).build(move |()| {
+        let _flag = Flag(u);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let () = m.switch(());
+        }));
+        assert!(r.unwrap_err().is::<GreenletExit>());
+        let me = current();
+        s.borrow_mut().push(me.parent().unwrap());
+        s.borrow_mut().push(me);
+        let () = h.switch(());
+    });
+    let () = g.switch(());
+    drop(g);
+    {
+        let seen = seen.borrow();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0], main, "the dropper is the parent while it unwinds");
+        assert_eq!(seen[1].parent(), Some(hub), "and the old parent comes back");
+        assert!(!seen[1].is_dead());
+    }
+    assert!(!unwound.get());
+    // Its new handle is now the last: dropping it kills it again.
+    seen.borrow_mut().clear();
+    assert!(unwound.get(), "the resurrected coroutine was leaked instead of killed");
+}

@@ -118,13 +118,25 @@ impl Coroutine {
         if me == *self {
             std::panic::resume_unwind(Box::new(GreenletExit));
         }
-        let old_parent = if self.set_parent(&me).is_ok() { None } else { self.parent() };
+        // The exit comes back here: the killer is the parent while it unwinds. (If the killer
+        // descends from the victim that would be a cycle; it then goes to the victim's parent.)
+        let old_parent = self.parent();
+        let reparented = self.set_parent(&me).is_ok();
         let _exit: Box<dyn Any> = self.throw(GreenletExit);
-        if !c.dead.get() {
-            // It caught GreenletExit and lives on: give it its old parent back.
-            if let Some(p) = old_parent {
-                let _ = self.set_parent(&p);
-            }
+        if reparented {
+            self.restore_parent_if_alive(&me, old_parent);
+        }
+    }
+
+    /// After a kill that `self` survived (it caught `GreenletExit` and switched away): gives it
+    /// back the parent it had before the killer stood in, unless it chose another meanwhile
+    /// (greenlet's `test_parent_restored_on_kill`).
+    fn restore_parent_if_alive(&self, killer: &Coroutine, old: Option<Coroutine>) {
+        if self.0.dead.get() || self.parent().as_ref() != Some(killer) {
+            return;
+        }
+        if let Some(p) = old {
+            let _ = self.set_parent(&p);
         }
     }
 
@@ -208,8 +220,7 @@ impl Coroutine {
     fn kill_on_drop(&mut self) {
         let me = current();
         // The victim has no other handle, so no child names it as parent: no cycle is possible.
-        let old = self.0.parent.replace(Some(me));
-        drop(old);
+        let old = self.0.parent.replace(Some(me.clone()));
         let r = catch_unwind(AssertUnwindSafe(|| {
             let _: Box<dyn Any> = self.throw(GreenletExit);
         }));
@@ -220,13 +231,19 @@ impl Coroutine {
                 crate::error::panic_message(&*p)
             );
         }
-        if !self.0.dead.get() {
+        if self.0.dead.get() {
+            return;
+        }
+        self.restore_parent_if_alive(&me, old);
+        if self.0.count() == 1 {
             log::warn!(
                 "coroutine {} caught GreenletExit and lives on with no handle: it is leaked",
                 self.0.label()
             );
             std::mem::forget(self.0.clone());
         }
+        // Else it took a new handle to itself while it unwound (resurrection): that handle
+        // owns it now, and dropping it kills it again, as greenlet does.
     }
 }
 
