@@ -360,3 +360,22 @@ fn a_value_sent_to_any_type_expectation_is_boxed() {
     assert_eq!(*b.downcast::<Vec<u8>>().unwrap(), vec![1, 2]);
     let _ = Cell::new(0);
 }
+
+#[test]
+fn greenlet_exit_thrown_at_a_dead_coroutine_comes_back_as_a_value() {
+    // greenlet's test_throw.py::test_kill: a dead coroutine eats GreenletExit.
+    use greenfiber::GreenletExit;
+    let m = current();
+    let g = Coroutine::new(move |()| {
+        let () = m.switch("ok");
+        let () = m.switch("fail");
+    });
+    let r: &str = g.switch(());
+    assert_eq!(r, "ok");
+    assert!(g.throw(GreenletExit).is::<GreenletExit>());
+    assert!(g.is_dead());
+    assert!(g.throw(GreenletExit).is::<GreenletExit>(), "eaten by the dead coroutine");
+    // Any other payload still goes on to the first live ancestor, here: raised at once.
+    let r = catch_unwind(AssertUnwindSafe(|| g.throw("boom")));
+    assert_eq!(*r.unwrap_err().downcast::<&str>().unwrap(), "boom");
+}

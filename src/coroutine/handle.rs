@@ -94,7 +94,9 @@ impl Coroutine {
     /// If it catches it, `throw` returns what it switches back (boxed). If not, it dies and the
     /// payload goes to its parent (re-raised there, unless it is [`GreenletExit`], which arrives
     /// as a value). A coroutine that never started dies without running; `throw` into the
-    /// current coroutine raises at once.
+    /// current coroutine raises at once. Into a dead coroutine, the payload goes to its first
+    /// live ancestor, except a `GreenletExit`, which the dead one eats: it arrives there as a
+    /// value.
     pub fn throw<E: Any + Send + 'static>(&self, payload: E) -> Box<dyn Any> {
         switch::transfer::<Box<dyn Any>>(self, Msg::Raise(Box::new(payload)))
     }

@@ -107,20 +107,29 @@ pub(crate) fn first_live(target: &Coroutine) -> Coroutine {
 }
 
 /// Where `msg` really goes: dead targets pass it to their parents; a raise into a coroutine
-/// that never started kills it without running it and passes on to its parent (greenlet).
+/// that never started kills it without running it and passes on to its parent (greenlet). A
+/// `GreenletExit` thrown at a dead coroutine is eaten by it: it arrives as a value
+/// (greenlet's `test_throw.py::test_kill`).
 fn route(target: &Coroutine, mut msg: Msg) -> (Coroutine, Msg) {
+    if target.0.dead.get() {
+        msg = exit_as_value(msg);
+    }
     let mut t = first_live(target);
     while !t.0.started.get() {
         let Msg::Raise(p) = msg else { break };
         t.0.kill_unstarted();
-        msg = if p.is::<GreenletExit>() {
-            Msg::Boxed(p, type_name::<GreenletExit>())
-        } else {
-            Msg::Raise(p)
-        };
+        msg = exit_as_value(Msg::Raise(p));
         t = first_live(&t);
     }
     (t, msg)
+}
+
+/// A raised `GreenletExit` as the value it becomes when the target dies without unwinding.
+fn exit_as_value(msg: Msg) -> Msg {
+    match msg {
+        Msg::Raise(p) if p.is::<GreenletExit>() => Msg::Boxed(p, type_name::<GreenletExit>()),
+        m => m,
+    }
 }
 
 /// `switch`/`try_switch`: checks the receiver waits for a `T`, then sends `value`.
