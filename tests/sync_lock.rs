@@ -305,3 +305,36 @@ fn condition_kill_mid_wait_passes_the_notification_on() {
     assert_eq!(c.waiting(), 0);
     assert!(!c.lock().locked());
 }
+
+#[test]
+fn a_double_release_right_after_a_hand_off_is_refused() {
+    // gevent's BoundedSemaphore counts a permit handed to a waiter that has not run yet as
+    // free, so releasing again raises instead of letting a second fiber in.
+    let lock = Rc::new(Lock::new());
+    lock.acquire();
+    let l = lock.clone();
+    let g = spawn(move || {
+        l.acquire();
+        l.release().unwrap();
+    });
+    yield_now();
+    assert_eq!(lock.release(), Ok(())); // handed to g, which has not run
+    assert_eq!(lock.release(), Err(SyncError::PastBound));
+    assert!(lock.locked());
+    g.join();
+    assert!(!lock.locked());
+    assert_eq!(lock.release(), Err(SyncError::PastBound));
+
+    // A waiter killed after its grant hands the permit back: the bound still holds.
+    let sem = Rc::new(BoundedSemaphore::new(1));
+    sem.acquire();
+    let s = sem.clone();
+    let g = spawn(move || s.acquire());
+    yield_now();
+    assert_eq!(sem.release(), Ok(()));
+    g.kill();
+    assert_eq!(sem.available(), 1);
+    assert_eq!(sem.release(), Err(SyncError::PastBound));
+    assert!(sem.try_acquire());
+    assert_eq!(sem.release(), Ok(()));
+}
