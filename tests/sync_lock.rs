@@ -338,3 +338,26 @@ fn a_double_release_right_after_a_hand_off_is_refused() {
     assert!(sem.try_acquire());
     assert_eq!(sem.release(), Ok(()));
 }
+
+#[test]
+fn a_condition_wait_cut_short_by_with_timeout_takes_the_lock_back() {
+    // The pattern `acquire; with_timeout(wait); release`: the release must be of our own lock.
+    let c = Rc::new(Condition::new());
+    let holder_done = Rc::new(Cell::new(false));
+    let (c2, d) = (c.clone(), holder_done.clone());
+    c.acquire();
+    // Takes the lock as soon as the waiter gives it up, and keeps it for 20 ms.
+    let holder = spawn(move || {
+        c2.acquire();
+        greenfiber::sleep(Duration::from_millis(20));
+        d.set(true);
+        c2.release();
+    });
+    assert!(with_timeout(Duration::from_millis(5), || c.wait()).is_err());
+    // The wait came back only once it held the lock again, after the holder let go.
+    assert!(holder_done.get());
+    assert!(c.lock().locked());
+    c.release();
+    assert!(!c.lock().locked());
+    holder.join();
+}

@@ -1,17 +1,21 @@
 //! `Condition`: a wait list of notifications beside a [`Lock`].
 
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::{Duration, Instant};
 
 use super::lock::Lock;
 use super::waiters::{Outcome, WaitList};
+use crate::hub::TimeoutFired;
 
 /// A condition variable for fibers (gevent's/`threading`'s `Condition`) over its own [`Lock`].
 ///
 /// `wait` releases the lock, waits for a `notify`, and re-acquires the lock before returning.
 /// Waiters are notified in FIFO order. A notification that reaches a waiter which is killed
 /// (or interrupted by `with_timeout`) before it runs passes to the next waiter; with none left
-/// it is dropped, as a `notify` with nobody waiting is. A waiter that unwinds does not
-/// re-acquire the lock (it would have to block while unwinding).
+/// it is dropped, as a `notify` with nobody waiting is. A waiter interrupted by
+/// [`with_timeout`](crate::with_timeout) takes the lock back before the timeout goes on (as
+/// `threading`'s `Condition.wait` does in its `finally`), so the caller's own `release` after
+/// the timeout is right; a killed waiter dies without waiting for the lock.
 ///
 /// ```
 /// use std::{cell::Cell, rc::Rc};
@@ -96,9 +100,22 @@ impl Condition {
         let hand_on = |()| {
             let _ = self.waiters.grant_one(());
         };
-        let o = self.waiters.wait_for("a condition", None, deadline, hand_on);
-        self.lock.acquire();
-        matches!(o, Outcome::Granted(_))
+        let o = catch_unwind(AssertUnwindSafe(|| {
+            self.waiters.wait_for("a condition", None, deadline, hand_on)
+        }));
+        match o {
+            Ok(o) => {
+                self.lock.acquire();
+                matches!(o, Outcome::Granted(_))
+            }
+            Err(p) => {
+                // Caught, not in a `Drop`: waiting for the lock here is an ordinary park.
+                if p.is::<TimeoutFired>() {
+                    self.lock.acquire();
+                }
+                resume_unwind(p)
+            }
+        }
     }
 
     /// Wakes the first waiter, if any; true if there was one.
