@@ -139,6 +139,10 @@ impl Drop for Core {
 }
 
 /// The coroutine running now; the thread's main coroutine outside any other.
+///
+/// # Panics
+/// In a thread-local destructor that runs after this thread's coroutine state is gone (Rust
+/// then aborts, as for any panic in a thread-local destructor).
 pub fn current() -> Coroutine {
     thread::with(|ts| ts.current())
 }
