@@ -94,3 +94,27 @@ fn with_timeout_interrupts_a_loop_that_only_yields() {
     assert_eq!(g.get().unwrap(), Err(Timeout));
     other.kill();
 }
+
+#[test]
+fn with_timeout_interrupts_a_kill_whose_victim_will_not_die() {
+    // gevent's test__greenletset test_kill_fires_once: the kill is an interruptible wait.
+    use std::cell::Cell;
+    use std::panic::catch_unwind;
+    let shots = Rc::new(Cell::new(0));
+    let stop = Rc::new(Cell::new(false));
+    let (s, st) = (shots.clone(), stop.clone());
+    let g = spawn(move || {
+        while !st.get() {
+            if catch_unwind(|| sleep(Duration::from_millis(5))).is_err() {
+                s.set(s.get() + 1);
+            }
+        }
+    });
+    sleep(Duration::from_millis(1));
+    assert_eq!(with_timeout(Duration::from_millis(20), || g.kill()), Err(Timeout));
+    assert_eq!(shots.get(), 1, "the exit is raised once");
+    assert!(!g.ready());
+    stop.set(true);
+    g.join();
+    assert!(g.successful());
+}

@@ -191,6 +191,11 @@ impl<T: 'static> Greenlet<T> {
     /// removing it from that wait and unwinding its stack, and returns when it is dead. A
     /// fiber that has not started never runs. A no-op on a finished fiber.
     ///
+    /// As in gevent, the hub raises the exit and the caller waits for the end like a
+    /// [`join`](Greenlet::join): a [`with_timeout`](crate::with_timeout) around `kill` ends the
+    /// wait if the fiber catches the exit and goes on blocking. Called from the hub (a link
+    /// callback), it raises the exit itself.
+    ///
     /// A killed fiber is [`ready`](Greenlet::ready) but not
     /// [`successful`](Greenlet::successful), and `get()` returns `Err(Error::Killed)` (gevent
     /// returns a `GreenletExit` value instead; Rust has no such value of type `T`).
@@ -212,7 +217,23 @@ impl<T: 'static> Greenlet<T> {
         if *co == current() {
             std::panic::resume_unwind(Box::new(GreenletExit));
         }
-        co.kill();
+        let in_hub = scheduler::with(|hub| hub.co == current());
+        if in_hub {
+            co.kill();
+            return;
+        }
+        // As gevent does: the hub raises GreenletExit in the victim, and the killer waits for
+        // its end like any join, so a `with_timeout` around the kill can still interrupt it
+        // (a victim that catches the exit may block for as long as it likes).
+        let victim = co.clone();
+        scheduler::with(|hub| {
+            hub.callbacks.borrow_mut().push_back(Box::new(move || {
+                if !victim.is_dead() {
+                    victim.kill();
+                }
+            }))
+        });
+        self.join();
     }
 
     /// True once the fiber has finished, whatever the outcome.
