@@ -118,3 +118,29 @@ fn with_timeout_interrupts_a_kill_whose_victim_will_not_die() {
     g.join();
     assert!(g.successful());
 }
+
+#[test]
+fn timers_due_together_are_fired_one_at_a_time() {
+    // A timeout and the sleep it interrupts fall due in the same pass of the hub. Raising the
+    // timeout unwinds the sleep, which cancels its own timer: that timer must not fire later
+    // into the dead frame (it used to wake the next sleep at the same stack address early).
+    for _ in 0..20 {
+        let _ = with_timeout(Duration::from_millis(2), || sleep(Duration::from_millis(2)));
+        let t = Instant::now();
+        sleep(Duration::from_millis(2));
+        assert!(t.elapsed() >= Duration::from_millis(2), "a sleep ended early");
+    }
+    // Nested timeouts due together: the outer one unwinds the inner frame, whose timer must not
+    // then raise a stray timeout.
+    let g = spawn(|| {
+        for _ in 0..20 {
+            let r = with_timeout(Duration::from_millis(2), || {
+                with_timeout(Duration::from_millis(2), || sleep(Duration::from_secs(1)))
+            });
+            assert!(r.is_err());
+            sleep(Duration::from_millis(3));
+        }
+    });
+    g.join();
+    assert!(g.successful(), "{:?}", g.take());
+}

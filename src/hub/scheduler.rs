@@ -134,7 +134,6 @@ impl Hub {
 
     /// The hub loop (see the module docs). Never returns.
     fn run(&self) {
-        let mut fired = Vec::new();
         let mut woken = Vec::new();
         let mut ids = Vec::new();
         loop {
@@ -155,8 +154,13 @@ impl Hub {
             if !self.timers.borrow().is_empty() {
                 let t = Instant::now();
                 now = Some(t);
-                self.timers.borrow_mut().pop_due(t, &mut fired);
-                for action in fired.drain(..) {
+                // One at a time (see `pop_one_due`): firing a timeout runs its fiber, whose
+                // unwinding may cancel other due timers. At most as many as were pending, so
+                // timers set meanwhile for `t` or earlier wait for the next pass.
+                let pending = self.timers.borrow().len();
+                for _ in 0..pending {
+                    let due = self.timers.borrow_mut().pop_one_due(t);
+                    let Some(action) = due else { break };
                     self.fire(action, t);
                 }
             }

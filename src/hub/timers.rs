@@ -25,9 +25,9 @@
 //!
 //! 1. A heap entry is *live* iff `slots[entry.slot]` is occupied with the same `seq`. Every
 //!    occupied slot has exactly one live heap entry.
-//! 2. The heap is empty or its top is live. `cancel` and `pop_due` restore this before returning,
-//!    so `next_deadline` is exact and takes `&self`.
-//! 3. Stale entries are bounded: when, after a `cancel` or `pop_due`, they outnumber live ones
+//! 2. The heap is empty or its top is live. `cancel` and `pop_one_due` restore this before
+//!    returning, so `next_deadline` is exact and takes `&self`.
+//! 3. Stale entries are bounded: when, after a `cancel` or `pop_one_due`, they outnumber live ones
 //!    (and there are more than [`COMPACT_MIN`]), the heap is filtered and rebuilt in O(n). Every
 //!    stale entry was made by one `cancel`, so this amortizes to O(1) per cancel. When nothing is
 //!    live, the heap is cleared. So the heap holds at most
@@ -169,20 +169,33 @@ impl<W> Timers<W> {
         self.heap.first().map(|e| e.deadline)
     }
 
-    /// Moves every waiter whose deadline is `<= now` into `out`, in `(deadline, insertion)` order.
-    /// Their keys become dead (rule 4).
-    pub(crate) fn pop_due(&mut self, now: Instant, out: &mut Vec<W>) {
+    /// Takes the earliest waiter whose deadline is `<= now` (ties in insertion order), or
+    /// `None`. Its key becomes dead (rule 4). One at a time: acting on a timer may cancel
+    /// others that are due too (a raised timeout unwinds frames that own timers), and those
+    /// must leave the queue rather than be acted on afterwards.
+    pub(crate) fn pop_one_due(&mut self, now: Instant) -> Option<W> {
+        let mut due = None;
         while let Some(top) = self.heap.first().copied() {
             if top.deadline > now {
                 break;
             }
             self.pop_top();
             if self.is_live(&top) {
-                let w = self.free_slot(top.slot);
-                out.push(w);
+                due = Some(self.free_slot(top.slot));
+                break;
             }
         }
         self.restore_rules();
+        due
+    }
+
+    /// Moves every waiter whose deadline is `<= now` into `out`, in `(deadline, insertion)`
+    /// order.
+    #[cfg(test)]
+    fn pop_due(&mut self, now: Instant, out: &mut Vec<W>) {
+        while let Some(w) = self.pop_one_due(now) {
+            out.push(w);
+        }
     }
 
     #[inline]
