@@ -134,7 +134,7 @@ fn kill_a_fiber_waiting_in_join_removes_it_from_that_wait() {
 }
 
 #[test]
-fn link_runs_from_the_hub_after_the_end_exactly_once() {
+fn link_runs_after_the_end_exactly_once_never_inside_link() {
     let l = log();
     let g = spawn(|| 5);
     let l2 = l.clone();
@@ -337,4 +337,19 @@ fn a_fiber_killed_by_the_one_it_handed_off_to_unwinds_and_dies() {
     assert_eq!(killer.get(), Ok(7));
     assert_eq!(victim.get(), Err(Error::Killed));
     assert_eq!(*l.borrow(), ["killer runs", "victim unwound", "killer killed it"]);
+}
+
+#[test]
+fn a_link_may_block_as_gevent_links_do() {
+    // gevent's test_link_to_channel: each finished fiber's link puts into a rendezvous
+    // channel, which waits until main takes the value.
+    let ch = Rc::new(greenfiber::sync::Channel::new());
+    let gs: Vec<_> = (1..=3).map(|i| spawn(move || i * 100)).collect();
+    for g in &gs {
+        let ch = ch.clone();
+        g.link(move |g| ch.put(g.get().unwrap()));
+    }
+    let mut got: Vec<i32> = (0..3).map(|_| ch.get()).collect();
+    got.sort();
+    assert_eq!(got, [100, 200, 300]);
 }

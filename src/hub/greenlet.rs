@@ -136,17 +136,21 @@ impl<T: 'static> Inner<T> {
     }
 }
 
-/// Runs the links registered so far, from the hub, each exactly once.
+/// Runs the links registered so far, each exactly once, in a fiber of their own (gevent's
+/// `link` runs each callback in a new greenlet), so a callback may block: a `put` into a full
+/// queue waits for room instead of failing.
 fn schedule_links<T: 'static>(g: Greenlet<T>) {
-    scheduler::with(|hub| {
-        hub.callbacks.borrow_mut().push_back(Box::new(move || {
-            let links = std::mem::take(&mut *g.inner.links.borrow_mut());
-            for l in links {
-                if let Err(p) = catch_unwind(AssertUnwindSafe(|| l(&g))) {
-                    log::error!("a link callback panicked: {}", crate::error::panic_message(&*p));
+    spawn_named("links", move || {
+        let links = std::mem::take(&mut *g.inner.links.borrow_mut());
+        for l in links {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| l(&g))) {
+                if p.is::<GreenletExit>() {
+                    // This fiber itself is being killed: the rest do not run.
+                    std::panic::resume_unwind(p);
                 }
+                log::error!("a link callback panicked: {}", crate::error::panic_message(&*p));
             }
-        }))
+        }
     });
 }
 
@@ -246,8 +250,10 @@ impl<T: 'static> Greenlet<T> {
         matches!(*self.inner.result.borrow(), Some(Ok(_)))
     }
 
-    /// Calls `f` from the hub once the fiber has finished — never inside `link` itself, even
-    /// for a finished fiber — exactly once. `f` must not block.
+    /// Calls `f` once the fiber has finished — never inside `link` itself, even for a finished
+    /// fiber — exactly once, in a fiber the hub starts for the links (as gevent's `link` does),
+    /// so `f` may block. Links run in the order they were added, after the fibers the end woke
+    /// (its joiners). A panic in `f` is logged and the next link still runs.
     pub fn link(&self, f: impl FnOnce(&Greenlet<T>) + 'static) {
         self.inner.links.borrow_mut().push(Box::new(f));
         if self.ready() && self.inner.result.borrow().is_some() {

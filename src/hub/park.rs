@@ -147,7 +147,7 @@ impl Waiter {
     fn park_in(&self, hub: &Hub, deadline: Option<Instant>, ready: bool) -> Wake {
         if self.co == hub.co {
             panic!(
-                "greenfiber: cannot block inside the hub (a link callback or timer action tried to \
+                "greenfiber: cannot block inside the hub (a hub callback or timer action tried to \
                  wait on {})",
                 self.what
             );

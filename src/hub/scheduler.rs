@@ -8,9 +8,9 @@
 //!            v                                                              |
 //!   1. a round: run ready coroutines in FIFO order until the queue is empty |
 //!      or ROUND_BUDGET of them have run. A coroutine that parks hands       |
-//!      control straight to the next one; the hub runs link callbacks as     |
-//!      soon as any come back to it (a fiber's end always does)              |
-//!   2. run link callbacks                                                   |
+//!      control straight to the next one; the hub runs its callbacks (the    |
+//!      kills `Greenlet::kill` asks for) as soon as control is back with it  |
+//!   2. run callbacks                                                        |
 //!   3. fire due timers  -> unpark (TimedOut) or raise Timeout in the owner  |
 //!   4. poll mio: timeout 0 if anything is ready, else until the next timer, |
 //!      else forever if a socket or another thread may wake someone,         |
@@ -71,7 +71,7 @@ pub(crate) struct Hub {
     /// Waiters for a wake-up from another thread, by id.
     pub(crate) remote_waits: RefCell<HashMap<u64, WaiterRef>>,
     pub(crate) next_remote_id: Cell<u64>,
-    /// Callbacks to run from the hub (Greenlet links).
+    /// Callbacks to run from the hub (the kills `Greenlet::kill` asks for).
     pub(crate) callbacks: RefCell<VecDeque<Box<dyn FnOnce()>>>,
     /// The message for the coroutine woken with `Wake::LoopExit`.
     pub(crate) loop_exit: Cell<Option<String>>,
@@ -141,13 +141,13 @@ impl Hub {
             self.budget.set(ROUND_BUDGET);
             while let Some(co) = self.next_ready() {
                 // SWITCH: runs `co`, and whatever it hands off to, until one of them comes back
-                // here: the round is over, a link callback is due, or a fiber ended.
+                // here: the round is over, a callback is due, or a fiber ended.
                 let () = co.switch(());
-                // Links of a fiber that just ended run before anyone it woke (gevent).
+                // A kill asked for meanwhile goes before the next fiber runs.
                 self.run_callbacks();
             }
             self.budget.set(0);
-            // 2. Link callbacks.
+            // 2. Callbacks.
             self.run_callbacks();
             // 3. Timers.
             let mut now = None;
@@ -206,7 +206,7 @@ impl Hub {
     }
 
     /// The next coroutine this round may run, taken off the ready queue; `None` when the queue
-    /// is empty, the round's budget is spent or a link callback waits for the hub.
+    /// is empty, the round's budget is spent or a callback waits for the hub.
     #[inline]
     pub(crate) fn next_ready(&self) -> Option<Coroutine> {
         while self.budget.get() > 0 && self.callbacks.borrow().is_empty() {
@@ -219,13 +219,13 @@ impl Hub {
         None
     }
 
-    /// Runs the link callbacks queued so far, in order.
+    /// Runs the callbacks queued so far, in order.
     fn run_callbacks(&self) {
         loop {
             let cb = self.callbacks.borrow_mut().pop_front();
             let Some(cb) = cb else { break };
             if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
-                log::error!("a link callback panicked: {}", crate::error::panic_message(&*p));
+                log::error!("a hub callback panicked: {}", crate::error::panic_message(&*p));
             }
         }
     }
