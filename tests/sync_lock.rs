@@ -361,3 +361,31 @@ fn a_condition_wait_cut_short_by_with_timeout_takes_the_lock_back() {
     assert!(!c.lock().locked());
     holder.join();
 }
+
+#[test]
+fn a_timeout_while_a_notified_condition_waiter_takes_the_lock_back_waits_for_the_lock() {
+    // W is notified, then waits to take the lock back from N; its timeout fires there. The
+    // wait must still end with W holding the lock, so W's release cannot free N's lock.
+    let cond = Rc::new(Condition::new());
+    let inside = Rc::new(Cell::new(0u32));
+    let (c, ins) = (cond.clone(), inside.clone());
+    let w = spawn(move || {
+        c.acquire();
+        assert!(with_timeout(Duration::from_millis(5), || c.wait()).is_err());
+        assert_eq!(ins.get(), 0, "W came back while N was still inside");
+        c.release();
+    });
+    yield_now();
+    let (c, ins) = (cond.clone(), inside.clone());
+    let n = spawn(move || {
+        c.acquire();
+        ins.set(1);
+        c.notify();
+        greenfiber::sleep(Duration::from_millis(15)); // W's timeout fires meanwhile
+        ins.set(0);
+        c.release();
+    });
+    joinall(&[w.clone(), n.clone()], None);
+    assert!(w.successful() && n.successful(), "{:?} {:?}", w.take(), n.take());
+    assert!(!cond.lock().locked());
+}

@@ -1,11 +1,24 @@
 //! `Condition`: a wait list of notifications beside a [`Lock`].
 
+use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::{Duration, Instant};
 
 use super::lock::Lock;
 use super::waiters::{Outcome, WaitList};
 use crate::hub::TimeoutFired;
+
+type Payload = Box<dyn Any + Send>;
+
+/// Of two `TimeoutFired` payloads (or none and one), the one of the outer `with_timeout`: ids
+/// grow with each `with_timeout`, and an outer one started first.
+fn outermost(a: Option<Payload>, b: Payload) -> Payload {
+    let id = |p: &Payload| p.downcast_ref::<TimeoutFired>().map_or(u64::MAX, |t| t.id);
+    match a {
+        Some(a) if id(&a) <= id(&b) => a,
+        _ => b,
+    }
+}
 
 /// A condition variable for fibers (gevent's/`threading`'s `Condition`) over its own [`Lock`].
 ///
@@ -105,15 +118,29 @@ impl Condition {
         }));
         match o {
             Ok(o) => {
-                self.lock.acquire();
+                if let Some(p) = self.reacquire(None) {
+                    resume_unwind(p);
+                }
                 matches!(o, Outcome::Granted(_))
             }
-            Err(p) => {
-                // Caught, not in a `Drop`: waiting for the lock here is an ordinary park.
-                if p.is::<TimeoutFired>() {
-                    self.lock.acquire();
-                }
+            Err(p) if p.is::<TimeoutFired>() => {
+                let p = self.reacquire(Some(p)).expect("greenfiber: a timeout to raise");
                 resume_unwind(p)
+            }
+            Err(p) => resume_unwind(p),
+        }
+    }
+
+    /// Takes the lock back after a wait, even if a `with_timeout` fires meanwhile: such a
+    /// timeout (or `pending`, one that ended the wait) is returned to be raised once the lock
+    /// is held, the outermost if there are several; a kill goes on at once. This runs in
+    /// ordinary code, not in a `Drop`, so waiting for the lock is an ordinary park.
+    fn reacquire(&self, mut pending: Option<Payload>) -> Option<Payload> {
+        loop {
+            match catch_unwind(AssertUnwindSafe(|| self.lock.acquire())) {
+                Ok(()) => return pending,
+                Err(p) if p.is::<TimeoutFired>() => pending = Some(outermost(pending, p)),
+                Err(p) => resume_unwind(p),
             }
         }
     }
