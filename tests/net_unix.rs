@@ -107,3 +107,54 @@ fn write_after_peer_closed_is_an_error() {
     let e = (&a).write(b"x").unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
 }
+
+/// Sends `data` with `fd` attached (SCM_RIGHTS) on the Unix socket `sock`.
+fn send_with_fd(sock: &UnixStream, data: &[u8], fd: std::os::fd::RawFd) {
+    use std::os::fd::AsRawFd;
+    let space = {
+        // SAFETY: CMSG_SPACE only computes a size from its argument.
+        unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) }
+    } as usize;
+    let mut cbuf = vec![0u8; space];
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    // SAFETY: msghdr is a plain C struct for which all-zero is a valid (empty) value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` describes `cbuf`, which has room for one header and one fd (CMSG_SPACE
+    // above), so the first header exists and its data fits; `iov` and `cbuf` outlive the call.
+    let sent = unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), fd);
+        libc::sendmsg(sock.as_raw_fd(), &msg, 0)
+    };
+    assert_eq!(sent, data.len() as isize);
+}
+
+#[test]
+fn a_read_cut_short_by_a_passed_fd_does_not_strand_the_data_behind_it() {
+    // The kernel ends a Unix read after a message that carried file descriptors, with more
+    // data queued: that short read must not be taken for an empty socket.
+    use std::os::fd::AsRawFd;
+    let (r, w) = UnixStream::pair().unwrap();
+    let reader = spawn(move || {
+        let mut got = Vec::new();
+        let mut b = [0u8; 100];
+        while got.len() < 8 {
+            let n = (&r).read(&mut b).unwrap();
+            got.extend_from_slice(&b[..n]);
+        }
+        got
+    });
+    greenfiber::yield_now(); // the reader parks: nothing is queued yet
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    send_with_fd(&w, b"AAAA", devnull.as_raw_fd());
+    (&w).write_all(b"BBBB").unwrap();
+    let got = greenfiber::with_timeout(Duration::from_secs(5), || reader.get().unwrap());
+    assert_eq!(got.expect("the reader stayed parked with data queued"), b"AAAABBBB");
+}

@@ -28,8 +28,9 @@
 //! | `Drained` | a read emptied the receive queue and no read event has been polled since: park without trying | a polled read event → `Unknown` |
 //! | `Sticky`  | read-closed, error or urgent data was reported: always try | — (final)               |
 //!
-//! Why `Drained` is safe: a stream read that returns fewer bytes than asked found the receive
-//! queue empty, and *any* later arrival (data, FIN, RST) queues a new edge that a later
+//! Why `Drained` is safe: a TCP read that returns fewer bytes than asked found the receive
+//! queue empty (not so for Unix streams, whose reads stop early at a message that carried file
+//! descriptors or other credentials, so they never mark a drain), and *any* later arrival (data, FIN, RST) queues a new edge that a later
 //! [`Reactor::poll`] reports, which moves the state back to `Unknown` (and wakes the waiter).
 //! The caller marks the drain with no poll between the read and the mark (rule 1). What a short
 //! read does *not* prove is covered by `Sticky`: a FIN or RST that arrived before the poll which

@@ -23,8 +23,8 @@
 //!    field order of [`Registered`]). That is why every socket type is `!Send`.
 //! 2. Every blocking socket method is a single call to [`Registered::do_io`], or for a stream
 //!    read to [`Registered::do_read`] (the same loop, which skips the first attempt when the
-//!    reactor knows the socket is drained and records a short read); no other file in `net/`
-//!    parks on I/O.
+//!    reactor knows the socket is drained and records a short read: TCP only); no other file
+//!    in `net/` parks on I/O.
 //! 3. The deadline of a call is taken when it first has to wait, from the socket's timeout;
 //!    its expiry is reported by the caller's choice of error (see the table in `net/mod.rs`).
 
@@ -77,12 +77,14 @@ impl<S: Source> Registered<S> {
         wait_loop(self.token, dir, timeout, || op(&self.source))
     }
 
-    /// [`do_io`](Self::do_io) for a stream read (TCP, Unix stream) into a buffer of `len` bytes.
-    /// A read that returns fewer bytes than asked found the receive queue empty, so it records
-    /// that with the reactor; the next read then parks at once instead of spending a `recv`
-    /// that can only fail with `EAGAIN` (reactor rule 1 and "Read readiness"). Not for peeks
-    /// (a short peek leaves the data queued) nor for vectored reads (the kernel may use only
-    /// some of the buffers).
+    /// [`do_io`](Self::do_io) for a TCP stream read into a buffer of `len` bytes. A read that
+    /// returns fewer bytes than asked found the receive queue empty, so it records that with
+    /// the reactor; the next read then parks at once instead of spending a `recv` that can only
+    /// fail with `EAGAIN` (reactor rule 1 and "Read readiness"). Not for peeks (a short peek
+    /// leaves the data queued), nor for vectored reads (the kernel may use only some of the
+    /// buffers), nor for Unix streams: the kernel ends a Unix read early, with data still
+    /// queued, after a message that carried file descriptors and between messages with
+    /// different credentials (`SO_PASSCRED`).
     #[inline]
     pub(crate) fn do_read(
         &self,
@@ -182,15 +184,21 @@ pub(crate) fn timed_out() -> io::Error {
 }
 
 /// `Read` and `Write` for a stream socket type and for a shared reference to it, each call one
-/// trip through [`Registered::do_io`]. The type has the fields `io: Registered<_>` and
+/// trip through [`Registered::do_io`] (or [`Registered::do_read`] when `short_read_drains`:
+/// TCP only, see there). The type has the fields `io: Registered<_>` and
 /// `timeouts: Rc<Timeouts>`; writes go through `send` with `MSG_NOSIGNAL` (no SIGPIPE).
 macro_rules! stream_read_write {
-    ($t:ty) => {
+    ($t:ty, short_read_drains: $drains:literal) => {
         impl std::io::Read for &$t {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                self.io.do_read(buf.len(), self.timeouts.read(), |mut s| {
-                    std::io::Read::read(&mut s, buf)
-                })
+                let len = buf.len();
+                let read = |mut s: &_| std::io::Read::read(&mut s, buf);
+                if $drains {
+                    self.io.do_read(len, self.timeouts.read(), read)
+                } else {
+                    use crate::hub::reactor::Direction;
+                    self.io.do_io(Direction::Read, self.timeouts.read(), read)
+                }
             }
             fn read_vectored(
                 &mut self,

@@ -205,7 +205,7 @@ impl TcpStream {
     }
 }
 
-super::io::stream_read_write!(TcpStream);
+super::io::stream_read_write!(TcpStream, short_read_drains: true);
 
 macro_rules! fd_traits {
     ($($t:ty),*) => {$(

@@ -127,7 +127,7 @@ impl UnixStream {
     }
 }
 
-super::io::stream_read_write!(UnixStream);
+super::io::stream_read_write!(UnixStream, short_read_drains: false);
 
 super::tcp::fd_traits!(UnixListener, UnixStream);
 
