@@ -233,3 +233,34 @@ fn a_coroutine_resurrected_on_drop_gets_its_parent_back_and_dies_with_its_new_ha
     seen.borrow_mut().clear();
     assert!(unwound.get(), "the resurrected coroutine was leaked instead of killed");
 }
+
+#[test]
+fn a_panicking_destructor_in_a_never_started_closure_drops_everything_exactly_once() {
+    struct Boom;
+    impl Drop for Boom {
+        fn drop(&mut self) {
+            panic!("boom in drop");
+        }
+    }
+    let count = Rc::new(std::cell::Cell::new(0));
+    struct Counted(Rc<std::cell::Cell<u32>>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    // Killed before it ran, then dropped without ever running: each capture is dropped once,
+    // and the destructor's panic is logged, not raised.
+    for kill_first in [true, false] {
+        let (b, k) = (Boom, Counted(count.clone()));
+        let c = Coroutine::new(move |()| {
+            let _keep = (&b, &k);
+        });
+        if kill_first {
+            c.kill();
+            assert!(c.is_dead());
+        }
+        drop(c);
+    }
+    assert_eq!(count.get(), 2);
+}

@@ -109,24 +109,38 @@ impl Core {
         // SAFETY: rule 3: a coroutine that never started is not in the chain and not running.
         let raw = unsafe { (*self.raw.get()).take() };
         if let Some(mut raw) = raw {
-            // Dropping the closure runs user destructors: keep a panic there from escaping.
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| raw.force_unwind())) {
-                log::error!(
-                    "coroutine {}: a destructor panicked while its closure was dropped: {}",
-                    self.label(),
-                    crate::error::panic_message(&*p)
-                );
-            }
+            self.drop_closure(&mut raw);
             stack_pool::give(raw.into_stack());
         }
         log::trace!("coroutine {} killed before it started", self.label());
+    }
+
+    /// Drops the closure of a coroutine that never started, leaving `raw` finished. A panic in
+    /// one of its destructors is logged, not propagated.
+    fn drop_closure(&self, raw: &mut RawCoroutine) {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| raw.force_unwind())) {
+            // The drop glue went on dropping the rest of the closure while the panic unwound,
+            // but corosensei did not record it as dropped: mark it finished, so that neither
+            // `into_stack` nor corosensei's own `Drop` drops it a second time.
+            // SAFETY: `force_reset` requires that nothing on the coroutine's stack still needs
+            // dropping; the only object there, the closure, has just been dropped in full.
+            unsafe { raw.force_reset() };
+            log::error!(
+                "coroutine {}: a destructor panicked while its closure was dropped: {}",
+                self.label(),
+                crate::error::panic_message(&*p)
+            );
+        }
     }
 }
 
 impl Drop for Core {
     fn drop(&mut self) {
-        if let Some(raw) = self.raw.get_mut().take() {
-            if raw.started() && !raw.done() {
+        if let Some(mut raw) = self.raw.get_mut().take() {
+            if !raw.started() {
+                self.drop_closure(&mut raw);
+                drop(raw);
+            } else if !raw.done() {
                 // Only reached for a coroutine that survived its kill (see Coroutine's Drop):
                 // unwinding it with corosensei's own mechanism would run through our root
                 // function, so its stack is leaked instead.
