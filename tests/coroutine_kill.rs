@@ -264,3 +264,35 @@ fn a_panicking_destructor_in_a_never_started_closure_drops_everything_exactly_on
     }
     assert_eq!(count.get(), 2);
 }
+
+#[test]
+fn dropping_the_leaf_of_a_long_parent_chain_kills_it_all_without_deep_recursion() {
+    // Each suspended coroutine is kept alive only by its child's parent link. Dropping the
+    // leaf kills it, which releases its parent, and so on up 10,000 levels: that must not nest
+    // one kill per level on the dropper's stack (here a coroutine's, with the default size).
+    const N: usize = 10_000;
+    let unwound = Rc::new(std::cell::Cell::new(0));
+    struct Count(Rc<std::cell::Cell<usize>>);
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let main = current();
+    let mut prev = main.clone();
+    for _ in 0..N {
+        let (m, u) = (main.clone(), unwound.clone());
+        let c = Coroutine::builder().parent(&prev).stack_size(16 << 10).build(move |()| {
+            let _c = Count(u);
+            let () = m.switch(());
+        });
+        let () = c.switch(());
+        prev = c;
+    }
+    drop(main);
+    let leaf = prev;
+    assert_eq!(unwound.get(), 0);
+    let dropper = Coroutine::new(move |()| drop(leaf));
+    let () = dropper.switch(());
+    assert_eq!(unwound.get(), N);
+}

@@ -150,7 +150,10 @@ unsafe fn release(block: NonNull<Counted>) {
     // Nothing can make a new handle to this core while it is dropped: `from_core` is only
     // given `current`'s pointer, and rule 2 of `coroutine/mod.rs` keeps a running core's count
     // above 0 (through a handle, or `ThreadState::retired`). Its drop may drop other handles.
+    // The parent link goes last, and not nested in this frame (`drop_parent_link`).
     // SAFETY: no handle is left, so nobody else uses the core, which `new_in` initialised.
+    let parent = unsafe { (*block.as_ptr()).core.parent.take() };
+    // SAFETY: as above.
     unsafe { ptr::drop_in_place(&raw mut (*block.as_ptr()).core) };
     // SAFETY: the core was just dropped and no handle is left (this function's contract).
     let kept = thread::if_live(|ts| unsafe { ts.free_cores.put(block) });
@@ -158,6 +161,10 @@ unsafe fn release(block: NonNull<Counted>) {
         // SAFETY: rule 3: the block has `Counted`'s layout and came from the global allocator
         // (directly, or through a free list it was taken from).
         unsafe { dealloc(block.as_ptr() as *mut u8, Layout::new::<Counted>()) };
+    }
+    if let Some(p) = parent {
+        // During thread teardown the closure is not called and drops `p` as it goes.
+        let _ = thread::if_live(move |ts| ts.drop_parent_link(p));
     }
 }
 

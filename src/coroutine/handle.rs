@@ -134,12 +134,13 @@ impl Coroutine {
     /// back the parent it had before the killer stood in, unless it chose another meanwhile
     /// (greenlet's `test_parent_restored_on_kill`).
     fn restore_parent_if_alive(&self, killer: &Coroutine, old: Option<Coroutine>) {
-        if self.0.dead.get() || self.parent().as_ref() != Some(killer) {
-            return;
+        let Some(old) = old else { return };
+        if !self.0.dead.get() && self.parent().as_ref() == Some(killer) {
+            let _ = self.set_parent(&old);
         }
-        if let Some(p) = old {
-            let _ = self.set_parent(&p);
-        }
+        // This may be the old parent's last handle, and so on up its chain: dropped the way
+        // a released core's parent link is, not nested here.
+        let _ = thread::if_live(move |ts| ts.drop_parent_link(old));
     }
 
     /// True once the coroutine has been switched into.
@@ -233,10 +234,10 @@ impl Coroutine {
                 crate::error::panic_message(&*p)
             );
         }
+        self.restore_parent_if_alive(&me, old);
         if self.0.dead.get() {
             return;
         }
-        self.restore_parent_if_alive(&me, old);
         if self.0.count() == 1 {
             log::warn!(
                 "coroutine {} caught GreenletExit and lives on with no handle: it is leaked",

@@ -7,7 +7,7 @@
 //! coroutine whose last handle is dropped after that point (by another thread-local's
 //! destructor) is leaked with a `log::warn!` instead of killed (see `Coroutine`'s `Drop`).
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::mem::{MaybeUninit, align_of, size_of};
 use std::ptr;
 
@@ -45,6 +45,11 @@ pub(crate) struct ThreadState {
     pub(crate) next_id: Cell<u64>,
     /// Blocks of freed cores, for the next coroutines created here (`counted.rs`).
     pub(crate) free_cores: FreeCores,
+    /// Parent links of released cores, for the outermost release to drop one after another
+    /// ([`drop_parent_link`](Self::drop_parent_link)).
+    orphans: RefCell<Vec<Coroutine>>,
+    /// True while a release drops `orphans`.
+    releasing: Cell<bool>,
 }
 
 impl ThreadState {
@@ -62,6 +67,32 @@ impl ThreadState {
             pending: Cell::new(false),
             next_id: Cell::new(1),
             free_cores: FreeCores::new(),
+            orphans: RefCell::new(Vec::new()),
+            releasing: Cell::new(false),
+        }
+    }
+
+    /// Drops `parent`, the parent link of a core just released. That may release the parent,
+    /// and its own parent link in turn, all the way up a chain: done nested, each level would
+    /// take frames on this stack (a chain of a few thousand overflows it). So only the
+    /// outermost release drops links, one after another; a release inside it queues its link.
+    pub(crate) fn drop_parent_link(&self, parent: Coroutine) {
+        if self.releasing.replace(true) {
+            self.orphans.borrow_mut().push(parent);
+            return;
+        }
+        struct Done<'a>(&'a Cell<bool>);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let _done = Done(&self.releasing);
+        let mut next = Some(parent);
+        while let Some(p) = next {
+            // May kill a suspended coroutine, which switches away and back here.
+            drop(p);
+            next = self.orphans.borrow_mut().pop();
         }
     }
 
