@@ -6,7 +6,7 @@
 //!                                             arenas: [cursor]         next uncarved slot of an arena
 //!                                 1. pop a free slot
 //!                                 2. else carve the next slot of the current arena
-//!                                 3. else adopt what exited threads left behind (ORPHANS)
+//!                                 3. else adopt a share of what exited threads left (ORPHANS)
 //!                                 4. else map a new arena (~256 MiB of address space) and carve
 //!  give(stack) / drop(stack) --> clear owner name --> push on this thread's free list
 //!  thread exit --> the thread's whole Pool (free slots + partly carved arenas) --> ORPHANS
@@ -104,7 +104,24 @@ impl ClassPool {
         other.arenas.append(&mut self.arenas);
         std::mem::swap(&mut self.arenas, &mut other.arenas);
     }
+
+    /// Takes a share of `other` for a thread that ran out: up to [`ADOPT_SLOTS`] free slots
+    /// (the warmest, from the top of its list), or if it has none, one partly carved arena.
+    /// Threads that run out at the same time then each get some, instead of the first taking
+    /// everything and the others mapping new arenas (which are never unmapped).
+    fn adopt_some(&mut self, other: &mut ClassPool) {
+        let n = other.free.len().min(ADOPT_SLOTS);
+        if n > 0 {
+            let at = other.free.len() - n;
+            self.free.extend(other.free.drain(at..));
+        } else if let Some(cursor) = other.arenas.pop() {
+            self.arenas.push(cursor);
+        }
+    }
 }
+
+/// At most this many free slots move from [`ORPHANS`] to a thread at a time.
+const ADOPT_SLOTS: usize = 256;
 
 /// Stacks of every class: one per thread, plus [`ORPHANS`].
 struct Pool {
@@ -209,7 +226,7 @@ pub(crate) fn take(size: usize) -> FiberStack {
         // The borrow does not escape this closure, and nothing in `Pool::take` can reenter
         // this pool: it only maps memory and logs.
         taken = Some(pool.0.borrow_mut().take(class, |mine| {
-            mine.adopt(orphans().class(class.index));
+            mine.adopt_some(orphans().class(class.index));
         }));
     });
     if in_thread_pool.is_err() {
@@ -334,6 +351,23 @@ mod tests {
         assert_eq!(mine.take_local(c0).unwrap().unwrap().start, 0x2000);
         assert_eq!(mine.take_local(c1).unwrap().unwrap().start, 0x3000);
         assert!(theirs.classes.iter().all(|c| c.free.is_empty() && c.arenas.is_empty()));
+    }
+
+    #[test]
+    fn a_thread_that_runs_out_adopts_a_share_of_the_orphans() {
+        let mut orphans = ClassPool::default();
+        for i in 0..ADOPT_SLOTS + 10 {
+            orphans.free.push(fake_slot(0x1000 * (i + 1), 0));
+        }
+        let (mut a, mut b) = (ClassPool::default(), ClassPool::default());
+        a.adopt_some(&mut orphans);
+        b.adopt_some(&mut orphans);
+        assert_eq!((a.free.len(), b.free.len(), orphans.free.len()), (ADOPT_SLOTS, 10, 0));
+        // The warmest (last given) went first.
+        assert_eq!(a.free.last().unwrap().start, 0x1000 * (ADOPT_SLOTS + 10));
+        for slot in a.free.drain(..).chain(b.free.drain(..)) {
+            std::mem::forget(slot);
+        }
     }
 
     #[test]
