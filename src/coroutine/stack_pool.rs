@@ -365,9 +365,6 @@ mod tests {
         assert_eq!((a.free.len(), b.free.len(), orphans.free.len()), (ADOPT_SLOTS, 10, 0));
         // The warmest (last given) went first.
         assert_eq!(a.free.last().unwrap().start, 0x1000 * (ADOPT_SLOTS + 10));
-        for slot in a.free.drain(..).chain(b.free.drain(..)) {
-            std::mem::forget(slot);
-        }
     }
 
     #[test]
