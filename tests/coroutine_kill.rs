@@ -197,7 +197,13 @@ fn a_coroutine_that_survives_kill_gets_its_parent_back() {
     assert!(!g.is_dead());
     assert_eq!(g.parent(), Some(p.clone()), "the killer stood in only for the kill");
     g.kill();
-    assert_eq!(g.parent(), Some(p));
+    assert_eq!(g.parent(), Some(p.clone()));
+    // A victim that dies keeps its parent too: the killer stood in only for the kill.
+    let v = Coroutine::builder().parent(&p).build(|()| up::<(), ()>(()));
+    let () = v.switch(());
+    v.kill();
+    assert!(v.is_dead());
+    assert_eq!(v.parent(), Some(p));
 }
 
 #[test]

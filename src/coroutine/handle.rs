@@ -126,16 +126,16 @@ impl Coroutine {
         let reparented = self.set_parent(&me).is_ok();
         let _exit: Box<dyn Any> = self.throw(GreenletExit);
         if reparented {
-            self.restore_parent_if_alive(&me, old_parent);
+            self.restore_parent(&me, old_parent);
         }
     }
 
-    /// After a kill that `self` survived (it caught `GreenletExit` and switched away): gives it
-    /// back the parent it had before the killer stood in, unless it chose another meanwhile
-    /// (greenlet's `test_parent_restored_on_kill`).
-    fn restore_parent_if_alive(&self, killer: &Coroutine, old: Option<Coroutine>) {
+    /// After a kill: gives `self` back the parent it had before the killer stood in, unless it
+    /// chose another meanwhile (greenlet's `test_parent_restored_on_kill`, for one that caught
+    /// `GreenletExit` and lives on; a dead one keeps its place in the tree too).
+    fn restore_parent(&self, killer: &Coroutine, old: Option<Coroutine>) {
         let Some(old) = old else { return };
-        if !self.0.dead.get() && self.parent().as_ref() == Some(killer) {
+        if self.parent().as_ref() == Some(killer) {
             let _ = self.set_parent(&old);
         }
         // This may be the old parent's last handle, and so on up its chain: dropped the way
@@ -242,7 +242,7 @@ impl Coroutine {
             }
             Ok(()) => None,
         };
-        self.restore_parent_if_alive(&me, old);
+        self.restore_parent(&me, old);
         if !self.0.dead.get() && self.0.count() == 1 {
             log::warn!(
                 "coroutine {} caught GreenletExit and lives on with no handle: it is leaked",
