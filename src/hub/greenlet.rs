@@ -197,8 +197,8 @@ impl<T: 'static> Greenlet<T> {
     ///
     /// As in gevent, the hub raises the exit and the caller waits for the end like a
     /// [`join`](Greenlet::join): a [`with_timeout`](crate::with_timeout) around `kill` ends the
-    /// wait if the fiber catches the exit and goes on blocking. Called from the hub (a link
-    /// callback), it raises the exit itself.
+    /// wait if the fiber catches the exit and goes on blocking. Called from the hub itself, it
+    /// raises the exit directly.
     ///
     /// A killed fiber is [`ready`](Greenlet::ready) but not
     /// [`successful`](Greenlet::successful), and `get()` returns `Err(Error::Killed)` (gevent
@@ -218,10 +218,13 @@ impl<T: 'static> Greenlet<T> {
             Inner::finish(co, self.inner.clone(), Err(Error::Killed));
             return;
         }
-        if *co == current() {
+        let (is_me, in_hub) = {
+            let me = current();
+            (*co == me, scheduler::with(|hub| hub.co == me))
+        };
+        if is_me {
             std::panic::resume_unwind(Box::new(GreenletExit));
         }
-        let in_hub = scheduler::with(|hub| hub.co == current());
         if in_hub {
             co.kill();
             return;
