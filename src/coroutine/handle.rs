@@ -227,45 +227,26 @@ impl Coroutine {
         let r = catch_unwind(AssertUnwindSafe(|| {
             let _: Box<dyn Any> = self.throw(GreenletExit);
         }));
-        // A panic that comes back while the victim is still alive did not come from its end:
-        // it was raised at the dropper itself (a `throw` or `kill` aimed at it while it
-        // waited here), and goes on once the victim is accounted for.
-        let aimed_at_me = match r {
-            Err(p) if !self.0.dead.get() => Some(p),
-            Err(p) => {
-                log::error!(
-                    "coroutine {} panicked while it was killed by the drop of its last handle: {}",
-                    self.0.label(),
-                    crate::error::panic_message(&*p)
-                );
-                None
-            }
-            Ok(()) => None,
-        };
+        if let Err(p) = r {
+            log::error!(
+                "coroutine {} panicked while it was killed by the drop of its last handle: {}",
+                self.0.label(),
+                crate::error::panic_message(&*p)
+            );
+        }
         self.restore_parent(&me, old);
-        if !self.0.dead.get() && self.0.count() == 1 {
+        if self.0.dead.get() {
+            return;
+        }
+        if self.0.count() == 1 {
             log::warn!(
                 "coroutine {} caught GreenletExit and lives on with no handle: it is leaked",
                 self.0.label()
             );
             std::mem::forget(self.0.clone());
         }
-        // Else it died, or it took a new handle to itself while it unwound (resurrection):
-        // that handle owns it now, and dropping it kills it again, as greenlet does.
-        if let Some(p) = aimed_at_me {
-            if std::thread::panicking() {
-                // Already unwinding: a second panic out of this `drop` would abort.
-                log::error!(
-                    "coroutine {}: a panic raised while it dropped a handle during unwinding is \
-                     dropped: {}",
-                    me.0.label(),
-                    crate::error::panic_message(&*p)
-                );
-            } else {
-                drop(me);
-                std::panic::resume_unwind(p);
-            }
-        }
+        // Else it took a new handle to itself while it unwound (resurrection): that handle
+        // owns it now, and dropping it kills it again, as greenlet does.
     }
 }
 
