@@ -1,6 +1,6 @@
 //! Layer 4: Event and AsyncResult — every waiter woken, timeouts, kill mid-wait, and an
 //! AsyncResult completed from another OS thread.
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -140,4 +140,27 @@ fn async_result_completed_from_another_thread_while_a_fiber_ticks() {
     let tx3 = r3.sender();
     std::thread::spawn(move || tx3.send_error(Error::Other("far".into())));
     assert_eq!(r3.get(), Err(Error::Other("far".into())));
+}
+
+#[test]
+fn a_wait_on_a_just_set_event_lets_the_woken_waiters_return_first() {
+    // gevent's test__event test_wait_while_notifying (its issue 1520).
+    let ev = Rc::new(Event::new());
+    let results = Rc::new(RefCell::new(Vec::new()));
+    let gs: Vec<_> = (1..=2)
+        .map(|i| {
+            let (ev, r) = (ev.clone(), results.clone());
+            spawn(move || {
+                ev.wait();
+                r.borrow_mut().push(i);
+            })
+        })
+        .collect();
+    yield_now();
+    assert_eq!(ev.waiting(), 2);
+    ev.set();
+    ev.wait();
+    results.borrow_mut().push(3);
+    assert_eq!(*results.borrow(), [1, 2, 3]);
+    joinall(&gs, None);
 }

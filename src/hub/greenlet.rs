@@ -218,14 +218,10 @@ impl<T: 'static> Greenlet<T> {
             Inner::finish(co, self.inner.clone(), Err(Error::Killed));
             return;
         }
-        let (is_me, in_hub) = {
-            let me = current();
-            (*co == me, scheduler::with(|hub| hub.co == me))
-        };
-        if is_me {
+        if *co == current() {
             std::panic::resume_unwind(Box::new(GreenletExit));
         }
-        if in_hub {
+        if scheduler::in_hub() {
             co.kill();
             return;
         }

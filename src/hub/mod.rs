@@ -43,5 +43,6 @@ pub use greenlet::{Greenlet, joinall, killall, spawn, spawn_later, spawn_named, 
 pub use park::{RemoteWait, RemoteWaker, remote_signal};
 // Layer 5's hooks recognise a `with_timeout` expiry that reaches a wait inside them.
 #[allow(unused_imports)]
+pub(crate) use scheduler::in_hub;
 pub(crate) use time::TimeoutFired;
 pub use time::{Timeout, sleep, with_timeout, yield_now};

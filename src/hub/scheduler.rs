@@ -101,6 +101,12 @@ pub(crate) fn with<T>(f: impl FnOnce(&Hub) -> T) -> T {
     HUB.with(f)
 }
 
+/// True if the running coroutine is this thread's hub (a callback or timer action), where
+/// nothing may block or yield.
+pub(crate) fn in_hub() -> bool {
+    with(|hub| hub.co == crate::coroutine::current())
+}
+
 /// Like [`with`], but `None` during thread teardown.
 pub(crate) fn try_with<T>(f: impl FnOnce(&Hub) -> T) -> Option<T> {
     HUB.try_with(f).ok()

@@ -26,6 +26,8 @@ use crate::hub::{self, RemoteWaker, remote_signal};
 #[derive(Default)]
 pub struct Event {
     flag: Cell<bool>,
+    /// Waiters woken by `set` that have not run yet.
+    notified: Cell<usize>,
     waiters: WaitList<()>,
 }
 
@@ -39,7 +41,8 @@ impl Event {
     /// they run does not strand them).
     pub fn set(&self) {
         self.flag.set(true);
-        self.waiters.grant_all(|| ());
+        let n = self.waiters.grant_all(|| ());
+        self.notified.set(self.notified.get() + n);
     }
 
     /// Clears the flag.
@@ -64,11 +67,20 @@ impl Event {
 
     fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
         if self.flag.get() {
+            // Those the last `set` woke return first, as in gevent (its issue 1520): yield
+            // until they have run. (Not in the hub, which cannot yield; nor then needed.)
+            while self.notified.get() > 0 && !hub::in_hub() {
+                hub::yield_now();
+            }
             return true;
         }
         // Rule 4 in hub/park.rs: no switch between the check above and the enqueue.
-        match self.waiters.wait_for("an event", None, deadline, |()| {}) {
-            super::waiters::Outcome::Granted(_) => true,
+        let ran = || self.notified.set(self.notified.get() - 1);
+        match self.waiters.wait_for("an event", None, deadline, |()| ran()) {
+            super::waiters::Outcome::Granted(_) => {
+                ran();
+                true
+            }
             super::waiters::Outcome::TimedOut(_) => self.flag.get(),
         }
     }
