@@ -125,7 +125,7 @@ impl Group {
 
     /// As [`join`](Group::join), waiting at most `d`; true if all have finished.
     pub fn join_timeout(&self, d: Duration) -> bool {
-        self.join_deadline(Some(Instant::now() + d))
+        self.join_deadline(Some(crate::hub::after(d)))
     }
 
     fn join_deadline(&self, deadline: Option<Instant>) -> bool {
@@ -307,7 +307,7 @@ impl Pool {
 
     /// As [`join`](Pool::join), waiting at most `d`; true if all have finished.
     pub fn join_timeout(&self, d: Duration) -> bool {
-        let deadline = Instant::now() + d;
+        let deadline = crate::hub::after(d);
         self.feeders.join_deadline(Some(deadline)) && self.group.join_deadline(Some(deadline))
     }
 

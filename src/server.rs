@@ -193,7 +193,7 @@ impl StreamServer {
         let me = current();
         let mine = usize::from(inner.handlers.borrow().values().any(|g| *g.coroutine() == me));
         let others = || inner.handlers.borrow().len() - mine;
-        let deadline = Instant::now() + grace;
+        let deadline = crate::hub::after(grace);
         while others() > 0 && Instant::now() < deadline {
             inner.handler_ended.wait("StreamServer handlers to end", Some(deadline));
         }

@@ -144,3 +144,14 @@ fn timers_due_together_are_fired_one_at_a_time() {
     g.join();
     assert!(g.successful(), "{:?}", g.take());
 }
+
+#[test]
+fn duration_max_means_no_end_not_an_overflow() {
+    assert_eq!(with_timeout(Duration::MAX, || 5), Ok(5));
+    let g = spawn(|| sleep(Duration::MAX));
+    yield_now();
+    assert!(!g.join_timeout(Duration::from_millis(1)));
+    g.kill();
+    assert!(g.join_timeout(Duration::MAX));
+    assert!(g.ready() && !g.successful());
+}

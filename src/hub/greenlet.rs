@@ -84,7 +84,7 @@ pub fn spawn_later<T: 'static>(delay: Duration, f: impl FnOnce() -> T + 'static)
         let key = hub
             .timers
             .borrow_mut()
-            .insert(Instant::now() + delay, scheduler::TimerAction::Start(g.co.clone()));
+            .insert(super::time::after(delay), scheduler::TimerAction::Start(g.co.clone()));
         g.inner.start.set(Some(key));
     });
     g
@@ -164,7 +164,7 @@ impl<T: 'static> Greenlet<T> {
 
     /// Waits at most `d`; true if the fiber has finished.
     pub fn join_timeout(&self, d: Duration) -> bool {
-        self.join_deadline(Some(Instant::now() + d))
+        self.join_deadline(Some(super::time::after(d)))
     }
 
     pub(crate) fn join_deadline(&self, deadline: Option<Instant>) -> bool {
@@ -269,7 +269,7 @@ impl<T: 'static> Greenlet<T> {
 /// Waits until every fiber in `gs` has finished, or `timeout` has passed; returns how many
 /// have finished.
 pub fn joinall<T: 'static>(gs: &[Greenlet<T>], timeout: Option<Duration>) -> usize {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.map(super::time::after);
     for g in gs {
         if !g.join_deadline(deadline) {
             break;

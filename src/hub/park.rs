@@ -602,7 +602,7 @@ impl RemoteWait {
 
     /// Waits at most `d`; true if woken.
     pub fn wait_timeout(&mut self, d: Duration) -> bool {
-        self.wait_deadline(Some(Instant::now() + d))
+        self.wait_deadline(Some(super::time::after(d)))
     }
 
     /// `&mut self`: a second waiter on the same id would replace the first in the hub's table,

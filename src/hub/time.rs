@@ -10,13 +10,20 @@ use super::park::{Waiter, Wake};
 use super::scheduler::{self, TimerAction};
 use crate::coroutine::current;
 
+/// The instant `d` from now, or about 30 years from now if that cannot be represented (a
+/// `Duration::MAX` timeout is a wait without end, not an overflow panic).
+pub(crate) fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
 /// Suspends the current coroutine for `d`; other fibers run meanwhile. `sleep(Duration::ZERO)`
 /// is [`yield_now`].
 pub fn sleep(d: Duration) {
     if d.is_zero() {
         return yield_now();
     }
-    let deadline = Instant::now() + d;
+    let deadline = after(d);
     let w = Waiter::new("sleep");
     while w.park(Some(deadline)) != Wake::TimedOut {}
 }
@@ -55,7 +62,7 @@ pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout>
         let id = hub.next_timeout_id.get();
         hub.next_timeout_id.set(id + 1);
         let action = TimerAction::Raise { co: current(), id, key: &key };
-        key.set(Some(hub.timers.borrow_mut().insert(Instant::now() + d, action)));
+        key.set(Some(hub.timers.borrow_mut().insert(after(d), action)));
         id
     });
     // Cancels the timer however `f` ends, so it never fires into a later wait.

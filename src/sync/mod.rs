@@ -113,6 +113,5 @@ impl std::error::Error for SyncError {}
 
 /// `now + d`, saturating far in the future instead of overflowing.
 fn deadline(d: std::time::Duration) -> Option<std::time::Instant> {
-    let now = std::time::Instant::now();
-    Some(now.checked_add(d).unwrap_or(now + std::time::Duration::from_secs(86400 * 365 * 30)))
+    Some(crate::hub::after(d))
 }
