@@ -41,6 +41,11 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::hub::remote_signal;
 
+thread_local! {
+    /// True on the pool's own threads.
+    static IN_POOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The most threads the pool runs at once.
 pub const MAX_THREADS: usize = 16;
 
@@ -107,11 +112,16 @@ impl Pool {
     }
 
     fn work(&self) {
+        IN_POOL.with(|p| p.set(true));
         let mut st = self.lock();
         loop {
             if let Some(job) = st.jobs.pop_front() {
                 drop(st);
-                job(); // catches its own panics
+                // A job catches the panics of its closure; this also catches one from dropping
+                // a result nobody waits for any more, so the thread is not lost.
+                if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    log::error!("threadpool: a job panicked outside its closure");
+                }
                 st = self.lock();
                 continue;
             }
@@ -140,12 +150,18 @@ impl Pool {
 /// the panic message if `f` panicked (the panic is not re-raised).
 ///
 /// At most [`MAX_THREADS`] closures run at once; more wait in FIFO order. If the calling fiber
-/// is killed, `f` still runs to its end on its thread and its result is dropped there.
+/// is killed, `f` still runs to its end on its thread and its result is dropped there. Called
+/// from a pool thread (a blocking closure that calls `spawn_blocking` again), it runs `f`
+/// right there, as gevent's thread pool does: waiting for a free thread could deadlock a pool
+/// whose every thread waits so.
 pub fn spawn_blocking<T, F>(f: F) -> Result<T, Error>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    if IN_POOL.with(std::cell::Cell::get) {
+        return catch_unwind(AssertUnwindSafe(f)).map_err(|p| Error::from_panic(None, &*p));
+    }
     let slot: Arc<Mutex<Option<std::thread::Result<T>>>> = Arc::new(Mutex::new(None));
     let (mut wait, waker) = remote_signal();
     let theirs = slot.clone();

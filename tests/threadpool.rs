@@ -80,3 +80,51 @@ fn killing_the_waiting_fiber_leaves_the_hub_usable() {
     sleep(Duration::from_millis(80));
     assert_eq!(spawn_blocking(|| 5).unwrap(), 5);
 }
+
+#[test]
+fn nested_calls_from_every_pool_thread_do_not_deadlock_the_pool() {
+    // More outer calls than pool threads, each making an inner call: the inner ones run on the
+    // caller's own pool thread.
+    let gs: Vec<_> = (0..2 * greenfiber::threadpool::MAX_THREADS as u64)
+        .map(|i| {
+            greenfiber::spawn(move || {
+                spawn_blocking(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    spawn_blocking(move || i * 2).unwrap()
+                })
+            })
+        })
+        .collect();
+    let r = greenfiber::with_timeout(std::time::Duration::from_secs(20), || {
+        greenfiber::joinall(&gs, None)
+    });
+    assert_eq!(r, Ok(gs.len()), "the pool deadlocked");
+    for (i, g) in gs.iter().enumerate() {
+        assert_eq!(g.get().unwrap().unwrap(), 2 * i as u64);
+    }
+}
+
+#[test]
+fn a_result_that_panics_when_dropped_on_a_pool_thread_costs_no_thread() {
+    struct Boom;
+    impl Drop for Boom {
+        fn drop(&mut self) {
+            panic!("boom in drop");
+        }
+    }
+    // The waiter is killed, so each result is dropped on its pool thread.
+    for _ in 0..greenfiber::threadpool::MAX_THREADS + 4 {
+        let g = greenfiber::spawn(|| {
+            let _ = spawn_blocking(|| {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                Boom
+            });
+        });
+        greenfiber::yield_now();
+        g.kill();
+    }
+    let r = greenfiber::with_timeout(std::time::Duration::from_secs(20), || {
+        spawn_blocking(|| 42).unwrap()
+    });
+    assert_eq!(r, Ok(42), "the pool lost its threads");
+}
