@@ -414,6 +414,12 @@ fn block_outside(fd: c_int, dir: Direction, op: &mut dyn FnMut() -> isize) -> is
         let mut p = pollfd { fd, events, revents: 0 };
         // SAFETY: one valid pollfd (rule 1).
         if unsafe { real::poll(&mut p, 1, ms) } < 0 {
+            if errno() == libc::EINTR {
+                // The kernel never restarts `poll`, but it restarts the blocking call this
+                // stands for when the handler has SA_RESTART (std's own loops expect that):
+                // wait again rather than hand EINTR to a caller that never asked for it.
+                continue;
+            }
             return -1;
         }
         let r = op();
