@@ -42,6 +42,9 @@ impl Error {
     }
 }
 
+/// A panic payload, as `catch_unwind` returns it.
+pub(crate) type Payload = Box<dyn Any + Send>;
+
 /// The message of a panic payload: the `&str` or `String` it carries, else its type.
 pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {

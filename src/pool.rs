@@ -12,13 +12,13 @@
 //! killed, even before it started: the permit is owned by the fiber's closure, so it is
 //! released whenever that closure is dropped. `Group` and `Pool` are cheap `Clone` handles.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::coroutine::{Coroutine, GreenletExit};
+use crate::error::Payload;
 use crate::hub::{self, Greenlet};
 use crate::sync::{Queue, Semaphore};
 
@@ -163,8 +163,6 @@ impl Drop for Permit {
         self.0.release();
     }
 }
-
-type Payload = Box<dyn Any + Send>;
 
 /// Runs `f`, catching its panic as a payload; a kill (`GreenletExit`) still unwinds the fiber.
 fn catching<T>(f: impl FnOnce() -> T) -> Result<T, Payload> {

@@ -308,6 +308,9 @@ pub(crate) struct WaitList<V = ()> {
     /// The last entry, or null.
     tail: Cell<*const Node<V>>,
     len: Cell<usize>,
+    /// Entries granted whose waiters have not yet come back out of `wait_for` (see
+    /// [`unclaimed`](Self::unclaimed)).
+    unclaimed: Cell<usize>,
 }
 
 impl<V> Default for WaitList<V> {
@@ -316,6 +319,7 @@ impl<V> Default for WaitList<V> {
             head: Cell::new(std::ptr::null()),
             tail: Cell::new(std::ptr::null()),
             len: Cell::new(0),
+            unclaimed: Cell::new(0),
         }
     }
 }
@@ -431,6 +435,7 @@ impl<V> WaitList<V> {
         // SAFETY: `node` is the list's first entry, Waiting.
         unsafe { self.unlink(node) };
         node.granted.set(true);
+        self.unclaimed.set(self.unclaimed.get() + 1);
         Some(node)
     }
 
@@ -476,6 +481,13 @@ impl<V> WaitList<V> {
         unsafe { unpark(node.waiter.as_ref(), Wake::Woken) };
     }
 
+    /// Grants made that their waiters have not yet taken (they are queued to run, or
+    /// unwinding): a bounded semaphore counts these permits as free, and an `Event` lets
+    /// their waiters return before a new `wait` on the set event does.
+    pub(crate) fn unclaimed(&self) -> usize {
+        self.unclaimed.get()
+    }
+
     /// Number of waiters.
     pub(crate) fn len(&self) -> usize {
         self.len.get()
@@ -519,7 +531,9 @@ impl<V, F: FnOnce(V)> Drop for Enqueued<'_, V, F> {
     #[inline]
     fn drop(&mut self) {
         if self.node.granted.get() {
-            // Granted: already unlinked. A normal return took the value; an unwind did not.
+            // Granted: already unlinked, and now claimed. A normal return took the value; an
+            // unwind did not.
+            self.list.unclaimed.set(self.list.unclaimed.get() - 1);
             if let (Some(v), Some(h)) = (self.node.value.take(), self.hand_on.take()) {
                 h(v);
             }

@@ -1,6 +1,5 @@
 //! `Condition`: a wait list of notifications beside a [`Lock`].
 
-use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::{Duration, Instant};
 
@@ -8,7 +7,7 @@ use super::lock::Lock;
 use super::waiters::{Outcome, WaitList};
 use crate::hub::TimeoutFired;
 
-type Payload = Box<dyn Any + Send>;
+use crate::error::Payload;
 
 /// Of two `TimeoutFired` payloads (or none and one), the one of the outer `with_timeout`: ids
 /// grow with each `with_timeout`, and an outer one started first.

@@ -26,8 +26,6 @@ use crate::hub::{self, RemoteWaker, remote_signal};
 #[derive(Default)]
 pub struct Event {
     flag: Cell<bool>,
-    /// Waiters woken by `set` that have not run yet.
-    notified: Cell<usize>,
     waiters: WaitList<()>,
 }
 
@@ -41,8 +39,7 @@ impl Event {
     /// they run does not strand them).
     pub fn set(&self) {
         self.flag.set(true);
-        let n = self.waiters.grant_all(|| ());
-        self.notified.set(self.notified.get() + n);
+        self.waiters.grant_all(|| ());
     }
 
     /// Clears the flag.
@@ -69,18 +66,14 @@ impl Event {
         if self.flag.get() {
             // Those the last `set` woke return first, as in gevent (its issue 1520): yield
             // until they have run. (Not in the hub, which cannot yield; nor then needed.)
-            while self.notified.get() > 0 && !hub::in_hub() {
+            while self.waiters.unclaimed() > 0 && !hub::in_hub() {
                 hub::yield_now();
             }
             return true;
         }
         // Rule 4 in hub/park.rs: no switch between the check above and the enqueue.
-        let ran = || self.notified.set(self.notified.get() - 1);
-        match self.waiters.wait_for("an event", None, deadline, |()| ran()) {
-            super::waiters::Outcome::Granted(_) => {
-                ran();
-                true
-            }
+        match self.waiters.wait_for("an event", None, deadline, |()| {}) {
+            super::waiters::Outcome::Granted(_) => true,
             super::waiters::Outcome::TimedOut(_) => self.flag.get(),
         }
     }

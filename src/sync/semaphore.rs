@@ -7,10 +7,10 @@
 //! | 0       | some      | all held; each `release` grants one to the first waiter    |
 //! | > 0     | some      | impossible: `release` grants to a waiter before it counts  |
 //!
-//! `granted` counts permits handed to waiters that have not run yet. For the bound they count
-//! as free, as in gevent (where such a permit sits in the counter until its waiter takes it):
-//! free + granted + held = bound, and a release is only valid while one is held, so a double
-//! release right after a hand-off is refused instead of letting two fibers in.
+//! Permits granted to waiters that have not run yet (the wait list's `unclaimed`) count as
+//! free for the bound, as in gevent (where such a permit sits in the counter until its waiter
+//! takes it): free + unclaimed + held = bound, and a release is only valid while one is held,
+//! so a double release right after a hand-off is refused instead of letting two fibers in.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -31,8 +31,6 @@ use super::waiters::{Outcome, WaitList};
 /// ```
 pub struct Semaphore {
     permits: Cell<usize>,
-    /// Permits granted to waiters that have not taken them yet (see the module docs).
-    granted: Cell<usize>,
     /// `Some(n)`: releasing past `n` free permits is an error (`BoundedSemaphore`).
     bound: Option<usize>,
     waiters: WaitList<()>,
@@ -41,12 +39,7 @@ pub struct Semaphore {
 impl Semaphore {
     /// A semaphore with `permits` free permits.
     pub fn new(permits: usize) -> Semaphore {
-        Semaphore {
-            permits: Cell::new(permits),
-            granted: Cell::new(0),
-            bound: None,
-            waiters: WaitList::new(),
-        }
+        Semaphore { permits: Cell::new(permits), bound: None, waiters: WaitList::new() }
     }
 
     /// Takes a permit, waiting as long as it takes.
@@ -76,18 +69,8 @@ impl Semaphore {
             return true;
         }
         // Rule 4 in hub/park.rs: no switch between the check above and the enqueue.
-        let hand_on = |()| {
-            self.granted.set(self.granted.get() - 1);
-            self.release_unbounded();
-        };
-        let got = matches!(
-            self.waiters.wait_for("a semaphore", None, deadline, hand_on),
-            Outcome::Granted(_)
-        );
-        if got {
-            self.granted.set(self.granted.get() - 1);
-        }
-        got
+        let hand_on = |()| self.release_unbounded();
+        matches!(self.waiters.wait_for("a semaphore", None, deadline, hand_on), Outcome::Granted(_))
     }
 
     /// Gives a permit back: to the first waiter if any, else to the count.
@@ -97,14 +80,13 @@ impl Semaphore {
     }
 
     fn release_unbounded(&self) {
-        match self.waiters.grant_one(()) {
-            Ok(()) => self.granted.set(self.granted.get() + 1),
-            Err(()) => self.permits.set(self.permits.get() + 1),
+        if self.waiters.grant_one(()).is_err() {
+            self.permits.set(self.permits.get() + 1);
         }
     }
 
     fn release_bounded(&self) -> Result<(), SyncError> {
-        if Some(self.permits.get() + self.granted.get()) >= self.bound {
+        if Some(self.permits.get() + self.waiters.unclaimed()) >= self.bound {
             return Err(SyncError::PastBound);
         }
         self.release_unbounded();
