@@ -185,6 +185,33 @@ fn try_clone_reads_and_writes_through_both_handles() {
 }
 
 #[test]
+fn try_clone_before_any_fiber_use_blocks_through_both_copies() {
+    monkey::patch_all();
+    let _w = watchdog("try_clone first", 20);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (s, _) = listener.accept().unwrap();
+    // Both copies exist, in blocking mode, before any fiber touched the socket.
+    let clone = s.try_clone().unwrap();
+    let read_one = |mut s: TcpStream| {
+        spawn(move || {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).map(|()| b[0]).map_err(|e| e.kind())
+        })
+    };
+    // The first reader parks on the clone (the hooks make the shared file non-blocking); the
+    // second must not take that for the user's own non-blocking mode.
+    let first = read_one(clone);
+    greenfiber::sleep(Duration::from_millis(20));
+    let second = read_one(s);
+    greenfiber::sleep(Duration::from_millis(20));
+    peer.write_all(b"ab").unwrap();
+    let mut got = [first.get().unwrap(), second.get().unwrap()];
+    got.sort();
+    assert_eq!(got, [Ok(b'a'), Ok(b'b')]);
+}
+
+#[test]
 fn close_while_another_fiber_waits_gives_it_ebadf() {
     monkey::patch_all();
     let _w = watchdog("close while waiting", 20);
@@ -272,4 +299,107 @@ fn fd_made_non_blocking_by_a_fiber_still_blocks_outside_fibers() {
     std::thread::sleep(Duration::from_millis(50)); // main, nothing to do: a real sleep
     c.write_all(b"abc").unwrap();
     assert_eq!(t.join().unwrap(), (*b"abc", 0));
+}
+
+/// A Unix listener whose backlog holds at most one or two pending connections.
+fn unix_listener_with_tiny_backlog(name: &str) -> (std::os::unix::net::UnixListener, String) {
+    use std::os::fd::AsRawFd;
+    let path = format!("{}/gf-{name}-{}.sock", std::env::temp_dir().display(), std::process::id());
+    let _ = std::fs::remove_file(&path);
+    let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // SAFETY: a valid listening socket; listen again only shrinks its backlog.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 1) }, 0);
+    (l, path)
+}
+
+#[test]
+fn unix_connect_to_a_full_backlog_waits_for_accept_in_fibers() {
+    use std::os::unix::net::UnixStream;
+    monkey::patch_all();
+    let _w = watchdog("unix backlog", 20);
+    let (l, path) = unix_listener_with_tiny_backlog("backlog");
+    let n = 8;
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let p = path.clone();
+            spawn(move || UnixStream::connect(&p).map(|_| ()).map_err(|e| e.kind()))
+        })
+        .collect();
+    let acceptor = spawn(move || {
+        greenfiber::sleep(Duration::from_millis(50)); // every client has tried by now
+        let accepted: Result<Vec<_>, _> = (0..n).map(|_| l.accept().map(|(s, _)| s)).collect();
+        accepted.map(|v| v.len()).map_err(|e| e.kind())
+    });
+    let results: Vec<_> = clients.iter().map(|c| c.get().unwrap()).collect();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    assert_eq!(acceptor.get().unwrap().unwrap(), n);
+    // With SO_SNDTIMEO and nobody accepting, the connect gives up as Linux's does: EAGAIN.
+    let (_l, path2) = unix_listener_with_tiny_backlog("backlog-timeout");
+    let filled = (0..4).filter(|_| raw_unix_connect(&path2, libc::SOCK_NONBLOCK, 0).0 == 0).count();
+    let g = spawn(move || {
+        let t = Instant::now();
+        let r = raw_unix_connect(&path2, 0, 50_000);
+        (r, t.elapsed())
+    });
+    let ((r, e), took) = g.get().unwrap();
+    assert_eq!((r, e), (-1, Some(libc::EAGAIN)), "backlog filled by {filled} connects");
+    assert!(took >= Duration::from_millis(45), "{took:?}");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// `connect(2)` of a new Unix socket of type flags `flags` (SO_SNDTIMEO `timeout_us` if not
+/// 0) to `path`: the result and errno. The socket stays open (leaked) to hold its place.
+fn raw_unix_connect(path: &str, flags: libc::c_int, timeout_us: i64) -> (i32, Option<i32>) {
+    // SAFETY: plain socket calls on a new fd with valid pointers and sizes.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags, 0);
+        if timeout_us > 0 {
+            let tv = libc::timeval { tv_sec: 0, tv_usec: timeout_us };
+            let tvl = size_of::<libc::timeval>() as libc::socklen_t;
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, (&raw const tv).cast(), tvl);
+        }
+        let mut sa: libc::sockaddr_un = std::mem::zeroed();
+        sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in sa.sun_path.iter_mut().zip(path.as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        let salen = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let r = libc::connect(fd, (&raw const sa).cast(), salen);
+        (r, std::io::Error::last_os_error().raw_os_error().filter(|_| r != 0))
+    }
+}
+
+#[test]
+fn unix_connect_to_a_full_backlog_outside_fibers_waits_on_a_taken_over_socket() {
+    monkey::patch_all();
+    let _w = watchdog("unix backlog outside", 20);
+    let (l, path) = unix_listener_with_tiny_backlog("backlog-outside");
+    let filled = (0..4).filter(|_| raw_unix_connect(&path, libc::SOCK_NONBLOCK, 0).0 == 0).count();
+    let acceptor = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        (0..filled + 1).map(|_| l.accept().unwrap().0).collect::<Vec<_>>()
+    });
+    // A thread without a hub; the `dup` makes the hooks take the socket over (non-blocking
+    // underneath), so they must emulate the blocking connect themselves.
+    // SAFETY: plain socket calls on fds this test owns, with valid pointers and sizes.
+    let (r, peer) = unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let copy = libc::dup(fd);
+        let mut sa: libc::sockaddr_un = std::mem::zeroed();
+        sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in sa.sun_path.iter_mut().zip(path.as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        let salen = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let r = libc::connect(fd, (&raw const sa).cast(), salen);
+        let mut peer: libc::sockaddr_un = std::mem::zeroed();
+        let mut plen = salen;
+        let connected = libc::getpeername(copy, (&raw mut peer).cast(), &mut plen) == 0;
+        libc::close(copy);
+        libc::close(fd);
+        (r, connected)
+    };
+    assert_eq!((r, peer), (0, true), "backlog filled by {filled} connects");
+    assert_eq!(acceptor.join().unwrap().len(), filled + 1);
+    let _ = std::fs::remove_file(&path);
 }

@@ -35,8 +35,10 @@
 //! | 0       | x       | x       | 1       | impossible: OURS_NB is only set on MANAGED     |
 //!
 //! `O_NONBLOCK` belongs to the open file description, which `dup` shares; the table is per fd.
-//! `dup`-like calls copy the bits, but a later mode change through one copy is recorded for that
-//! fd only (the other copy keeps its recorded user mode).
+//! `dup`-like calls copy the bits, after taking a managed fd in blocking mode over (`OURS_NB`)
+//! so that no copy can later find `O_NONBLOCK` set by the hooks through another copy and take
+//! it for the user's. A later mode change through one copy is recorded for that fd only (the
+//! other copy keeps its recorded user mode).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

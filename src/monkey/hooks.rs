@@ -314,23 +314,53 @@ fn prepare(fd: c_int) -> bool {
     if !st.has(MANAGED) || st.has(USER_NB) {
         return false;
     }
-    if !st.has(OURS_NB) {
-        // SAFETY: F_GETFL/F_SETFL with an int flag argument (rule 1).
-        let fl = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
-        if fl < 0 {
-            return false;
-        }
-        if fl & libc::O_NONBLOCK != 0 {
-            fd_table::update(fd, |f| f | USER_NB);
-            return false;
-        }
-        // SAFETY: as above.
-        if unsafe { real::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_long) } < 0 {
-            return false;
-        }
-        fd_table::update(fd, |f| f | OURS_NB);
+    st.has(OURS_NB) || take_over(fd)
+}
+
+/// Makes a managed fd in the user's blocking mode non-blocking underneath (`OURS_NB`); false
+/// if the user had made it non-blocking (recorded as `USER_NB`) or `fcntl` failed.
+fn take_over(fd: c_int) -> bool {
+    // SAFETY: F_GETFL/F_SETFL with an int flag argument (rule 1).
+    let fl = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+    if fl < 0 {
+        return false;
     }
+    if fl & libc::O_NONBLOCK != 0 {
+        fd_table::update(fd, |f| f | USER_NB);
+        return false;
+    }
+    // SAFETY: as above.
+    if unsafe { real::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_long) } < 0 {
+        return false;
+    }
+    fd_table::update(fd, |f| f | OURS_NB);
     true
+}
+
+/// Called before `fd` is duplicated (to an fd above 2). The copies share one open file, and
+/// with it `O_NONBLOCK`, but the table is per fd: had the hooks set `O_NONBLOCK` later through
+/// one copy, the other would find it set and take it for the user's choice (a `try_clone` made
+/// before the first fiber use then gave `WouldBlock`). So a managed socket or pipe in blocking
+/// mode is taken over now, and the copy inherits `OURS_NB` with the other flags.
+fn before_dup(fd: c_int) {
+    if fd <= 2 {
+        return;
+    }
+    let Some(mut st) = fd_table::get(fd) else { return };
+    if st.is_unknown() {
+        let e = errno();
+        let classified = classify(fd);
+        set_errno(e);
+        match classified {
+            Some(s) => st = s,
+            None => return,
+        }
+    }
+    if st.has(MANAGED) && !st.has(USER_NB) && !st.has(OURS_NB) {
+        let e = errno();
+        take_over(fd);
+        set_errno(e);
+    }
 }
 
 /// The deadline from SO_RCVTIMEO (reads) or SO_SNDTIMEO (writes), read when a wait starts;
@@ -738,6 +768,8 @@ pub unsafe extern "C" fn accept4(
 
 /// Hook for `connect(2)`: inside a fiber a non-blocking connect, a wait for writability and
 /// `SO_ERROR`, like a blocking connect (an SO_SNDTIMEO expiry gives EINPROGRESS, as Linux).
+/// A Unix-domain connect to a full backlog waits until the listener accepts, as the blocking
+/// call does (see [`connect_again`]).
 ///
 /// # Safety
 /// The libc function's contract.
@@ -749,7 +781,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     // SAFETY: rule 1.
     let r = unsafe { real::connect(fd, addr, len) };
     if r == -1 && PATCHED.load(Relaxed) {
-        return connect_failed(fd);
+        return connect_failed(fd, addr, len);
     }
     r
 }
@@ -757,12 +789,76 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// A connect outside a fiber on an fd that is non-blocking only because of us.
 #[cold]
 #[inline(never)]
-fn connect_failed(fd: c_int) -> c_int {
+fn connect_failed(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if errno() == libc::EAGAIN
+        && fd_table::get(fd).is_some_and(|s| s.blocking_emulated())
+        && is_unix(fd)
+    {
+        return guarded("connect", || {
+            connect_again(fd, addr, len, &|d| {
+                let ts = timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ };
+                // SAFETY: a valid timespec; no remainder wanted (an EINTR just ends the pause
+                // early, and the loop tries again).
+                unsafe { real::nanosleep(&ts, std::ptr::null_mut()) };
+                Ok(())
+            })
+        });
+    }
     let mut op = || {
         // SAFETY: the same fd; a zero-size poll has nothing to connect.
         finish_connect(fd) as isize
     };
     io_failed("connect", fd, Direction::Write, &mut op) as c_int
+}
+
+/// True for a Unix-domain socket, whose non-blocking connect fails with EAGAIN (instead of
+/// EINPROGRESS) while the listener's backlog is full.
+fn is_unix(fd: c_int) -> bool {
+    let mut domain: c_int = 0;
+    let mut len = size_of::<c_int>() as socklen_t;
+    // SAFETY: valid out-pointers of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&raw mut domain).cast(), &mut len)
+    };
+    r == 0 && domain == libc::AF_UNIX
+}
+
+/// A Unix-domain connect that found the listener's backlog full: the blocking call waits
+/// until the listener accepts, up to SO_SNDTIMEO (then EAGAIN, as Linux). Nothing signals
+/// room in a backlog to the connecting side, so try again after `pause`s that grow from 1 ms
+/// to 16 ms. `pause` fails with the errno to return (a kill or a timeout of the fiber).
+fn connect_again(
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+    pause: &dyn Fn(Duration) -> Result<(), c_int>,
+) -> c_int {
+    let saved = errno();
+    let deadline = sock_deadline(fd, Direction::Write);
+    let mut wait = Duration::from_millis(1);
+    loop {
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                set_errno(libc::EAGAIN);
+                return -1;
+            }
+            wait = wait.min(left);
+        }
+        if let Err(e) = pause(wait) {
+            set_errno(e);
+            return -1;
+        }
+        // SAFETY: rule 1: the caller's arguments, still valid during its call.
+        if unsafe { real::connect(fd, addr, len) } == 0 {
+            set_errno(saved);
+            return 0;
+        }
+        if errno() != libc::EAGAIN {
+            return -1;
+        }
+        wait = (wait * 2).min(Duration::from_millis(16));
+    }
 }
 
 /// After writability: the connect's outcome from SO_ERROR (0, or -1 with errno).
@@ -792,7 +888,7 @@ fn connect_slow(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
         if !in_fiber() || !prepare(fd) {
             // SAFETY: rule 1.
             let r = unsafe { real::connect(fd, addr, len) };
-            return if r == -1 { connect_failed(fd) } else { r };
+            return if r == -1 { connect_failed(fd, addr, len) } else { r };
         }
         if is_cancelled() {
             set_errno(libc::ECANCELED);
@@ -803,8 +899,17 @@ fn connect_slow(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
             set_errno(saved);
             return 0;
         }
-        if errno() != libc::EINPROGRESS {
-            return -1;
+        match errno() {
+            libc::EINPROGRESS => {}
+            libc::EAGAIN if is_unix(fd) => {
+                return connect_again(fd, addr, len, &|d| {
+                    block(|| {
+                        crate::hub::sleep(d);
+                        Ok(())
+                    })
+                });
+            }
+            _ => return -1,
         }
         let deadline = sock_deadline(fd, Direction::Write);
         loop {
@@ -988,6 +1093,7 @@ fn fcntl_slow(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
                 r
             }
             libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+                before_dup(fd);
                 // SAFETY: rule 1.
                 let r = unsafe { real::fcntl(fd, cmd, arg) };
                 if r >= 0 {
@@ -1007,12 +1113,25 @@ fn fcntl_slow(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
 /// The libc function's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
-    // SAFETY: rule 1.
-    let r = unsafe { real::dup(fd) };
-    if r >= 0 && PATCHED.load(Relaxed) {
-        fd_table::copy(fd, r);
+    if PATCHED.load(Relaxed) {
+        return dup_slow(fd);
     }
-    r
+    // SAFETY: rule 1.
+    unsafe { real::dup(fd) }
+}
+
+#[cold]
+#[inline(never)]
+fn dup_slow(fd: c_int) -> c_int {
+    guarded("dup", || {
+        before_dup(fd);
+        // SAFETY: rule 1.
+        let r = unsafe { real::dup(fd) };
+        if r >= 0 {
+            fd_table::copy(fd, r);
+        }
+        r
+    })
 }
 
 /// dup2/dup3: `new` is closed first if open (waking its waiters), then becomes a copy of `old`.
@@ -1020,6 +1139,9 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 #[inline(never)]
 fn dup_to_slow(name: &'static str, old: c_int, new: c_int, call: &dyn Fn() -> c_int) -> c_int {
     guarded(name, || {
+        if new > 2 {
+            before_dup(old);
+        }
         let bump = old != new && before_close(new);
         let r = call();
         let e = errno();
