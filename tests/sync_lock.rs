@@ -275,9 +275,74 @@ fn condition_wait_timeout_and_notify_all() {
         })
         .collect();
     yield_now();
+    c.acquire();
     assert_eq!(c.notify_all(), 4);
+    c.release();
     joinall(&gs, None);
     assert_eq!(woke.get(), 4);
+}
+
+#[test]
+fn condition_refuses_wait_notify_and_release_without_its_lock() {
+    // threading's lock_tests: test_unacquired_wait, test_unacquired_notify.
+    let c = Rc::new(Condition::new());
+    let refused = |f: &dyn Fn()| {
+        let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_err();
+        greenfiber::Error::from_panic(None, &*p).to_string()
+    };
+    assert!(refused(&|| c.wait()).contains("cannot wait on un-acquired lock"));
+    assert!(
+        refused(&|| {
+            c.notify();
+        })
+        .contains("cannot notify on un-acquired lock")
+    );
+    assert!(
+        refused(&|| {
+            c.notify_all();
+        })
+        .contains("cannot notify")
+    );
+    assert!(refused(&|| c.release()).contains("un-acquired"));
+    // Held by another fiber: refused too, and that fiber's lock is left alone.
+    let c2 = c.clone();
+    let holder = spawn(move || {
+        c2.acquire();
+        greenfiber::sleep(Duration::from_millis(20));
+        let still = c2.lock().is_owned();
+        c2.release();
+        still
+    });
+    yield_now();
+    assert!(
+        refused(&|| {
+            c.wait_timeout(Duration::from_millis(1));
+        })
+        .contains("un-acquired")
+    );
+    assert!(refused(&|| c.release()).contains("un-acquired"));
+    assert!(c.lock().locked());
+    assert!(holder.get().unwrap());
+    assert!(!c.lock().locked());
+}
+
+#[test]
+fn condition_wait_releases_every_level_and_restores_them() {
+    let c = Rc::new(Condition::new());
+    c.acquire();
+    c.acquire(); // re-entrant, as threading.Condition's default RLock
+    let c2 = c.clone();
+    let notifier = spawn(move || {
+        c2.acquire(); // free while the main coroutine waits, though it acquired twice
+        c2.notify();
+        c2.release();
+    });
+    assert!(c.wait_timeout(Duration::from_secs(5)));
+    assert!(notifier.successful());
+    c.release();
+    assert!(c.lock().is_owned(), "the second level came back");
+    c.release();
+    assert!(!c.lock().locked());
 }
 
 #[test]
@@ -298,7 +363,9 @@ fn condition_kill_mid_wait_passes_the_notification_on() {
     yield_now();
     ws[1].kill(); // waiting: leaves
     assert_eq!(c.waiting(), 2);
+    c.acquire();
     c.notify(); // to ws[0]
+    c.release();
     ws[0].kill(); // dies before running: ws[2] gets the notification
     ws[2].join();
     assert_eq!(*woke.borrow(), [2]);

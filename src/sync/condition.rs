@@ -1,9 +1,9 @@
-//! `Condition`: a wait list of notifications beside a [`Lock`].
+//! `Condition`: a wait list of notifications beside an [`RLock`].
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::{Duration, Instant};
 
-use super::lock::Lock;
+use super::lock::RLock;
 use super::waiters::{Outcome, WaitList};
 use crate::hub::TimeoutFired;
 
@@ -19,9 +19,13 @@ fn outermost(a: Option<Payload>, b: Payload) -> Payload {
     }
 }
 
-/// A condition variable for fibers (gevent's/`threading`'s `Condition`) over its own [`Lock`].
+/// A condition variable for fibers (gevent's/`threading`'s `Condition`) over its own [`RLock`].
 ///
-/// `wait` releases the lock, waits for a `notify`, and re-acquires the lock before returning.
+/// As in `threading`, the lock is re-entrant and owned: `wait`, `notify` and `release` by a
+/// fiber that does not hold it panic (Python's `RuntimeError: cannot wait on un-acquired
+/// lock`), and never touch a lock another fiber holds. `wait` releases the lock however many
+/// times its fiber acquired it, waits for a `notify`, and takes it back at the same depth
+/// before returning.
 /// Waiters are notified in FIFO order. A notification that reaches a waiter which is killed
 /// (or interrupted by `with_timeout`) before it runs passes to the next waiter; with none left
 /// it is dropped, as a `notify` with nobody waiting is. A waiter interrupted by
@@ -49,7 +53,7 @@ fn outermost(a: Option<Payload>, b: Payload) -> Payload {
 /// ```
 #[derive(Default)]
 pub struct Condition {
-    lock: Lock,
+    lock: RLock,
     waiters: WaitList<()>,
 }
 
@@ -60,11 +64,11 @@ impl Condition {
     }
 
     /// The underlying lock.
-    pub fn lock(&self) -> &Lock {
+    pub fn lock(&self) -> &RLock {
         &self.lock
     }
 
-    /// Acquires the lock.
+    /// Acquires the lock (again, if this fiber holds it).
     pub fn acquire(&self) {
         self.lock.acquire();
     }
@@ -74,33 +78,44 @@ impl Condition {
         self.lock.acquire_timeout(d)
     }
 
-    /// Acquires the lock if it is free now.
+    /// Acquires the lock if it is free now or already this fiber's.
     pub fn try_acquire(&self) -> bool {
         self.lock.try_acquire()
     }
 
-    /// Releases the lock.
+    /// Releases one level of the lock.
+    ///
+    /// # Panics
+    /// If the current fiber does not hold the lock.
     pub fn release(&self) {
-        self.release_held();
-    }
-
-    fn release_held(&self) {
         assert!(
             self.lock.release().is_ok(),
-            "greenfiber: Condition released or waited on without holding its lock"
+            "greenfiber: cannot release a Condition's un-acquired lock (another fiber holds it, \
+             or nobody does)"
+        );
+    }
+
+    /// Panics unless the current fiber holds the lock, as `threading` raises.
+    fn check_owned(&self, what: &str) {
+        assert!(
+            self.lock.is_owned(),
+            "greenfiber: cannot {what} on un-acquired lock (acquire the Condition first)"
         );
     }
 
     /// Releases the lock, waits for a notification, re-acquires the lock.
     ///
     /// # Panics
-    /// If the lock is not held.
+    /// If the current fiber does not hold the lock.
     pub fn wait(&self) {
         self.wait_deadline(None);
     }
 
     /// As [`wait`](Condition::wait), giving up after `d`; true if notified. The lock is
     /// re-acquired either way.
+    ///
+    /// # Panics
+    /// If the current fiber does not hold the lock.
     pub fn wait_timeout(&self, d: Duration) -> bool {
         self.wait_deadline(super::deadline(d))
     }
@@ -108,7 +123,8 @@ impl Condition {
     fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
         // Rule 4 in hub/park.rs: neither the release nor the enqueue switches, so no notify
         // can fall between them.
-        self.release_held();
+        self.check_owned("wait");
+        let depth = self.lock.release_save().expect("greenfiber: the lock was just owned");
         let hand_on = |()| {
             let _ = self.waiters.grant_one(());
         };
@@ -117,13 +133,13 @@ impl Condition {
         }));
         match o {
             Ok(o) => {
-                if let Some(p) = self.reacquire(None) {
+                if let Some(p) = self.reacquire(None, depth) {
                     resume_unwind(p);
                 }
                 matches!(o, Outcome::Granted(_))
             }
             Err(p) if p.is::<TimeoutFired>() => {
-                let p = self.reacquire(Some(p)).expect("greenfiber: a timeout to raise");
+                let p = self.reacquire(Some(p), depth).expect("greenfiber: a timeout to raise");
                 resume_unwind(p)
             }
             Err(p) => resume_unwind(p),
@@ -134,9 +150,9 @@ impl Condition {
     /// timeout (or `pending`, one that ended the wait) is returned to be raised once the lock
     /// is held, the outermost if there are several; a kill goes on at once. This runs in
     /// ordinary code, not in a `Drop`, so waiting for the lock is an ordinary park.
-    fn reacquire(&self, mut pending: Option<Payload>) -> Option<Payload> {
+    fn reacquire(&self, mut pending: Option<Payload>, depth: usize) -> Option<Payload> {
         loop {
-            match catch_unwind(AssertUnwindSafe(|| self.lock.acquire())) {
+            match catch_unwind(AssertUnwindSafe(|| self.lock.acquire_restore(depth))) {
                 Ok(()) => return pending,
                 Err(p) if p.is::<TimeoutFired>() => pending = Some(outermost(pending, p)),
                 Err(p) => resume_unwind(p),
@@ -145,17 +161,29 @@ impl Condition {
     }
 
     /// Wakes the first waiter, if any; true if there was one.
+    ///
+    /// # Panics
+    /// If the current fiber does not hold the lock.
     pub fn notify(&self) -> bool {
+        self.check_owned("notify");
         self.waiters.grant_one(()).is_ok()
     }
 
     /// Wakes up to `n` waiters; returns how many.
+    ///
+    /// # Panics
+    /// If the current fiber does not hold the lock.
     pub fn notify_n(&self, n: usize) -> usize {
+        self.check_owned("notify");
         (0..n).take_while(|_| self.notify()).count()
     }
 
     /// Wakes every waiter; returns how many.
+    ///
+    /// # Panics
+    /// If the current fiber does not hold the lock.
     pub fn notify_all(&self) -> usize {
+        self.check_owned("notify");
         self.waiters.grant_all(|| ())
     }
 

@@ -169,4 +169,26 @@ impl RLock {
     pub fn is_owned(&self) -> bool {
         self.is_mine(&current())
     }
+
+    /// Frees it whatever its depth (for `Condition::wait`): the depth to give back to
+    /// [`acquire_restore`](RLock::acquire_restore), or `None` if the current fiber does not
+    /// own it. Does not switch.
+    pub(crate) fn release_save(&self) -> Option<usize> {
+        if !self.is_owned() {
+            return None;
+        }
+        let depth = self.depth.replace(0);
+        *self.owner.borrow_mut() = None;
+        // The current fiber held it, so this release cannot go past the bound.
+        let _ = self.lock.release();
+        Some(depth)
+    }
+
+    /// Acquires it again at `depth` levels after [`release_save`](RLock::release_save). A
+    /// kill or a timeout unwinds out of the wait without it.
+    pub(crate) fn acquire_restore(&self, depth: usize) {
+        self.lock.acquire();
+        self.take(current());
+        self.depth.set(depth);
+    }
 }
