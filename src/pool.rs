@@ -27,21 +27,31 @@ trait Member {
     fn coroutine(&self) -> &Coroutine;
     fn ready(&self) -> bool;
     fn join_deadline(&self, deadline: Option<Instant>) -> bool;
-    fn kill(&self);
+    /// Sends the group's kill, once per member however many times the group is killed (a
+    /// fiber that survives its kill is not shot again, as in gevent's `Group.dying`).
+    fn shoot(&self);
 }
 
-impl<T: 'static> Member for Greenlet<T> {
+/// A member fiber and whether the group has sent it a kill.
+struct Tracked<T> {
+    g: Greenlet<T>,
+    dying: Cell<bool>,
+}
+
+impl<T: 'static> Member for Tracked<T> {
     fn coroutine(&self) -> &Coroutine {
-        Greenlet::coroutine(self)
+        self.g.coroutine()
     }
     fn ready(&self) -> bool {
-        Greenlet::ready(self)
+        self.g.ready()
     }
     fn join_deadline(&self, deadline: Option<Instant>) -> bool {
-        Greenlet::join_deadline(self, deadline)
+        self.g.join_deadline(deadline)
     }
-    fn kill(&self) {
-        Greenlet::kill(self)
+    fn shoot(&self) {
+        if !self.dying.replace(true) {
+            self.g.send_kill();
+        }
     }
 }
 
@@ -82,7 +92,7 @@ impl Group {
     pub fn add<T: 'static>(&self, g: &Greenlet<T>) {
         let len = {
             let mut list = self.members.list.borrow_mut();
-            list.push(Rc::new(g.clone()));
+            list.push(Rc::new(Tracked { g: g.clone(), dying: Cell::new(false) }));
             list.len()
         };
         if len >= self.members.sweep_at.get() {
@@ -145,12 +155,37 @@ impl Group {
         }
     }
 
-    /// Kills every member (see [`Greenlet::kill`]) and returns when they are dead.
+    /// Kills every member (see [`Greenlet::kill`]) and returns when they are dead, including
+    /// members added meanwhile.
+    ///
+    /// As gevent's `Group.kill`: every kill is sent before any wait, each member is shot once
+    /// however often the group is killed, and members stay in the group until they end. So
+    /// a member that survives its kill does not spare the others, a
+    /// [`with_timeout`](crate::with_timeout) around the call leaves the survivors counted
+    /// and joinable, and a member that kills its own group dies last, once it waits.
     pub fn kill(&self) {
-        // A snapshot: each kill switches into its victim (Habit 8).
-        let all = std::mem::take(&mut *self.members.list.borrow_mut());
-        for m in all {
-            m.kill();
+        self.kill_deadline(None);
+    }
+
+    /// As [`kill`](Group::kill), waiting at most `d` for the members to die; true if all did.
+    pub fn kill_timeout(&self, d: Duration) -> bool {
+        self.kill_deadline(Some(crate::hub::after(d)))
+    }
+
+    fn kill_deadline(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            self.prune();
+            // A snapshot, out of the borrow: the waits switch (Habit 8).
+            let all = self.members.list.borrow().clone();
+            if all.is_empty() {
+                return true;
+            }
+            all.iter().for_each(|m| m.shoot());
+            for m in &all {
+                if !m.join_deadline(deadline) {
+                    return false;
+                }
+            }
         }
     }
 }
@@ -309,10 +344,17 @@ impl Pool {
         self.feeders.join_deadline(Some(deadline)) && self.group.join_deadline(Some(deadline))
     }
 
-    /// Kills every fiber of the pool (and any `imap_unordered` feeder).
+    /// Kills every fiber of the pool (and any `imap_unordered` feeder); see
+    /// [`Group::kill`].
     pub fn kill(&self) {
         self.feeders.kill();
         self.group.kill();
+    }
+
+    /// As [`kill`](Pool::kill), waiting at most `d` for them to die; true if all did.
+    pub fn kill_timeout(&self, d: Duration) -> bool {
+        let deadline = crate::hub::after(d);
+        self.feeders.kill_deadline(Some(deadline)) && self.group.kill_deadline(Some(deadline))
     }
 }
 

@@ -353,3 +353,24 @@ fn a_link_may_block_as_gevent_links_do() {
     got.sort();
     assert_eq!(got, [100, 200, 300]);
 }
+
+#[test]
+fn killall_sends_every_kill_before_waiting() {
+    // A fiber that survives its kill must not spare the ones after it (gevent's killall
+    // kills them all, then waits).
+    let quit = Rc::new(std::cell::Cell::new(false));
+    let q = quit.clone();
+    let undead = spawn(move || {
+        while !q.get() {
+            let _ = catch_unwind(AssertUnwindSafe(|| sleep(Duration::from_millis(10))));
+        }
+    });
+    let mortal = spawn(|| sleep(Duration::from_secs(3600)));
+    yield_now();
+    let gs = [undead.clone(), mortal.clone()];
+    assert!(greenfiber::with_timeout(Duration::from_millis(50), || killall(&gs)).is_err());
+    assert!(mortal.ready() && !mortal.successful(), "the second fiber was killed too");
+    assert!(!undead.ready());
+    quit.set(true);
+    undead.join();
+}

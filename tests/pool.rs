@@ -108,11 +108,13 @@ fn pool_kill_mid_wait_loses_no_permit() {
         .collect();
     yield_now();
     spawners[0].kill();
-    pool.kill(); // both sleepers die, their permits go to spawners[1] and the count
+    // Both sleepers die; a permit goes to spawners[1], whose new member the kill kills too
+    // before it starts (gevent's Group.kill goes on until the group is empty).
+    pool.kill();
     spawners[1].join();
     assert!(spawners[1].successful());
     pool.join();
-    assert_eq!(started.get(), 3);
+    assert_eq!(started.get(), 2);
     assert_eq!((pool.len(), pool.free_count()), (0, 2));
 
     // Killed before it ever started: the permit comes back too.
@@ -194,4 +196,84 @@ fn apply_from_inside_the_pool_runs_inline_instead_of_deadlocking() {
     let g = pool.spawn(move || p3.apply(|| 7));
     assert_eq!(g.get().unwrap(), 7);
     assert_eq!(pool.free_count(), 1);
+}
+
+/// A fiber that survives kills (catches `GreenletExit` and sleeps on) until `quit`, counting
+/// the kills it received: gevent's `Undead` in test__greenletset.py.
+fn undead(shots: Rc<Cell<u32>>, quit: Rc<Cell<bool>>) -> impl FnOnce() {
+    move || {
+        while !quit.get() {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| sleep(Duration::from_millis(20)))) {
+                assert!(p.is::<greenfiber::GreenletExit>());
+                shots.set(shots.get() + 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn group_kill_shoots_every_member_once_and_keeps_the_survivors() {
+    // gevent's test__greenletset.py::test_kill_fires_once.
+    let quit = Rc::new(Cell::new(false));
+    let shots = [Rc::new(Cell::new(0)), Rc::new(Cell::new(0))];
+    let g = Group::new();
+    let members: Vec<_> = shots.iter().map(|s| g.spawn(undead(s.clone(), quit.clone()))).collect();
+    sleep(Duration::from_millis(5));
+    let timed_out = greenfiber::with_timeout(Duration::from_millis(100), || g.kill()).is_err();
+    let counts = || shots.iter().map(|s| s.get()).collect::<Vec<_>>();
+    assert!(timed_out, "undead members cannot be killed");
+    assert_eq!(counts(), [1, 1], "each member shot once, the second too");
+    assert_eq!(g.len(), 2, "the survivors are still members");
+    assert!(!g.join_timeout(Duration::from_millis(30)));
+    // Killing again does not shoot them again.
+    assert!(!g.kill_timeout(Duration::from_millis(30)));
+    assert_eq!(counts(), [1, 1]);
+    quit.set(true);
+    g.join();
+    assert!(members.iter().all(|m| m.successful()));
+
+    // The same through a pool: its members stay counted and their slots held.
+    quit.set(false);
+    let pool = Pool::new(2);
+    let shots = Rc::new(Cell::new(0));
+    for _ in 0..2 {
+        pool.spawn(undead(shots.clone(), quit.clone()));
+    }
+    sleep(Duration::from_millis(5));
+    assert!(greenfiber::with_timeout(Duration::from_millis(100), || pool.kill()).is_err());
+    assert_eq!((shots.get(), pool.len(), pool.free_count()), (2, 2, 0));
+    assert!(!pool.join_timeout(Duration::from_millis(30)));
+    quit.set(true);
+    pool.join();
+    assert_eq!((pool.len(), pool.free_count()), (0, 2));
+}
+
+#[test]
+fn a_member_that_kills_its_group_dies_after_the_others() {
+    let g = Group::new();
+    let killer_group = g.clone();
+    let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (o1, o2) = (order.clone(), order.clone());
+    let killer = g.spawn(move || {
+        struct Note(Rc<std::cell::RefCell<Vec<&'static str>>>, &'static str);
+        impl Drop for Note {
+            fn drop(&mut self) {
+                self.0.borrow_mut().push(self.1);
+            }
+        }
+        let _n = Note(o1, "killer");
+        sleep(Duration::from_millis(5));
+        killer_group.kill();
+        unreachable!("the killer is a member: it dies in its own kill");
+    });
+    let other = g.spawn(move || {
+        sleep(Duration::from_secs(3600));
+        o2.borrow_mut().push("other returned");
+    });
+    killer.join();
+    other.join();
+    assert!(matches!(killer.get(), Err(Error::Killed)), "{:?}", killer.get());
+    assert!(matches!(other.get(), Err(Error::Killed)));
+    assert_eq!(*order.borrow(), ["killer"]);
+    assert!(g.is_empty());
 }

@@ -204,8 +204,20 @@ impl<T: 'static> Greenlet<T> {
     /// [`successful`](Greenlet::successful), and `get()` returns `Err(Error::Killed)` (gevent
     /// returns a `GreenletExit` value instead; Rust has no such value of type `T`).
     pub fn kill(&self) {
+        if self.co.is_started() && !self.ready() && self.co == current() {
+            std::panic::resume_unwind(Box::new(GreenletExit));
+        }
+        if self.send_kill() {
+            self.join();
+        }
+    }
+
+    /// Sends the kill without waiting for the end (gevent's `kill(block=False)`): true if the
+    /// fiber is still to die. A fiber that has not started dies at once; one that runs
+    /// (possibly the caller) gets the exit from the hub, at its blocking point.
+    pub(crate) fn send_kill(&self) -> bool {
         if self.ready() {
-            return;
+            return false;
         }
         let co = &self.co;
         if !co.is_started() {
@@ -216,14 +228,11 @@ impl<T: 'static> Greenlet<T> {
             }
             co.kill();
             Inner::finish(co, self.inner.clone(), Err(Error::Killed));
-            return;
-        }
-        if *co == current() {
-            std::panic::resume_unwind(Box::new(GreenletExit));
+            return false;
         }
         if scheduler::in_hub() {
             co.kill();
-            return;
+            return false;
         }
         // As gevent does: the hub raises GreenletExit in the victim, and the killer waits for
         // its end like any join, so a `with_timeout` around the kill can still interrupt it
@@ -236,7 +245,7 @@ impl<T: 'static> Greenlet<T> {
                 }
             }))
         });
-        self.join();
+        true
     }
 
     /// True once the fiber has finished, whatever the outcome.
@@ -278,10 +287,16 @@ pub fn joinall<T: 'static>(gs: &[Greenlet<T>], timeout: Option<Duration>) -> usi
     gs.iter().filter(|g| g.ready()).count()
 }
 
-/// Kills every fiber in `gs` (see [`Greenlet::kill`]).
+/// Kills every fiber in `gs` (see [`Greenlet::kill`]) and returns when they are dead. As in
+/// gevent, every kill is sent before any wait: a fiber that survives its kill, or a
+/// `with_timeout` around the call, does not spare the others. A caller that is one of `gs`
+/// dies with the rest, once it waits.
 pub fn killall<T: 'static>(gs: &[Greenlet<T>]) {
     for g in gs {
-        g.kill();
+        g.send_kill();
+    }
+    for g in gs {
+        g.join();
     }
 }
 
