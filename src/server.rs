@@ -20,7 +20,9 @@
 //! # Behaviour (after gevent's `baseserver.py`)
 //! - [`start`](StreamServer::start) returns at once; the accept loop runs in a fiber named
 //!   `"StreamServer"`. [`serve_forever`](StreamServer::serve_forever) starts and then waits until
-//!   [`stop`](StreamServer::stop) is called (from a handler or any other fiber). If the fiber in
+//!   [`stop`](StreamServer::stop) is called (from a handler or any other fiber) and has
+//!   finished, grace period and kills included, so a program whose `main` ends with
+//!   `serve_forever()` does not exit in the middle of a response. If the fiber in
 //!   `serve_forever` is killed, the server is stopped from a new fiber.
 //! - Each accepted connection runs `handler(stream, peer)` in its own fiber. When the handler
 //!   returns, the stream is dropped, which closes the connection. A handler that panics is
@@ -29,8 +31,10 @@
 //!   loop stops accepting (new connections wait in the listen backlog) until one finishes.
 //! - `stop()`: stops accepting and closes the listening socket, then waits up to the grace
 //!   period ([`stop_timeout`](StreamServer::stop_timeout), 1 s by default as in gevent) for the
-//!   running handlers, then kills the rest. A handler that calls `stop()` is neither waited for
-//!   nor killed. A stopped server cannot be started again.
+//!   running handlers, then kills the rest and waits at most 1 s more for them to die (as
+//!   gevent's `pool.kill(timeout=1)`: a handler that swallows its kill is logged and left).
+//!   A handler that calls `stop()` is neither waited for nor killed. A stopped server cannot
+//!   be started again.
 //! - When `accept` fails because the process or system is out of descriptors or memory
 //!   (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`), the loop logs a warning and sleeps, from 10 ms
 //!   doubling up to 1 s, then retries: it never spins and never stops serving. Other accept
@@ -54,6 +58,8 @@ use crate::sync::Semaphore;
 
 /// gevent's default grace period for `stop`.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `stop` waits for killed handlers to die (gevent's `pool.kill(timeout=1)`).
+const KILL_TIMEOUT: Duration = Duration::from_secs(1);
 /// First and longest sleep after an accept error (gevent's `min_delay`/`max_delay`).
 const MIN_ACCEPT_DELAY: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_DELAY: Duration = Duration::from_secs(1);
@@ -84,8 +90,11 @@ struct Inner {
     next_conn: Cell<u64>,
     /// Woken whenever a handler ends (stop's grace period waits on it).
     handler_ended: WaitList,
+    /// True once `stop` has begun.
     stopped: Cell<bool>,
-    /// Woken by `stop` (serve_forever waits on it).
+    /// True once the first `stop` has ended (or was cut short by a kill or a timeout).
+    stop_done: Cell<bool>,
+    /// Woken when the first `stop` ends (serve_forever waits on it).
     stop_waiters: WaitList,
 }
 
@@ -111,6 +120,7 @@ impl StreamServer {
                 next_conn: Cell::new(0),
                 handler_ended: WaitList::new(),
                 stopped: Cell::new(false),
+                stop_done: Cell::new(false),
                 stop_waiters: WaitList::new(),
             }),
         })
@@ -119,9 +129,14 @@ impl StreamServer {
     /// Limits how many handlers run at once; at the limit, accepting pauses until one ends.
     ///
     /// # Panics
-    /// If `n` is 0.
+    /// If `n` is 0, or if the server was already started (its handlers hold permits of the
+    /// limit it started with).
     pub fn max_connections(self, n: usize) -> StreamServer {
         assert!(n > 0, "greenfiber: max_connections must be at least 1");
+        assert!(
+            self.inner.acceptor.borrow().is_none() && !self.inner.stopped.get(),
+            "greenfiber: max_connections must be set before the server starts"
+        );
         *self.inner.limit.borrow_mut() = Rc::new(Semaphore::new(n));
         self
     }
@@ -148,8 +163,9 @@ impl StreamServer {
         Ok(())
     }
 
-    /// Starts (if needed) and waits until [`stop`](StreamServer::stop) is called. If the
-    /// waiting fiber is killed, the server is stopped from a new fiber.
+    /// Starts (if needed) and waits until [`stop`](StreamServer::stop) is called and has
+    /// finished (gevent joins the stop, too). If the waiting fiber is killed, the server is
+    /// stopped from a new fiber.
     pub fn serve_forever(&self) -> io::Result<()> {
         self.start()?;
         struct StopOnKill(Rc<Inner>);
@@ -162,14 +178,15 @@ impl StreamServer {
             }
         }
         let _guard = StopOnKill(self.inner.clone());
-        while !self.inner.stopped.get() {
+        while !self.inner.stop_done.get() {
             self.inner.stop_waiters.wait("StreamServer::stop", None);
         }
         Ok(())
     }
 
     /// Stops accepting, closes the listening socket, waits up to the grace period for running
-    /// handlers, then kills the rest. Returns when every handler (but the caller) has ended.
+    /// handlers, then kills the rest. Returns when every handler (but the caller) has ended,
+    /// or 1 s after the kills if some handler survives its kill.
     pub fn stop(&self) {
         self.stop_with_timeout(self.inner.stop_timeout.get());
     }
@@ -177,10 +194,21 @@ impl StreamServer {
     /// [`stop`](StreamServer::stop) with this grace period instead of the configured one.
     pub fn stop_with_timeout(&self, grace: Duration) {
         let inner = &self.inner;
-        if !inner.stopped.replace(true) {
-            log::debug!("server {}: stopping", inner.addr);
+        /// Ends the first stop however it ends (a kill or a timeout of the stopping fiber
+        /// included), so `serve_forever` never waits for a stop that will not finish.
+        struct Done<'a>(&'a Inner);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.stop_done.set(true);
+                self.0.stop_waiters.notify_all();
+            }
         }
-        inner.stop_waiters.notify_all();
+        let _done = if inner.stopped.replace(true) {
+            None
+        } else {
+            log::debug!("server {}: stopping", inner.addr);
+            Some(Done(inner))
+        };
         let acceptor = inner.acceptor.borrow_mut().take();
         if let Some(g) = acceptor {
             g.kill();
@@ -199,15 +227,27 @@ impl StreamServer {
         }
         let rest: Vec<Greenlet<()>> =
             inner.handlers.borrow().values().filter(|g| *g.coroutine() != me).cloned().collect();
-        if !rest.is_empty() {
-            log::info!(
-                "server {}: killing {} handler(s) still running after {grace:?}",
-                inner.addr,
-                rest.len()
-            );
+        if rest.is_empty() {
+            return;
         }
-        for g in rest {
-            g.kill();
+        log::info!(
+            "server {}: killing {} handler(s) still running after {grace:?}",
+            inner.addr,
+            rest.len()
+        );
+        // Every kill goes out before any wait, and the wait is bounded: a handler that
+        // swallows its kill cannot hold `stop` (nor `serve_forever`) forever.
+        for g in &rest {
+            g.send_kill();
+        }
+        let deadline = crate::hub::after(KILL_TIMEOUT);
+        let survivors = rest.iter().filter(|g| !g.join_deadline(Some(deadline))).count();
+        if survivors > 0 {
+            log::warn!(
+                "server {}: {survivors} handler(s) still running {KILL_TIMEOUT:?} after their \
+                 kill; leaving them",
+                inner.addr
+            );
         }
     }
 
@@ -241,7 +281,9 @@ impl std::fmt::Debug for StreamServer {
 fn accept_loop(inner: &Rc<Inner>, listener: &TcpListener) {
     let mut delay = MIN_ACCEPT_DELAY;
     loop {
-        let permit = Permit::acquire(&inner.limit.borrow().clone());
+        // Cloned out of the cell first: the acquire may park.
+        let limit = inner.limit.borrow().clone();
+        let permit = Permit::acquire(&limit);
         match listener.accept() {
             Ok((stream, peer)) => {
                 delay = MIN_ACCEPT_DELAY;

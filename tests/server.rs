@@ -5,6 +5,7 @@ mod common;
 use std::cell::{Cell, RefCell};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -279,4 +280,72 @@ fn killing_the_serve_forever_fiber_stops_the_server() {
     g.kill();
     wait_until("the server to stop", || s.is_stopped() && s.connections() == 0);
     assert_eq!(ask(&c, "down").unwrap(), "", "the handler was ended by stop");
+}
+
+#[test]
+fn serve_forever_returns_only_once_the_stop_has_finished() {
+    // gevent's serve_forever joins the stop: a `main` that ends with it must not exit while
+    // the grace period still runs (losing the responses in flight).
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let s = Rc::new(
+        StreamServer::new("127.0.0.1:0", move |stream, _| {
+            let mut line = String::new();
+            BufReader::new(&stream).read_line(&mut line).unwrap();
+            sleep(Duration::from_millis(60)); // inside the grace period
+            (&stream).write_all(b"late reply\n").unwrap();
+            d.set(true);
+        })
+        .unwrap()
+        .stop_timeout(Duration::from_secs(5)),
+    );
+    let addr = s.local_addr();
+    let s2 = s.clone();
+    let client = spawn(move || {
+        let c = TcpStream::connect(addr).unwrap();
+        (&c).write_all(b"hello\n").unwrap();
+        sleep(Duration::from_millis(10));
+        s2.stop();
+        let mut reply = String::new();
+        BufReader::new(&c).read_line(&mut reply).unwrap();
+        reply
+    });
+    s.serve_forever().unwrap();
+    assert!(done.get(), "serve_forever returned before the handler it waited for ended");
+    assert_eq!(s.connections(), 0);
+    assert_eq!(client.take_or_get(), "late reply\n");
+}
+
+#[test]
+fn stop_gives_up_on_a_handler_that_survives_its_kill() {
+    // gevent bounds the kill phase (pool.kill(timeout=1)); a handler that swallows its
+    // GreenletExit must not hold stop forever.
+    let quit = Rc::new(Cell::new(false));
+    let q = quit.clone();
+    let s = StreamServer::new("127.0.0.1:0", move |_stream, _| {
+        while !q.get() {
+            let _ = catch_unwind(AssertUnwindSafe(|| sleep(Duration::from_millis(10))));
+        }
+    })
+    .unwrap()
+    .stop_timeout(Duration::from_millis(20));
+    s.start().unwrap();
+    let _c = TcpStream::connect(s.local_addr()).unwrap();
+    wait_until("the handler", || s.connections() == 1);
+    let t = Instant::now();
+    s.stop();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
+    assert_eq!(s.connections(), 1, "the survivor is left running");
+    quit.set(true);
+    wait_until("the survivor to end", || s.connections() == 0);
+}
+
+#[test]
+fn max_connections_after_start_is_refused_clearly() {
+    let s = StreamServer::new("127.0.0.1:0", line_echo).unwrap();
+    s.start().unwrap();
+    let p = catch_unwind(AssertUnwindSafe(|| s.max_connections(1))).unwrap_err();
+    let msg = greenfiber::Error::from_panic(None, &*p).to_string();
+    assert!(msg.contains("before the server starts"), "{msg:?}");
 }
