@@ -179,6 +179,24 @@ impl Coroutine {
         &self.0.park_slot
     }
 
+    /// Thread teardown: marks this suspended coroutine dead without resuming it, so that a
+    /// switch to it goes to its parent and nothing runs on its stack again; the stack is
+    /// leaked, its frames never unwound. A no-op for main, for a coroutine that is running or
+    /// in the resume chain, and for one that has not started or has finished.
+    pub(crate) fn abandon(&self) {
+        let c = &*self.0;
+        if c.is_main || !c.started.get() || c.dead.get() || c.in_chain.get() {
+            return;
+        }
+        c.dead.set(true);
+        // SAFETY: rule 3: suspended at its own `suspend()` and not in the chain, so no
+        // `resume()` of it is active and nothing else borrows `raw`.
+        if let Some(raw) = unsafe { (*c.raw.get()).take() } {
+            std::mem::forget(raw);
+        }
+        log::trace!("coroutine {} abandoned at thread teardown", c.label());
+    }
+
     pub(crate) fn is_current(&self) -> bool {
         thread::with(|ts| std::ptr::eq(ts.current_ptr(), self.0.as_ptr()))
     }

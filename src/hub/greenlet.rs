@@ -128,9 +128,12 @@ impl<T: 'static> Inner<T> {
     /// Records the outcome of the fiber `co`, wakes joiners, schedules the links.
     fn finish(co: &Coroutine, this: Rc<Inner<T>>, outcome: Result<T, Error>) {
         *this.result.borrow_mut() = Some(outcome);
-        scheduler::with(|hub| hub.fibers.borrow_mut().remove(this.slot.get()));
+        // Without a hub (a fiber killed by a thread-local destructor at thread exit) there is
+        // no registry to leave and nothing to run the links.
+        let hub_alive =
+            scheduler::try_with(|hub| hub.fibers.borrow_mut().remove(this.slot.get())).is_some();
         this.joiners.notify_all();
-        if !this.links.borrow().is_empty() {
+        if hub_alive && !this.links.borrow().is_empty() {
             schedule_links(Greenlet { co: co.clone(), inner: this });
         }
     }
@@ -203,8 +206,11 @@ impl<T: 'static> Greenlet<T> {
     /// A killed fiber is [`ready`](Greenlet::ready) but not
     /// [`successful`](Greenlet::successful), and `get()` returns `Err(Error::Killed)` (gevent
     /// returns a `GreenletExit` value instead; Rust has no such value of type `T`).
+    ///
+    /// In a thread-local destructor that runs after the thread's hub is gone, it does nothing:
+    /// the fiber was abandoned with the hub and never runs again.
     pub fn kill(&self) {
-        if self.co.is_started() && !self.ready() && self.co == current() {
+        if scheduler::is_live() && self.co.is_started() && !self.ready() && self.co == current() {
             std::panic::resume_unwind(Box::new(GreenletExit));
         }
         if self.send_kill() {
@@ -217,6 +223,12 @@ impl<T: 'static> Greenlet<T> {
     /// (possibly the caller) gets the exit from the hub, at its blocking point.
     pub(crate) fn send_kill(&self) -> bool {
         if self.ready() {
+            return false;
+        }
+        if !scheduler::is_live() {
+            // Thread teardown, the hub gone (a thread-local destructor): the fiber was
+            // abandoned with it and can never run again.
+            log::debug!("greenfiber: kill of {:?} during thread teardown: left as it is", self.co);
             return false;
         }
         let co = &self.co;

@@ -161,7 +161,7 @@ impl Waiter {
             self.timer
                 .set(Some(hub.timers.borrow_mut().insert(d, TimerAction::Wake(self.as_ref()))));
         }
-        let _parked = Parked::enter(hub, self);
+        let _parked = Parked::enter(self);
         // Hand-off (scheduler.rs): while the hub's round lasts, switch straight to the next
         // ready coroutine, which is what the hub would do next; else to the hub.
         let next = hub.next_ready();
@@ -181,18 +181,21 @@ impl Waiter {
 
 /// Marks the coroutine parked for the duration of one park; on the way out — a normal return
 /// or an unwind for kill/timeout — cancels the timer and resets the state.
+///
+/// It holds no `&Hub`: a coroutine parked when its thread exits may be unwound by a
+/// thread-local destructor after the hub is gone (a `Coroutine::kill` there), so the hub is
+/// looked up again, if it still exists.
 struct Parked<'a> {
-    hub: &'a Hub,
     w: &'a Waiter,
     prev: *const (),
 }
 
 impl<'a> Parked<'a> {
     #[inline]
-    fn enter(hub: &'a Hub, w: &'a Waiter) -> Parked<'a> {
+    fn enter(w: &'a Waiter) -> Parked<'a> {
         // The hub finds the coroutine's waiter through this slot (LoopExit, fibers(), timeouts).
         let prev = w.co.park_slot().replace(w as *const Waiter as *const ());
-        Parked { hub, w, prev }
+        Parked { w, prev }
     }
 }
 
@@ -200,7 +203,7 @@ impl Drop for Parked<'_> {
     #[inline]
     fn drop(&mut self) {
         if let Some(k) = self.w.timer.take() {
-            self.hub.timers.borrow_mut().cancel(k);
+            scheduler::try_with(|hub| hub.timers.borrow_mut().cancel(k));
         }
         self.w.co.park_slot().set(self.prev);
         self.w.state.set(State::Idle);
@@ -221,13 +224,14 @@ impl Drop for Waiter {
     }
 }
 
-/// Wakes the waiter: queues its coroutine with `why`. A no-op unless it is parked (rule 3).
+/// Wakes the waiter: queues its coroutine with `why`. A no-op unless it is parked (rule 3),
+/// and during thread teardown once the hub is gone (nothing runs the waiter any more).
 ///
 /// # Safety
 /// `w` must point at a live waiter: one that is registered in a hub structure (rule 1).
 #[inline]
 pub(crate) unsafe fn unpark(w: WaiterRef, why: Wake) {
-    scheduler::with(|hub| unpark_in(hub, w, why))
+    scheduler::try_with(|hub| unpark_in(hub, w, why));
 }
 
 #[inline]

@@ -28,7 +28,12 @@
 //!
 //! The hub's parent is the thread's main coroutine. It is created by the first call that
 //! needs it on a thread and never finishes; at thread exit its stack is leaked rather than
-//! unwound (a thread-local destructor cannot switch).
+//! unwound (a thread-local destructor cannot switch), and the hub coroutine is *abandoned*:
+//! marked dead without running again, because its frames refer to the destroyed `Hub`. A
+//! fiber parked at that moment stays parked, with its stack, unless a later thread-local
+//! destructor kills it (Layer 1's `kill`, or the drop of its last handle): it then unwinds
+//! without the hub (its guards look the hub up with `try_with` and find none) and ends into
+//! main, the hub's parent.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -89,7 +94,6 @@ thread_local! {
 }
 
 /// True if this thread has a hub (without creating one).
-#[allow(dead_code)] // used by layer 5's hooks (their fast path)
 #[inline(always)]
 pub(crate) fn is_live() -> bool {
     LIVE.with(Cell::get)
@@ -323,6 +327,9 @@ impl Drop for Hub {
         // Thread teardown: coroutines cannot be switched into any more, so the hub's stack and
         // the queued coroutines are leaked instead of killed.
         self.remote.close();
+        // Nothing may run on the hub's stack again: its frames hold references to this `Hub`.
+        // A fiber that a later thread-local destructor kills then ends into main instead.
+        self.co.abandon();
         std::mem::forget(std::mem::take(&mut *self.ready.borrow_mut()));
         std::mem::forget(std::mem::take(&mut self.fibers.borrow_mut().slots));
         std::mem::forget(self.co.clone());

@@ -1,0 +1,96 @@
+//! Layers 1 and 2 at thread exit: thread-local destructors that run after the thread's hub is
+//! gone and kill or drop coroutines that were parked on it. Each must leave the process
+//! running: no use of the destroyed hub (it crashed with SIGSEGV), no panic in a destructor
+//! (Rust aborts the process for those).
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use greenfiber::sync::Lock;
+use greenfiber::{Coroutine, Greenlet};
+
+/// Runs `f` on a new thread and waits for it, thread-local destructors included.
+fn on_a_thread(f: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(f).join().expect("the thread panicked");
+}
+
+#[test]
+fn a_coroutine_parked_in_sleep_killed_after_the_hub_is_gone() {
+    struct KillOnExit(RefCell<Option<Coroutine>>);
+    impl Drop for KillOnExit {
+        fn drop(&mut self) {
+            if let Some(co) = self.0.borrow_mut().take() {
+                co.kill(); // unwinds out of a sleep whose timer was in the destroyed hub
+            }
+        }
+    }
+    thread_local! {
+        static GUARD: KillOnExit = const { KillOnExit(RefCell::new(None)) };
+    }
+    on_a_thread(|| {
+        // Destructors run in reverse order of first use: the hub (created below, inside the
+        // coroutine), then GUARD, then the coroutine state.
+        let _ = greenfiber::current();
+        GUARD.with(|_| {});
+        let co = Coroutine::new(|()| {
+            let _f = greenfiber::spawn(|| {
+                greenfiber::coroutine::main_coroutine().switch::<(), ()>(());
+            });
+            greenfiber::sleep(Duration::from_secs(100)); // parks with a timer
+        });
+        co.switch::<(), ()>(()); // back when the fiber switches to main
+        GUARD.with(|g| *g.0.borrow_mut() = Some(co));
+    });
+}
+
+#[test]
+fn a_coroutine_dropped_after_the_hub_is_gone_releases_a_lock_a_fiber_waits_for() {
+    thread_local! {
+        static HOLD: RefCell<Option<Coroutine>> = const { RefCell::new(None) };
+    }
+    on_a_thread(|| {
+        let _ = greenfiber::current();
+        HOLD.with(|_| {}); // destroyed after the hub
+        let lock = Rc::new(Lock::new());
+        let l2 = lock.clone();
+        let co = Coroutine::new(move |()| {
+            let _g = l2.lock();
+            let p = greenfiber::current().parent().unwrap();
+            p.switch::<(), ()>(()); // suspended holding the lock
+        });
+        co.switch::<(), ()>(());
+        let l3 = lock.clone();
+        greenfiber::spawn(move || drop(l3.lock())); // waits for the lock
+        greenfiber::yield_now();
+        // Dropping the last handle kills `co`: its guard releases the lock to the waiter, whose
+        // hub no longer exists.
+        HOLD.with(|h| *h.borrow_mut() = Some(co));
+    });
+}
+
+#[test]
+fn a_greenlet_killed_after_the_hub_is_gone_is_left_alone() {
+    struct Background(RefCell<Option<Greenlet<()>>>);
+    impl Drop for Background {
+        fn drop(&mut self) {
+            if let Some(g) = self.0.borrow_mut().take() {
+                g.kill();
+                assert!(!g.ready(), "abandoned with its hub, it never ran again");
+            }
+        }
+    }
+    thread_local! {
+        static BG: Background = const { Background(RefCell::new(None)) };
+    }
+    on_a_thread(|| {
+        BG.with(|b| {
+            let g = greenfiber::spawn(|| {
+                loop {
+                    greenfiber::sleep(Duration::from_millis(1));
+                }
+            });
+            *b.0.borrow_mut() = Some(g);
+        });
+        greenfiber::sleep(Duration::from_millis(5)); // the background fiber runs meanwhile
+    });
+}
