@@ -374,3 +374,34 @@ fn killall_sends_every_kill_before_waiting() {
     quit.set(true);
     undead.join();
 }
+
+#[test]
+fn a_remote_wait_whose_wakers_are_all_gone_raises_loop_exit_instead_of_hanging() {
+    // The thread holding the only waker dies without waking.
+    let (mut wait, waker) = remote_signal();
+    let t = std::thread::spawn(move || {
+        let _w = waker;
+        panic!("the waking thread fails");
+    });
+    assert!(t.join().is_err());
+    let err = catch_unwind(AssertUnwindSafe(|| wait.wait())).unwrap_err();
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("LoopExit") && msg.contains("another thread"), "{msg}");
+    // The same while the fiber waits already: the last drop wakes the hub to look again.
+    let (mut wait, waker) = remote_signal();
+    let copy = waker.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        drop(copy);
+        drop(waker);
+    });
+    let err = catch_unwind(AssertUnwindSafe(|| wait.wait())).unwrap_err();
+    t.join().unwrap();
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("LoopExit"), "{msg}");
+    // A wake before the last waker goes is still seen.
+    let (mut wait, waker) = remote_signal();
+    std::thread::spawn(move || waker.wake()).join().unwrap();
+    wait.wait();
+    assert!(!wait.wait_timeout(Duration::from_millis(1)));
+}

@@ -34,7 +34,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::Token;
@@ -572,26 +572,57 @@ impl<V, F: FnOnce(V)> Drop for Enqueued<'_, V, F> {
 /// ```
 pub struct RemoteWait {
     id: u64,
-    shared: Arc<AtomicBool>,
+    shared: Arc<Signal>,
     _not_send: std::marker::PhantomData<*const ()>,
+}
+
+/// The state one signal's two halves share.
+struct Signal {
+    /// Woken and not yet seen by the waiting side.
+    woken: AtomicBool,
+    /// Live `RemoteWaker` clones. At 0 nothing can wake the waiting side any more, so its
+    /// wait is no longer one "outside" the thread: blocking forever on it is LoopExit.
+    wakers: AtomicUsize,
 }
 
 /// The waking half: `Send + Sync + Clone`, for any OS thread. Only an id and an `Arc` cross
 /// threads, never a coroutine handle.
-#[derive(Clone)]
 pub struct RemoteWaker {
     remote: Remote,
     id: u64,
-    shared: Arc<AtomicBool>,
+    shared: Arc<Signal>,
+}
+
+impl Clone for RemoteWaker {
+    fn clone(&self) -> RemoteWaker {
+        self.shared.wakers.fetch_add(1, Ordering::Relaxed);
+        RemoteWaker { remote: self.remote.clone(), id: self.id, shared: self.shared.clone() }
+    }
+}
+
+impl Drop for RemoteWaker {
+    fn drop(&mut self) {
+        // The last waker gone without a wake-up pending: tell the hub, so that a fiber waiting
+        // on the signal stops counting as a wait another thread may end (LoopExit then sees
+        // it). With a wake-up pending, the waiting side sees it first and never waits again
+        // on a registered id.
+        if self.shared.wakers.fetch_sub(1, Ordering::AcqRel) == 1
+            && !self.shared.woken.load(Ordering::Acquire)
+        {
+            self.remote.wake(self.id);
+        }
+    }
 }
 
 /// A pair for waking a fiber of this thread from another OS thread (built on mio's `Waker`).
-/// A wake that comes before the wait is kept: the next wait returns at once.
+/// A wake that comes before the wait is kept: the next wait returns at once. Once every
+/// `RemoteWaker` is dropped, a wait that nothing else can end raises LoopExit, like any.
 pub fn remote_signal() -> (RemoteWait, RemoteWaker) {
     scheduler::with(|hub| {
         let id = hub.next_remote_id.get();
         hub.next_remote_id.set(id + 1);
-        let shared = Arc::new(AtomicBool::new(false));
+        let shared =
+            Arc::new(Signal { woken: AtomicBool::new(false), wakers: AtomicUsize::new(1) });
         (
             RemoteWait { id, shared: shared.clone(), _not_send: std::marker::PhantomData },
             RemoteWaker { remote: hub.remote.clone(), id, shared },
@@ -606,7 +637,7 @@ impl RemoteWaker {
         // The flag is the wake-up; the id only tells the hub to look. Only the wake that sets
         // the flag queues the id, so however often this is called, at most one id per wait is
         // queued for the hub.
-        if !self.shared.swap(true, Ordering::AcqRel) {
+        if !self.shared.woken.swap(true, Ordering::AcqRel) {
             self.remote.wake(self.id);
         }
     }
@@ -627,16 +658,20 @@ impl RemoteWait {
     /// and the first would never be woken.
     pub(crate) fn wait_deadline(&mut self, deadline: Option<Instant>) -> bool {
         loop {
-            if self.shared.swap(false, Ordering::Acquire) {
+            if self.shared.woken.swap(false, Ordering::Acquire) {
                 return true;
             }
             let w = Waiter::new("a wake-up from another thread");
-            scheduler::with(|hub| {
-                hub.remote_waits.borrow_mut().insert(self.id, w.as_ref());
-                w.remote.set(Some(self.id));
-            });
+            // With no waker left, only a deadline (or a kill) can end this wait: it is not
+            // registered as one another thread may end.
+            if self.shared.wakers.load(Ordering::Acquire) > 0 {
+                scheduler::with(|hub| {
+                    hub.remote_waits.borrow_mut().insert(self.id, w.as_ref());
+                    w.remote.set(Some(self.id));
+                });
+            }
             if w.park(deadline) == Wake::TimedOut {
-                return self.shared.swap(false, Ordering::Acquire);
+                return self.shared.woken.swap(false, Ordering::Acquire);
             }
         }
     }
