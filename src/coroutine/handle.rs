@@ -18,6 +18,12 @@ use crate::error::SwitchError;
 /// Dropping the last handle to a suspended coroutine kills it (see [`Coroutine::kill`]) before
 /// `drop` returns, and control comes back to the dropper.
 ///
+/// A handle a coroutine holds to *itself* while it is suspended keeps it alive, as any
+/// reference cycle does (Python's greenlet has a garbage collector for those; Rust does not).
+/// The usual culprit is a temporary: in `current().parent().unwrap().switch(v)` the
+/// `current()` handle lives until the end of the statement, across the switch. Bind what
+/// you switch to first (`let parent = current().parent().unwrap();`).
+///
 /// Handles cannot leave their thread:
 ///
 /// ```compile_fail

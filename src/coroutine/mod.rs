@@ -7,9 +7,12 @@
 //! ```
 //! use greenfiber::Coroutine;
 //!
-//! let squarer = Coroutine::new(|mut x: i32| loop {
-//!     // Give x*x back to whoever switched to us; wait for the next x.
-//!     x = greenfiber::current().parent().unwrap().switch(x * x);
+//! let squarer = Coroutine::new(|mut x: i32| {
+//!     let parent = greenfiber::current().parent().unwrap();
+//!     loop {
+//!         // Give x*x back to whoever switched to us; wait for the next x.
+//!         x = parent.switch(x * x);
+//!     }
 //! });
 //! let nine: i32 = squarer.switch(3);
 //! let sixteen: i32 = squarer.switch(4);
