@@ -6,7 +6,7 @@
 //! nc 127.0.0.1 16000                                     # type lines; `quit` to leave
 //! cargo run --example echo_server -- --selftest          # port 0, three real clients, exit
 //! ```
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 
 use greenfiber::net::TcpStream;
@@ -18,12 +18,24 @@ fn echo(socket: TcpStream, address: SocketAddr) {
     if out.write_all(b"Welcome to the echo server! Type quit to exit.\r\n").is_err() {
         return;
     }
-    for line in BufReader::new(&socket).lines() {
-        let Ok(line) = line else { break };
-        if line.trim() == "quit" {
+    // Lines are bytes (any encoding is echoed as it came), at most MAX_LINE of them at a time:
+    // a longer line is echoed in pieces, so no client can make the server buffer without end.
+    const MAX_LINE: u64 = 64 * 1024;
+    let mut reader = BufReader::new(&socket);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if line.trim_ascii() == b"quit" {
             break;
         }
-        if out.write_all(format!("{line}\n").as_bytes()).is_err() {
+        if !line.ends_with(b"\n") && line.len() < MAX_LINE as usize {
+            line.push(b'\n'); // the last line, cut by EOF
+        }
+        if out.write_all(&line).is_err() {
             break;
         }
     }
@@ -57,6 +69,15 @@ fn main() {
             std::io::Read::read_to_string(&mut r, &mut rest).unwrap();
             out.push(format!("client {i}: {:?} then EOF", got));
         }
+        // Bytes that are not UTF-8 come back as they were sent.
+        let c = std::net::TcpStream::connect(addr).unwrap();
+        let mut r = std::io::BufReader::new(&c);
+        let mut welcome = Vec::new();
+        r.read_until(b'\n', &mut welcome).unwrap();
+        (&c).write_all(b"\xff\xfe not utf-8\n").unwrap();
+        let mut back = Vec::new();
+        r.read_until(b'\n', &mut back).unwrap();
+        out.push(format!("binary line echoed: {}", back == b"\xff\xfe not utf-8\n"));
         out
     })
     .unwrap();

@@ -91,12 +91,15 @@ fn respond(
     close: bool,
 ) -> io::Result<()> {
     let conn = if close { "close" } else { "keep-alive" };
-    write!(
-        w,
+    // One write for head and body: written piece by piece, a kept-alive client's next
+    // response waited for a delayed ACK (Nagle's algorithm, about 40 ms each).
+    let mut out = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n",
         body.len()
-    )?;
-    w.write_all(body)
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    w.write_all(&out)
 }
 
 fn serve_file(w: &mut &TcpStream, path: &PathBuf, close: bool) -> io::Result<()> {
@@ -113,6 +116,8 @@ fn serve_file(w: &mut &TcpStream, path: &PathBuf, close: bool) -> io::Result<()>
 }
 
 fn handle(stream: TcpStream, _peer: SocketAddr, file: &PathBuf) {
+    // Responses go out as soon as they are written (a file download is head, then body).
+    let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(&stream);
     let mut w = &stream;
     loop {

@@ -134,16 +134,19 @@ fn echo_server_selftest_echoes_for_three_clients() {
         );
         assert!(out.contains(&want), "{out}");
     }
-    assert_eq!(out.matches("New connection from").count(), 3, "{out}");
+    assert!(out.contains("binary line echoed: true\n"), "{out}");
+    assert_eq!(out.matches("New connection from").count(), 4, "{out}");
     assert!(out.ends_with("selftest ok\n"), "{out}");
 }
 
 #[test]
-fn chat_server_broadcasts_and_survives_an_abrupt_half_line() {
+fn chat_server_broadcasts_whole_lines_and_survives_an_abrupt_half_line_and_a_reader_that_never_reads()
+ {
     let out = example_stdout("chat_server", &["--selftest"]);
     let want = "B saw: * B joined\nB saw: * C joined\nB saw: * C left\nB saw: A: hello from A\n\
                 B saw: B: hi A, B here\nB saw: * A left\nB saw: (A heard: B: hi A, B here)\n\
-                clients left on the server: 0\n";
+                B got 5000 of 5000 long lines from A, 0 garbled; D, never reading, was \
+                disconnected: true\nclients left on the server: 0\n";
     assert_eq!(out, want);
     assert!(!out.contains("this line never ends"));
 }
