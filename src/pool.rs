@@ -284,32 +284,46 @@ impl Pool {
     }
 
     /// Runs `f` on every item, at most `size` at a time, yielding results as they finish. A
-    /// feeder fiber spawns the tasks, so the first results arrive while later items wait for a
-    /// slot. A task's panic is re-raised by `next`; a killed task makes `next` panic.
+    /// feeder fiber pulls the items one at a time and spawns a task for each, waiting while
+    /// the pool is full, so the first results arrive while later items are not even read: an
+    /// endless or slow source works, as in gevent. A task's panic is re-raised by `next`, and
+    /// so is a panic of the source once the feeder meets it (later calls still return the
+    /// results of the tasks already spawned); a killed task makes `next` panic.
     pub fn imap_unordered<I: 'static, T: 'static>(
         &self,
-        items: impl IntoIterator<Item = I>,
+        items: impl IntoIterator<Item = I, IntoIter: 'static>,
         f: impl Fn(I) -> T + 'static,
     ) -> ImapUnordered<T> {
         let results = Rc::new(Queue::new());
-        // Every item gets its reporter now: if the feeder is killed before it spawned them
-        // all, the rest report "killed" as they drop, so the iterator never waits forever.
-        let jobs: Vec<(I, Reporter<T>)> =
-            items.into_iter().map(|i| (i, Reporter { q: results.clone(), sent: false })).collect();
-        let remaining = jobs.len();
-        let (pool, f) = (self.clone(), Rc::new(f));
+        let (q, pool, f) = (results.clone(), self.clone(), Rc::new(f));
+        let mut items = items.into_iter();
         self.feeders.spawn(move || {
-            for (i, reporter) in jobs {
+            // Tells the iterator how many results to expect, however the feeder ends.
+            let mut end = FeedEnd { q: q.clone(), spawned: 0, error: None };
+            loop {
+                let item = match catching(|| items.next()) {
+                    Ok(Some(item)) => item,
+                    Ok(None) => break,
+                    Err(p) => {
+                        end.error = Some(p);
+                        break;
+                    }
+                };
+                // From here this task reports exactly once: with its outcome, or, if it is
+                // dropped first (a kill while it waits for a slot or before it starts), as
+                // killed.
+                let reporter = Reporter { q: q.clone(), sent: false };
+                end.spawned += 1;
                 let f = f.clone();
                 pool.spawn(move || {
                     let mut reporter = reporter;
-                    let r = catching(|| f(i));
+                    let r = catching(|| f(item));
                     reporter.sent = true;
-                    reporter.q.put(r);
+                    reporter.q.put(Report::Done(r));
                 });
             }
         });
-        ImapUnordered { results, remaining }
+        ImapUnordered { results, received: 0, total: None }
     }
 
     /// Fibers running (or spawned and not yet finished) in the pool.
@@ -358,10 +372,18 @@ impl Pool {
     }
 }
 
+/// What an `imap_unordered` iterator receives.
+enum Report<T> {
+    /// A task's outcome.
+    Done(Result<T, Payload>),
+    /// The feeder has ended, after spawning `spawned` tasks; `error`: the source panicked.
+    End { spawned: usize, error: Option<Payload> },
+}
+
 /// Sends a task's outcome to its `imap_unordered` iterator, or a "killed" payload if the task
 /// ended (or was dropped unstarted) without one.
 struct Reporter<T> {
-    q: Rc<Queue<Result<T, Payload>>>,
+    q: Rc<Queue<Report<T>>>,
     sent: bool,
 }
 
@@ -369,33 +391,63 @@ impl<T> Drop for Reporter<T> {
     fn drop(&mut self) {
         if !self.sent {
             // An unbounded put never waits, so it is safe while unwinding.
-            self.q.put(Err(Box::new("greenfiber: an imap_unordered task was killed")));
+            let killed: Payload = Box::new("greenfiber: an imap_unordered task was killed");
+            self.q.put(Report::Done(Err(killed)));
         }
+    }
+}
+
+/// Lives in an `imap_unordered` feeder: reports how many tasks it spawned when it ends,
+/// including by a kill.
+struct FeedEnd<T> {
+    q: Rc<Queue<Report<T>>>,
+    spawned: usize,
+    error: Option<Payload>,
+}
+
+impl<T> Drop for FeedEnd<T> {
+    fn drop(&mut self) {
+        // An unbounded put never waits, so it is safe while unwinding.
+        self.q.put(Report::End { spawned: self.spawned, error: self.error.take() });
     }
 }
 
 /// The iterator of [`Pool::imap_unordered`]: results in the order the tasks finish.
 pub struct ImapUnordered<T> {
-    results: Rc<Queue<Result<T, Payload>>>,
-    remaining: usize,
+    results: Rc<Queue<Report<T>>>,
+    received: usize,
+    /// How many results there are in all, once the feeder has ended.
+    total: Option<usize>,
 }
 
 impl<T> Iterator for ImapUnordered<T> {
     type Item = T;
 
-    /// Waits for the next task to finish; re-raises its panic.
+    /// Waits for the next task to finish; re-raises its panic, or the source's.
     fn next(&mut self) -> Option<T> {
-        if self.remaining == 0 {
-            return None;
-        }
-        self.remaining -= 1;
-        match self.results.get() {
-            Ok(v) => Some(v),
-            Err(p) => resume_unwind(p),
+        loop {
+            if self.total == Some(self.received) {
+                return None;
+            }
+            match self.results.get() {
+                Report::Done(r) => {
+                    self.received += 1;
+                    return Some(r.unwrap_or_else(|p| resume_unwind(p)));
+                }
+                Report::End { spawned, error } => {
+                    self.total = Some(spawned);
+                    if let Some(p) = error {
+                        resume_unwind(p);
+                    }
+                }
+            }
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        match self.total {
+            Some(t) => (t - self.received, Some(t - self.received)),
+            None => (0, None),
+        }
     }
 }
