@@ -155,3 +155,24 @@ fn duration_max_means_no_end_not_an_overflow() {
     assert!(g.join_timeout(Duration::MAX));
     assert!(g.ready() && !g.successful());
 }
+
+#[test]
+fn a_timeout_fires_in_a_raw_switch_to_a_coroutine_that_blocks() {
+    // gevent's test__timeout.py::test_expires: the Timeout is raised at the pending switch,
+    // whatever the switch went to. It was put off until the switch came back.
+    let child = greenfiber::Coroutine::new(|()| {
+        sleep(Duration::from_secs(3600)); // blocks on the hub; main waits in its switch
+        5
+    });
+    let t = Instant::now();
+    let r = with_timeout(Duration::from_millis(10), || child.switch::<(), i32>(()));
+    assert_eq!(r, Err(Timeout));
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    child.kill();
+    // And nothing is left pending: waiting on what can never happen is LoopExit at once.
+    let never = spawn(|| greenfiber::sync::Event::new().wait());
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| never.join()));
+    let msg = err.unwrap_err().downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("LoopExit"), "{msg}");
+    never.kill();
+}

@@ -171,7 +171,7 @@ impl Hub {
                 for _ in 0..pending {
                     let due = self.timers.borrow_mut().pop_one_due(t);
                     let Some(action) = due else { break };
-                    self.fire(action, t);
+                    self.fire(action);
                 }
             }
             // 4. The reactor.
@@ -240,7 +240,7 @@ impl Hub {
         }
     }
 
-    fn fire(&self, action: TimerAction, now: Instant) {
+    fn fire(&self, action: TimerAction) {
         match action {
             TimerAction::Wake(w) => park::unpark_in(self, w, Wake::TimedOut),
             TimerAction::Start(co) => self.ready.borrow_mut().push_back(co),
@@ -248,33 +248,16 @@ impl Hub {
                 if co.is_dead() {
                     return;
                 }
-                match park::waiter_of(&co) {
-                    // Parked, or woken and queued to run (a fiber that only yields is always
-                    // queued when timers fire): raise at its blocking point now. A queued entry
-                    // left behind is skipped (`runnable`) unless the fiber is woken again,
-                    // which it then only meets early.
-                    Some(w) if w.is_parked() || w.is_woken() => {
-                        // SAFETY: `key` points into the `with_timeout` frame of `co`, which is
-                        // alive: that frame cancels this timer before it ends, so a timer that
-                        // fires finds it in place.
-                        unsafe { (*key).set(None) };
-                        // SWITCH: raise the timeout at `co`'s blocking point; it runs until it
-                        // blocks again.
-                        let _ = co.throw(super::time::TimeoutFired { id });
-                    }
-                    _ => {
-                        // Not in a park (suspended in a raw switch): try again on the next
-                        // round, after it had its turn.
-                        let again = now + Duration::from_micros(100);
-                        let k = self
-                            .timers
-                            .borrow_mut()
-                            .insert(again, TimerAction::Raise { co, id, key });
-                        // SAFETY: as above: the `with_timeout` frame is alive while its timer is
-                        // pending.
-                        unsafe { (*key).set(Some(k)) };
-                    }
-                }
+                // Raised wherever `co` is suspended, as gevent's Timeout is at the pending
+                // switch: a park (a queued wake-up left behind is skipped by `runnable`), or a
+                // raw switch to another coroutine (`with_timeout(d, || other.switch(v))`), whose
+                // later switch back then finds `co` elsewhere, as in greenlet.
+                // SAFETY: `key` points into the `with_timeout` frame of `co`, which is alive:
+                // that frame cancels this timer before it ends, so a timer that fires finds it
+                // in place.
+                unsafe { (*key).set(None) };
+                // SWITCH: raise the timeout in `co`; it runs until it blocks again.
+                let _ = co.throw(super::time::TimeoutFired { id });
             }
         }
     }
