@@ -405,3 +405,58 @@ fn a_remote_wait_whose_wakers_are_all_gone_raises_loop_exit_instead_of_hanging()
     wait.wait();
     assert!(!wait.wait_timeout(Duration::from_millis(1)));
 }
+
+#[test]
+fn each_link_runs_in_its_own_fiber_so_a_blocking_one_holds_back_no_other() {
+    // gevent's SpawnedLink: link 1 blocks in a rendezvous put until the consumer, released by
+    // link 2, takes the value.
+    use greenfiber::sync::{Channel, Event};
+    let ch = Rc::new(Channel::<i32>::new());
+    let done = Rc::new(Event::new());
+    let p = spawn(|| 100);
+    let c = ch.clone();
+    p.link(move |g| c.put(g.get().unwrap()));
+    let d = done.clone();
+    p.link(move |_| d.set());
+    let r = greenfiber::with_timeout(Duration::from_secs(10), || {
+        done.wait();
+        ch.get()
+    });
+    assert_eq!(r, Ok(100));
+}
+
+#[test]
+fn after_take_a_fiber_is_still_ready_and_successful_and_new_links_run() {
+    let g = spawn(|| "v".to_string());
+    g.join();
+    assert_eq!(g.take(), Some(Ok("v".to_string())));
+    assert!(g.ready() && g.successful());
+    let ran = Rc::new(std::cell::Cell::new(false));
+    let r = ran.clone();
+    g.link(move |_| r.set(true));
+    yield_now();
+    assert!(ran.get());
+    let p = catch_unwind(AssertUnwindSafe(|| g.get())).unwrap_err();
+    assert!(Error::from_panic(None, &*p).to_string().contains("taken"));
+}
+
+#[test]
+fn a_fiber_killed_unstarted_through_its_coroutine_ends_as_killed() {
+    // The Layer 1 kill drops the closure without running it: joiners, links and get() must
+    // still see the end.
+    let g = spawn_later(Duration::from_millis(30), || 1);
+    let g2 = g.clone();
+    let joiner = spawn(move || g2.join());
+    yield_now(); // the joiner waits on g
+    let ran = Rc::new(std::cell::Cell::new(false));
+    let r = ran.clone();
+    g.link(move |_| r.set(true));
+    g.coroutine().kill();
+    assert!(g.ready() && !g.successful());
+    joiner.join();
+    assert!(joiner.successful());
+    yield_now();
+    assert!(ran.get());
+    assert_eq!(g.get(), Err(Error::Killed));
+    assert!(fibers().iter().all(|f| !f.to_string().contains("dead")), "{:?}", fibers());
+}

@@ -33,6 +33,8 @@ type Link<T> = Box<dyn FnOnce(&Greenlet<T>)>;
 /// The outcome cell, shared by the handles and the fiber's own closure (which holds it until
 /// the fiber ends; it does not hold the coroutine, so there is no cycle).
 struct Inner<T> {
+    /// How the fiber ended, once it has; kept when [`Greenlet::take`] takes the result.
+    ended: Cell<Ended>,
     result: RefCell<Option<Result<T, Error>>>,
     joiners: WaitList,
     links: RefCell<Vec<Link<T>>>,
@@ -40,6 +42,27 @@ struct Inner<T> {
     slot: Cell<usize>,
     /// The `spawn_later` timer that starts it, until it fires or a kill cancels it.
     start: Cell<Option<TimerKey>>,
+}
+
+/// Where a fiber is in its life, as its handles see it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    No,
+    Returned,
+    Failed,
+}
+
+/// Captured by a fiber's closure: if the closure is dropped before the fiber ran (a kill
+/// before its start, through its `Greenlet` or its Layer 1 coroutine), the fiber ends as
+/// killed all the same, so its joiners and links are not left waiting.
+struct Unfinished<T: 'static>(Option<Rc<Inner<T>>>);
+
+impl<T: 'static> Drop for Unfinished<T> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            Inner::finish(inner, Err(Error::Killed));
+        }
+    }
 }
 
 impl<T> Clone for Greenlet<T> {
@@ -97,14 +120,16 @@ pub fn spawn_with<T: 'static>(
 ) -> Greenlet<T> {
     scheduler::with(|hub| {
         let inner = Rc::new(Inner {
+            ended: Cell::new(Ended::No),
             result: RefCell::new(None),
             joiners: WaitList::new(),
             links: RefCell::new(Vec::new()),
             slot: Cell::new(usize::MAX),
             start: Cell::new(None),
         });
-        let mine = inner.clone();
+        let unfinished = Unfinished(Some(inner.clone()));
         let co = builder.parent(&hub.co).build(move |()| {
+            let mut unfinished = unfinished;
             let r = catch_unwind(AssertUnwindSafe(f));
             let me = current();
             let outcome = match r {
@@ -116,7 +141,8 @@ pub fn spawn_with<T: 'static>(
                     Err(e)
                 }
             };
-            Inner::finish(&me, mine, outcome);
+            let mine = unfinished.0.take().expect("greenfiber: a fiber finished twice");
+            Inner::finish(mine, outcome);
         });
         inner.slot.set(hub.fibers.borrow_mut().insert(co.clone()));
         hub.ready.borrow_mut().push_back(co.clone());
@@ -125,34 +151,37 @@ pub fn spawn_with<T: 'static>(
 }
 
 impl<T: 'static> Inner<T> {
-    /// Records the outcome of the fiber `co`, wakes joiners, schedules the links.
-    fn finish(co: &Coroutine, this: Rc<Inner<T>>, outcome: Result<T, Error>) {
+    /// Records the fiber's outcome, takes it out of the hub's registry, wakes the joiners and
+    /// starts the links.
+    fn finish(this: Rc<Inner<T>>, outcome: Result<T, Error>) {
+        this.ended.set(if outcome.is_ok() { Ended::Returned } else { Ended::Failed });
         *this.result.borrow_mut() = Some(outcome);
-        // Without a hub (a fiber killed by a thread-local destructor at thread exit) there is
-        // no registry to leave and nothing to run the links.
-        let hub_alive =
-            scheduler::try_with(|hub| hub.fibers.borrow_mut().remove(this.slot.get())).is_some();
+        // The registry's handle is the coroutine the links see. Without a hub (a fiber
+        // killed by a thread-local destructor at thread exit) there is none, and nothing to
+        // run the links.
+        let co = scheduler::try_with(|hub| hub.fibers.borrow_mut().remove(this.slot.get()));
         this.joiners.notify_all();
-        if hub_alive && !this.links.borrow().is_empty() {
-            schedule_links(Greenlet { co: co.clone(), inner: this });
+        if let Some(Some(co)) = co {
+            let links = std::mem::take(&mut *this.links.borrow_mut());
+            let g = Greenlet { co, inner: this };
+            for l in links {
+                start_link(&g, l);
+            }
         }
     }
 }
 
-/// Runs the links registered so far, each exactly once, in a fiber of their own (gevent's
-/// `link` runs each callback in a new greenlet), so a callback may block: a `put` into a full
-/// queue waits for room instead of failing.
-fn schedule_links<T: 'static>(g: Greenlet<T>) {
-    spawn_named("links", move || {
-        let links = std::mem::take(&mut *g.inner.links.borrow_mut());
-        for l in links {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| l(&g))) {
-                if p.is::<GreenletExit>() {
-                    // This fiber itself is being killed: the rest do not run.
-                    std::panic::resume_unwind(p);
-                }
-                log::error!("a link callback panicked: {}", crate::error::panic_message(&*p));
+/// Runs one link in a fiber of its own, as gevent's `SpawnedLink` runs each callback in a new
+/// greenlet: a callback may block (a `put` into a full queue waits for room) without holding
+/// back the links after it, which start in order.
+fn start_link<T: 'static>(g: &Greenlet<T>, link: Link<T>) {
+    let g = g.clone();
+    spawn_named("link", move || {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| link(&g))) {
+            if p.is::<GreenletExit>() {
+                std::panic::resume_unwind(p); // this link's fiber is being killed
             }
+            log::error!("a link callback panicked: {}", crate::error::panic_message(&*p));
         }
     });
 }
@@ -186,10 +215,12 @@ impl<T: 'static> Greenlet<T> {
         T: Clone,
     {
         self.join();
-        self.inner.result.borrow().clone().expect("greenfiber: a joined fiber has a result")
+        self.inner.result.borrow().clone().expect("greenfiber: the fiber's outcome was taken")
     }
 
     /// The outcome if the fiber has finished, taking it out of the handle (for `T: !Clone`).
+    /// [`ready`](Greenlet::ready) and [`successful`](Greenlet::successful) still answer
+    /// afterwards, and links still run; [`get`](Greenlet::get) then panics.
     pub fn take(&self) -> Option<Result<T, Error>> {
         self.inner.result.borrow_mut().take()
     }
@@ -238,8 +269,8 @@ impl<T: 'static> Greenlet<T> {
                 let start = scheduler::with(|hub| hub.timers.borrow_mut().cancel(k));
                 drop(start);
             }
+            // Dropping its closure unstarted records the kill (`Unfinished`).
             co.kill();
-            Inner::finish(co, self.inner.clone(), Err(Error::Killed));
             return false;
         }
         if scheduler::in_hub() {
@@ -262,22 +293,23 @@ impl<T: 'static> Greenlet<T> {
 
     /// True once the fiber has finished, whatever the outcome.
     pub fn ready(&self) -> bool {
-        self.inner.result.borrow().is_some() || self.co.is_dead()
+        self.inner.ended.get() != Ended::No
     }
 
     /// True if it finished by returning a value.
     pub fn successful(&self) -> bool {
-        matches!(*self.inner.result.borrow(), Some(Ok(_)))
+        self.inner.ended.get() == Ended::Returned
     }
 
     /// Calls `f` once the fiber has finished — never inside `link` itself, even for a finished
-    /// fiber — exactly once, in a fiber the hub starts for the links (as gevent's `link` does),
-    /// so `f` may block. Links run in the order they were added, after the fibers the end woke
-    /// (its joiners). A panic in `f` is logged and the next link still runs.
+    /// fiber — exactly once, in a new fiber of its own (as gevent's `link` does), so `f` may
+    /// block without holding back other links. Links start in the order they were added,
+    /// after the fibers the end woke (its joiners). A panic in `f` is logged.
     pub fn link(&self, f: impl FnOnce(&Greenlet<T>) + 'static) {
-        self.inner.links.borrow_mut().push(Box::new(f));
-        if self.ready() && self.inner.result.borrow().is_some() {
-            schedule_links(self.clone());
+        if self.ready() {
+            start_link(self, Box::new(f));
+        } else {
+            self.inner.links.borrow_mut().push(Box::new(f));
         }
     }
 
