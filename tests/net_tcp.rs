@@ -420,3 +420,62 @@ fn ten_thousand_connections_leave_no_fd_behind() {
         assert_eq!(before, open_fds(), "open fds before and after 10,000 connections");
     });
 }
+
+/// A connected pair over 127.0.0.1.
+fn pair() -> (TcpStream, TcpStream) {
+    let (l, addr) = listener();
+    let c = TcpStream::connect(addr).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (c, s)
+}
+
+#[test]
+fn write_vectored_with_more_slices_than_iov_max_writes_a_part_as_std_does() {
+    let (c, s) = pair();
+    let bytes = [7u8; 2000];
+    let slices: Vec<_> = bytes.chunks(1).map(io::IoSlice::new).collect();
+    let n = (&c).write_vectored(&slices).unwrap();
+    assert!(0 < n && n <= 1024, "{n}");
+    let mut got = vec![0u8; n];
+    (&s).read_exact(&mut got).unwrap();
+    assert!(got.iter().all(|&b| b == 7));
+}
+
+#[test]
+fn from_std_keeps_the_std_sockets_timeouts() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let std_stream = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let _peer = l.accept().unwrap();
+    std_stream.set_read_timeout(Some(Duration::from_millis(30))).unwrap();
+    let kernel_value = std_stream.read_timeout().unwrap(); // rounded to the kernel's tick
+    let s = TcpStream::from_std(std_stream).unwrap();
+    assert_eq!(s.read_timeout().unwrap(), kernel_value);
+    assert!(kernel_value.is_some());
+    let r = with_timeout(Duration::from_secs(10), || (&s).read(&mut [0u8; 4]));
+    assert_eq!(r.expect("the read timeout fired").unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_write_timeout(Some(Duration::from_millis(40))).unwrap();
+    let kernel_value = u.write_timeout().unwrap();
+    let u = greenfiber::net::UdpSocket::from_std(u).unwrap();
+    assert_eq!(u.write_timeout().unwrap(), kernel_value);
+    assert!(kernel_value.is_some());
+}
+
+#[test]
+fn set_nonblocking_fails_at_once_with_would_block_instead_of_parking() {
+    let (l, addr) = listener();
+    l.set_nonblocking(true).unwrap();
+    assert_eq!(l.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    let c = TcpStream::connect(addr).unwrap();
+    l.set_nonblocking(false).unwrap();
+    let (s, _) = l.accept().unwrap();
+    s.set_nonblocking(true).unwrap();
+    let clone = s.try_clone().unwrap();
+    assert_eq!((&clone).read(&mut [0u8; 4]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    assert_eq!(s.read_timeout().unwrap(), None, "the timeout setting is kept apart");
+    (&c).write_all(b"hi").unwrap();
+    s.set_nonblocking(false).unwrap();
+    let mut buf = [0u8; 2];
+    (&clone).read_exact(&mut buf).unwrap(); // parks again until the bytes arrive
+    assert_eq!(&buf, b"hi");
+}

@@ -77,3 +77,16 @@ fn send_to_a_host_name() {
     a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(a.recv_from(&mut [0; 8]).unwrap().0, 2);
 }
+
+#[test]
+fn multicast_options_set_and_read_back() {
+    let s = greenfiber::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.set_multicast_loop_v4(false).unwrap();
+    assert!(!s.multicast_loop_v4().unwrap());
+    s.set_multicast_ttl_v4(3).unwrap();
+    assert_eq!(s.multicast_ttl_v4().unwrap(), 3);
+    let group = std::net::Ipv4Addr::new(239, 255, 0, 77);
+    if s.join_multicast_v4(&group, &std::net::Ipv4Addr::UNSPECIFIED).is_ok() {
+        s.leave_multicast_v4(&group, &std::net::Ipv4Addr::UNSPECIFIED).unwrap();
+    }
+}

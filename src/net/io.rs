@@ -153,6 +153,9 @@ fn wait_loop<R>(
     timeout: Option<Duration>,
     mut op: impl FnMut() -> io::Result<R>,
 ) -> io::Result<R> {
+    if timeout == Some(Duration::ZERO) {
+        return Err(io::Error::from(io::ErrorKind::WouldBlock)); // non-blocking mode
+    }
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let w = Waiter::new(match dir {
         Direction::Read => "a socket to become readable",
@@ -278,32 +281,68 @@ macro_rules! timeout_methods {
 
             /// The read timeout.
             pub fn read_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
-                Ok(self.timeouts.read())
+                Ok(self.timeouts.read_timeout())
             }
 
             /// The write timeout.
             pub fn write_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
-                Ok(self.timeouts.write())
+                Ok(self.timeouts.write_timeout())
             }
         }
+        $crate::net::io::nonblocking_method!($t);
     };
 }
 pub(crate) use timeout_methods;
 
-/// A socket's read and write timeouts, shared by its `try_clone`s as std's `SO_RCVTIMEO` is
-/// shared by duplicated descriptors.
+/// `set_nonblocking` for a socket type with a `timeouts: Rc<Timeouts>` field.
+macro_rules! nonblocking_method {
+    ($t:ty) => {
+        impl $t {
+            /// In non-blocking mode an operation that would block fails at once with
+            /// `WouldBlock` instead of parking the fiber, as std's does instead of blocking the
+            /// thread. Shared with the socket's `try_clone`s, as `O_NONBLOCK` is.
+            pub fn set_nonblocking(&self, nonblocking: bool) -> std::io::Result<()> {
+                self.timeouts.set_nonblocking(nonblocking);
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use nonblocking_method;
+
+/// A socket's read and write timeouts and its blocking mode, shared by its `try_clone`s as
+/// std's `SO_RCVTIMEO` and `O_NONBLOCK` are shared by duplicated descriptors.
 #[derive(Debug, Default)]
 pub(crate) struct Timeouts {
     read: Cell<Option<Duration>>,
     write: Cell<Option<Duration>>,
+    /// `set_nonblocking(true)`: an operation that would block fails with `WouldBlock` at once.
+    nonblocking: Cell<bool>,
 }
 
 impl Timeouts {
+    /// The timeouts of a std socket being taken over (which is about to become non-blocking,
+    /// when the kernel stops applying them).
+    pub(crate) fn new(read: Option<Duration>, write: Option<Duration>) -> Timeouts {
+        Timeouts { read: Cell::new(read), write: Cell::new(write), nonblocking: Cell::new(false) }
+    }
+    /// How long a read may wait: the read timeout, or no wait at all in non-blocking mode
+    /// (`Some(0)`, which [`wait_loop`] takes as "fail at once").
     pub(crate) fn read(&self) -> Option<Duration> {
+        if self.nonblocking.get() { Some(Duration::ZERO) } else { self.read.get() }
+    }
+    /// How long a write may wait; see [`read`](Timeouts::read).
+    pub(crate) fn write(&self) -> Option<Duration> {
+        if self.nonblocking.get() { Some(Duration::ZERO) } else { self.write.get() }
+    }
+    pub(crate) fn read_timeout(&self) -> Option<Duration> {
         self.read.get()
     }
-    pub(crate) fn write(&self) -> Option<Duration> {
+    pub(crate) fn write_timeout(&self) -> Option<Duration> {
         self.write.get()
+    }
+    pub(crate) fn set_nonblocking(&self, on: bool) {
+        self.nonblocking.set(on);
     }
     pub(crate) fn set_read(&self, d: Option<Duration>) -> io::Result<()> {
         self.read.set(check_timeout(d)?);

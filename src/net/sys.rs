@@ -26,13 +26,18 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)).map(|n| n as usize)
 }
 
+/// The most buffers one `sendmsg` takes (`UIO_MAXIOV` on Linux).
+const IOV_MAX: usize = 1024;
+
 /// `sendmsg(2)` of several buffers with `MSG_NOSIGNAL` (vectored [`send`]).
 pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     // `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; sendmsg only reads them.
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
+    // At most IOV_MAX (1024 on Linux) buffers, as std passes: more fail with EMSGSIZE instead
+    // of making the short write a vectored write may make.
+    msg.msg_iovlen = bufs.len().min(IOV_MAX) as _;
     syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL)).map(|n| n as usize)
 }
 

@@ -21,13 +21,17 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 /// `!Send`: it is registered with the hub of the thread that created it.
 pub struct TcpListener {
     io: Registered<mio::net::TcpListener>,
+    /// Only its blocking mode is used (a listener has no timeouts).
+    timeouts: Rc<Timeouts>,
 }
 
 /// A TCP stream between a local and a remote socket (`std::net::TcpStream`, cooperative).
 ///
 /// Reads and writes park the calling fiber instead of blocking the thread. `Read` and `Write`
 /// are implemented for `&TcpStream` too, so one fiber can read while another writes through a
-/// shared reference or a [`try_clone`](TcpStream::try_clone).
+/// shared reference or a [`try_clone`](TcpStream::try_clone). Two fibers reading at once split
+/// the data between them, each byte to one of them, as two threads reading a std stream do
+/// (gevent raises `ConcurrentObjectUseError` instead).
 pub struct TcpStream {
     io: Registered<mio::net::TcpStream>,
     timeouts: Rc<Timeouts>,
@@ -45,18 +49,21 @@ impl TcpListener {
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
         let l = each_addr(&addr, |a| mio::net::TcpListener::bind(*a))?;
         sys::set_backlog(l.as_raw_fd(), LISTEN_BACKLOG)?;
-        Ok(TcpListener { io: Registered::new(l)? })
+        Ok(TcpListener { io: Registered::new(l)?, timeouts: Rc::default() })
     }
 
     /// Takes over a listening std socket, making it non-blocking.
     pub fn from_std(l: std::net::TcpListener) -> io::Result<TcpListener> {
         l.set_nonblocking(true)?;
-        Ok(TcpListener { io: Registered::new(mio::net::TcpListener::from_std(l))? })
+        Ok(TcpListener {
+            io: Registered::new(mio::net::TcpListener::from_std(l))?,
+            timeouts: Rc::default(),
+        })
     }
 
     /// Waits for a connection; the fiber parks while none is pending.
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (s, a) = self.io.do_io(R, None, |l| l.accept())?;
+        let (s, a) = self.io.do_io(R, self.timeouts.read(), |l| l.accept())?;
         Ok((TcpStream::from_mio(s)?, a))
     }
 
@@ -74,7 +81,7 @@ impl TcpListener {
     pub fn try_clone(&self) -> io::Result<TcpListener> {
         let fd = self.io.get().as_fd().try_clone_to_owned()?;
         let l = mio::net::TcpListener::from_std(std::net::TcpListener::from(fd));
-        Ok(TcpListener { io: Registered::new(l)? })
+        Ok(TcpListener { io: Registered::new(l)?, timeouts: self.timeouts.clone() })
     }
 
     /// Sets `IP_TTL`.
@@ -105,10 +112,12 @@ impl TcpStream {
         Ok(TcpStream { io: Registered::new(s)?, timeouts: Rc::default() })
     }
 
-    /// Takes over a connected std stream, making it non-blocking.
+    /// Takes over a connected std stream, making it non-blocking underneath; its read and
+    /// write timeouts carry over.
     pub fn from_std(s: std::net::TcpStream) -> io::Result<TcpStream> {
+        let timeouts = Rc::new(Timeouts::new(s.read_timeout()?, s.write_timeout()?));
         s.set_nonblocking(true)?;
-        TcpStream::from_mio(mio::net::TcpStream::from_std(s))
+        Ok(TcpStream { io: Registered::new(mio::net::TcpStream::from_std(s))?, timeouts })
     }
 
     /// Connects to `addr`, trying each resolved address in turn; the fiber parks during the
@@ -230,3 +239,4 @@ pub(crate) use fd_traits;
 fd_traits!(TcpListener, TcpStream);
 
 super::io::timeout_methods!(TcpStream);
+super::io::nonblocking_method!(TcpListener);

@@ -23,11 +23,13 @@ impl UdpSocket {
         Ok(UdpSocket { io: Registered::new(s)?, timeouts: Rc::default() })
     }
 
-    /// Takes over a std socket, making it non-blocking.
+    /// Takes over a std socket, making it non-blocking underneath; its read and write
+    /// timeouts carry over.
     pub fn from_std(s: std::net::UdpSocket) -> io::Result<UdpSocket> {
+        let timeouts = Rc::new(Timeouts::new(s.read_timeout()?, s.write_timeout()?));
         s.set_nonblocking(true)?;
         let s = mio::net::UdpSocket::from_std(s);
-        Ok(UdpSocket { io: Registered::new(s)?, timeouts: Rc::default() })
+        Ok(UdpSocket { io: Registered::new(s)?, timeouts })
     }
 
     /// Receives one datagram and its sender; parks until one arrives (or the read timeout).
@@ -116,6 +118,46 @@ impl UdpSocket {
     /// Joins an IPv6 multicast group.
     pub fn join_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> io::Result<()> {
         self.io.get().join_multicast_v6(multiaddr, interface)
+    }
+
+    /// Leaves an IPv4 multicast group (`IP_DROP_MEMBERSHIP`).
+    pub fn leave_multicast_v4(&self, multiaddr: &Ipv4Addr, interface: &Ipv4Addr) -> io::Result<()> {
+        self.io.get().leave_multicast_v4(multiaddr, interface)
+    }
+
+    /// Leaves an IPv6 multicast group (`IPV6_DROP_MEMBERSHIP`).
+    pub fn leave_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> io::Result<()> {
+        self.io.get().leave_multicast_v6(multiaddr, interface)
+    }
+
+    /// Sets `IP_MULTICAST_LOOP`.
+    pub fn set_multicast_loop_v4(&self, on: bool) -> io::Result<()> {
+        self.io.get().set_multicast_loop_v4(on)
+    }
+
+    /// `IP_MULTICAST_LOOP`.
+    pub fn multicast_loop_v4(&self) -> io::Result<bool> {
+        self.io.get().multicast_loop_v4()
+    }
+
+    /// Sets `IP_MULTICAST_TTL`.
+    pub fn set_multicast_ttl_v4(&self, ttl: u32) -> io::Result<()> {
+        self.io.get().set_multicast_ttl_v4(ttl)
+    }
+
+    /// `IP_MULTICAST_TTL`.
+    pub fn multicast_ttl_v4(&self) -> io::Result<u32> {
+        self.io.get().multicast_ttl_v4()
+    }
+
+    /// Sets `IPV6_MULTICAST_LOOP`.
+    pub fn set_multicast_loop_v6(&self, on: bool) -> io::Result<()> {
+        self.io.get().set_multicast_loop_v6(on)
+    }
+
+    /// `IPV6_MULTICAST_LOOP`.
+    pub fn multicast_loop_v6(&self) -> io::Result<bool> {
+        self.io.get().multicast_loop_v6()
     }
 
     /// Takes the pending `SO_ERROR`.

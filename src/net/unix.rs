@@ -14,6 +14,8 @@ use crate::hub::reactor::Direction::Read as R;
 /// A Unix-domain socket server (`std::os::unix::net::UnixListener`, cooperative). `!Send`.
 pub struct UnixListener {
     io: Registered<mio::net::UnixListener>,
+    /// Only its blocking mode is used (a listener has no timeouts).
+    timeouts: Rc<Timeouts>,
 }
 
 /// A Unix-domain stream (`std::os::unix::net::UnixStream`, cooperative). `!Send`.
@@ -32,12 +34,13 @@ pub struct UnixIncoming<'a> {
 impl UnixListener {
     /// Binds to the socket file `path` (which must not exist) and listens.
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
-        Ok(UnixListener { io: Registered::new(mio::net::UnixListener::bind(path)?)? })
+        let l = mio::net::UnixListener::bind(path)?;
+        Ok(UnixListener { io: Registered::new(l)?, timeouts: Rc::default() })
     }
 
     /// Waits for a connection; the fiber parks while none is pending.
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (s, a) = self.io.do_io(R, None, |l| l.accept())?;
+        let (s, a) = self.io.do_io(R, self.timeouts.read(), |l| l.accept())?;
         Ok((UnixStream::from_mio(s)?, a))
     }
 
@@ -55,7 +58,7 @@ impl UnixListener {
     pub fn try_clone(&self) -> io::Result<UnixListener> {
         let fd = self.io.get().as_fd().try_clone_to_owned()?;
         let l = mio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(fd));
-        Ok(UnixListener { io: Registered::new(l)? })
+        Ok(UnixListener { io: Registered::new(l)?, timeouts: self.timeouts.clone() })
     }
 
     /// Takes the pending `SO_ERROR`.
@@ -132,3 +135,4 @@ super::io::stream_read_write!(UnixStream, short_read_drains: false);
 super::tcp::fd_traits!(UnixListener, UnixStream);
 
 super::io::timeout_methods!(UnixStream);
+super::io::nonblocking_method!(UnixListener);
