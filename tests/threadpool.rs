@@ -128,3 +128,23 @@ fn a_result_that_panics_when_dropped_on_a_pool_thread_costs_no_thread() {
     });
     assert_eq!(r, Ok(42), "the pool lost its threads");
 }
+
+#[test]
+fn tens_of_thousands_of_calls_lose_no_wake_up() {
+    // A wake-up and the drop of the last waker both landing between the waiting side's two
+    // reads was missed: the caller then waited forever (LoopExit here, nothing else runs).
+    for _ in 0..20_000 {
+        greenfiber::threadpool::spawn_blocking(|| ()).unwrap();
+    }
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            greenfiber::spawn(|| {
+                for _ in 0..5_000 {
+                    greenfiber::threadpool::spawn_blocking(|| ()).unwrap();
+                }
+            })
+        })
+        .collect();
+    assert_eq!(greenfiber::joinall(&callers, None), 4);
+    assert!(callers.iter().all(|g| g.successful()));
+}

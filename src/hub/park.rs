@@ -658,13 +658,18 @@ impl RemoteWait {
     /// and the first would never be woken.
     pub(crate) fn wait_deadline(&mut self, deadline: Option<Instant>) -> bool {
         loop {
+            // Read before the flag: a waker's `wake` comes before its drop, so if no waker is
+            // left now, every wake-up there will ever be is already in the flag. (Read after
+            // it, a wake and the last drop could both fall between the two reads: the wake
+            // was then missed, and the wait never registered for the id it queued.)
+            let wakers_left = self.shared.wakers.load(Ordering::Acquire) > 0;
             if self.shared.woken.swap(false, Ordering::Acquire) {
                 return true;
             }
             let w = Waiter::new("a wake-up from another thread");
             // With no waker left, only a deadline (or a kill) can end this wait: it is not
             // registered as one another thread may end.
-            if self.shared.wakers.load(Ordering::Acquire) > 0 {
+            if wakers_left {
                 scheduler::with(|hub| {
                     hub.remote_waits.borrow_mut().insert(self.id, w.as_ref());
                     w.remote.set(Some(self.id));
