@@ -173,18 +173,34 @@ impl Group {
     }
 
     fn kill_deadline(&self, deadline: Option<Instant>) -> bool {
-        loop {
-            self.prune();
-            // A snapshot, out of the borrow: the waits switch (Habit 8).
-            let all = self.members.list.borrow().clone();
-            if all.is_empty() {
-                return true;
-            }
-            all.iter().for_each(|m| m.shoot());
-            for m in &all {
-                if !m.join_deadline(deadline) {
-                    return false;
-                }
+        kill_groups(&[self], deadline)
+    }
+
+    /// Sends the kill to every unfinished member not shot yet; returns them all (a snapshot,
+    /// out of the borrow: the waits that follow switch, Habit 8).
+    fn shoot_all(&self) -> Vec<Rc<dyn Member>> {
+        self.prune();
+        let all = self.members.list.borrow().clone();
+        all.iter().for_each(|m| m.shoot());
+        all
+    }
+}
+
+/// Kills the members of `groups`, every kill sent before any wait, until all are empty or
+/// `deadline` passes (true if all died). Members added meanwhile are killed on the next pass.
+fn kill_groups(groups: &[&Group], deadline: Option<Instant>) -> bool {
+    if !hub::is_live() {
+        // Thread teardown, the hub gone: its fibers were abandoned with it and cannot die.
+        return false;
+    }
+    loop {
+        let all: Vec<_> = groups.iter().flat_map(|g| g.shoot_all()).collect();
+        if all.is_empty() {
+            return true;
+        }
+        for m in &all {
+            if !m.join_deadline(deadline) {
+                return false;
             }
         }
     }
@@ -297,9 +313,11 @@ impl Pool {
         let results = Rc::new(Queue::new());
         let (q, pool, f) = (results.clone(), self.clone(), Rc::new(f));
         let mut items = items.into_iter();
-        self.feeders.spawn(move || {
-            // Tells the iterator how many results to expect, however the feeder ends.
-            let mut end = FeedEnd { q: q.clone(), spawned: 0, error: None };
+        // Tells the iterator how many results to expect, however the feeder ends: made here
+        // and moved in, so a feeder killed before it ever ran reports too.
+        let end = FeedEnd { q: q.clone(), spawned: 0, error: None };
+        let feeder = self.feeders.spawn(move || {
+            let mut end = end; // the whole guard, not its fields
             loop {
                 let item = match catching(|| items.next()) {
                     Ok(Some(item)) => item,
@@ -323,7 +341,7 @@ impl Pool {
                 });
             }
         });
-        ImapUnordered { results, received: 0, total: None }
+        ImapUnordered { results, received: 0, total: None, feeder }
     }
 
     /// Fibers running (or spawned and not yet finished) in the pool.
@@ -358,17 +376,15 @@ impl Pool {
         self.feeders.join_deadline(Some(deadline)) && self.group.join_deadline(Some(deadline))
     }
 
-    /// Kills every fiber of the pool (and any `imap_unordered` feeder); see
-    /// [`Group::kill`].
+    /// Kills every fiber of the pool and any `imap_unordered` feeder, all kills sent before
+    /// any wait; see [`Group::kill`].
     pub fn kill(&self) {
-        self.feeders.kill();
-        self.group.kill();
+        kill_groups(&[&self.feeders, &self.group], None);
     }
 
     /// As [`kill`](Pool::kill), waiting at most `d` for them to die; true if all did.
     pub fn kill_timeout(&self, d: Duration) -> bool {
-        let deadline = crate::hub::after(d);
-        self.feeders.kill_deadline(Some(deadline)) && self.group.kill_deadline(Some(deadline))
+        kill_groups(&[&self.feeders, &self.group], Some(crate::hub::after(d)))
     }
 }
 
@@ -413,11 +429,21 @@ impl<T> Drop for FeedEnd<T> {
 }
 
 /// The iterator of [`Pool::imap_unordered`]: results in the order the tasks finish.
+///
+/// Dropping it stops its feeder: no more items are read or spawned (the tasks already spawned
+/// run on), so dropping an iterator over an endless source ends the work.
 pub struct ImapUnordered<T> {
     results: Rc<Queue<Report<T>>>,
     received: usize,
     /// How many results there are in all, once the feeder has ended.
     total: Option<usize>,
+    feeder: Greenlet<()>,
+}
+
+impl<T> Drop for ImapUnordered<T> {
+    fn drop(&mut self) {
+        self.feeder.send_kill();
+    }
 }
 
 impl<T> Iterator for ImapUnordered<T> {

@@ -315,3 +315,42 @@ fn a_member_that_kills_its_group_dies_after_the_others() {
     assert_eq!(*order.borrow(), ["killer"]);
     assert!(g.is_empty());
 }
+
+#[test]
+fn imap_unordered_killed_before_its_feeder_ran_ends_instead_of_hanging() {
+    let pool = Pool::new(2);
+    let mut it = pool.imap_unordered(0..10u32, |i| i);
+    pool.kill(); // the feeder never started
+    assert_eq!(it.next(), None);
+}
+
+#[test]
+fn pool_kill_timeout_kills_the_tasks_while_a_feeder_is_slow_to_die() {
+    let pool = Pool::new(4);
+    let task = pool.spawn(|| sleep(Duration::from_secs(3600)));
+    // A source that blocks for its next item and, killed, cleans up for a while first.
+    let source = std::iter::from_fn(|| {
+        match catch_unwind(AssertUnwindSafe(|| sleep(Duration::from_secs(3600)))) {
+            Ok(()) => Some(1u32),
+            Err(p) => {
+                sleep(Duration::from_millis(300));
+                std::panic::resume_unwind(p)
+            }
+        }
+    });
+    let _it = pool.imap_unordered(source, |x| x);
+    sleep(Duration::from_millis(5)); // the feeder waits in the source
+    assert!(!pool.kill_timeout(Duration::from_millis(50)), "the feeder is still cleaning up");
+    assert!(task.ready(), "every kill goes out before any wait");
+    pool.join();
+}
+
+#[test]
+fn dropping_an_imap_unordered_iterator_stops_its_feeder() {
+    let pool = Pool::new(2);
+    let five: Vec<u64> = pool.imap_unordered(0u64.., |i| i).take(5).collect();
+    assert_eq!(five.len(), 5);
+    // The endless source is no longer read: the pool runs dry.
+    assert!(pool.join_timeout(Duration::from_secs(10)));
+    assert!(pool.is_empty());
+}

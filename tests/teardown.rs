@@ -94,3 +94,30 @@ fn a_greenlet_killed_after_the_hub_is_gone_is_left_alone() {
         greenfiber::sleep(Duration::from_millis(5)); // the background fiber runs meanwhile
     });
 }
+
+#[test]
+fn killall_and_group_kill_after_the_hub_is_gone_return() {
+    use greenfiber::pool::Group;
+    struct KillAll(RefCell<Option<(Vec<Greenlet<()>>, Group)>>);
+    impl Drop for KillAll {
+        fn drop(&mut self) {
+            if let Some((gs, group)) = self.0.borrow_mut().take() {
+                greenfiber::killall(&gs); // nothing can die without the hub: no wait, no abort
+                group.kill();
+                assert!(!group.kill_timeout(Duration::from_millis(1)));
+            }
+        }
+    }
+    thread_local! {
+        static GUARD: KillAll = const { KillAll(RefCell::new(None)) };
+    }
+    on_a_thread(|| {
+        GUARD.with(|g| {
+            let forever = || greenfiber::sleep(Duration::from_secs(3600));
+            let group = Group::new();
+            group.spawn(forever);
+            *g.0.borrow_mut() = Some((vec![greenfiber::spawn(forever)], group));
+        });
+        greenfiber::yield_now(); // both park; the hub is created after GUARD, so dies first
+    });
+}

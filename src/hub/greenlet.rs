@@ -336,6 +336,9 @@ pub fn joinall<T: 'static>(gs: &[Greenlet<T>], timeout: Option<Duration>) -> usi
 /// `with_timeout` around the call, does not spare the others. A caller that is one of `gs`
 /// dies with the rest, once it waits.
 pub fn killall<T: 'static>(gs: &[Greenlet<T>]) {
+    if !scheduler::is_live() {
+        return; // thread teardown, the hub gone: see `Greenlet::kill`
+    }
     for g in gs {
         g.send_kill();
     }

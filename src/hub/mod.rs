@@ -44,5 +44,6 @@ pub use park::{RemoteWait, RemoteWaker, remote_signal};
 // Layer 5's hooks recognise a `with_timeout` expiry that reaches a wait inside them.
 #[allow(unused_imports)]
 pub(crate) use scheduler::in_hub;
+pub(crate) use scheduler::is_live;
 pub use time::{Timeout, sleep, with_timeout, yield_now};
 pub(crate) use time::{TimeoutFired, after};
