@@ -50,7 +50,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::coroutine::{GreenletExit, current};
+use crate::coroutine::{Coroutine, GreenletExit, current};
 use crate::hub::park::WaitList;
 use crate::hub::{Greenlet, sleep, spawn_named};
 use crate::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -92,9 +92,10 @@ struct Inner {
     handler_ended: WaitList,
     /// True once `stop` has begun.
     stopped: Cell<bool>,
-    /// True once the first `stop` has ended (or was cut short by a kill or a timeout).
-    stop_done: Cell<bool>,
-    /// Woken when the first `stop` ends (serve_forever waits on it).
+    /// The fibers inside `stop` now (a handler among them is neither waited for nor killed by
+    /// any stop).
+    stoppers: RefCell<Vec<Coroutine>>,
+    /// Woken when the last fiber inside `stop` leaves it (serve_forever waits on it).
     stop_waiters: WaitList,
 }
 
@@ -120,7 +121,7 @@ impl StreamServer {
                 next_conn: Cell::new(0),
                 handler_ended: WaitList::new(),
                 stopped: Cell::new(false),
-                stop_done: Cell::new(false),
+                stoppers: RefCell::new(Vec::new()),
                 stop_waiters: WaitList::new(),
             }),
         })
@@ -178,7 +179,7 @@ impl StreamServer {
             }
         }
         let _guard = StopOnKill(self.inner.clone());
-        while !self.inner.stop_done.get() {
+        while !self.inner.stopped.get() || !self.inner.stoppers.borrow().is_empty() {
             self.inner.stop_waiters.wait("StreamServer::stop", None);
         }
         Ok(())
@@ -194,21 +195,28 @@ impl StreamServer {
     /// [`stop`](StreamServer::stop) with this grace period instead of the configured one.
     pub fn stop_with_timeout(&self, grace: Duration) {
         let inner = &self.inner;
-        /// Ends the first stop however it ends (a kill or a timeout of the stopping fiber
-        /// included), so `serve_forever` never waits for a stop that will not finish.
-        struct Done<'a>(&'a Inner);
-        impl Drop for Done<'_> {
+        if !inner.stopped.replace(true) {
+            log::debug!("server {}: stopping", inner.addr);
+        }
+        /// Leaves the set of stoppers however this stop ends (a kill or a timeout of the
+        /// stopping fiber included), so `serve_forever` never waits for a stop that will not
+        /// finish, and returns only once every concurrent stop has.
+        struct Stopping<'a>(&'a Inner, Coroutine);
+        impl Drop for Stopping<'_> {
             fn drop(&mut self) {
-                self.0.stop_done.set(true);
-                self.0.stop_waiters.notify_all();
+                let mut stoppers = self.0.stoppers.borrow_mut();
+                if let Some(i) = stoppers.iter().position(|c| *c == self.1) {
+                    stoppers.swap_remove(i);
+                }
+                if stoppers.is_empty() {
+                    drop(stoppers);
+                    self.0.stop_waiters.notify_all();
+                }
             }
         }
-        let _done = if inner.stopped.replace(true) {
-            None
-        } else {
-            log::debug!("server {}: stopping", inner.addr);
-            Some(Done(inner))
-        };
+        let me = current();
+        inner.stoppers.borrow_mut().push(me.clone());
+        let _stopping = Stopping(inner, me);
         let acceptor = inner.acceptor.borrow_mut().take();
         if let Some(g) = acceptor {
             g.kill();
@@ -216,17 +224,25 @@ impl StreamServer {
         // Closes the socket (the accept fiber's reference died with it).
         inner.listener.borrow_mut().take();
 
-        // A handler that calls `stop` is neither waited for nor killed; it stays in the map
-        // until it ends, so it is counted once here rather than searched for at every wake.
-        let me = current();
-        let mine = usize::from(inner.handlers.borrow().values().any(|g| *g.coroutine() == me));
-        let others = || inner.handlers.borrow().len() - mine;
+        // A handler inside `stop` (this one's caller or a concurrent one's) is neither waited
+        // for nor killed.
+        let others = || -> Vec<Greenlet<()>> {
+            let stoppers = inner.stoppers.borrow();
+            let handlers = inner.handlers.borrow();
+            handlers.values().filter(|g| !stoppers.contains(g.coroutine())).cloned().collect()
+        };
+        // Stoppers are few: counting the handlers among them is cheap at each wake.
+        let running_others = || {
+            let stoppers = inner.stoppers.borrow();
+            let handlers = inner.handlers.borrow();
+            let stopping = handlers.values().filter(|g| stoppers.contains(g.coroutine())).count();
+            handlers.len() - stopping
+        };
         let deadline = crate::hub::after(grace);
-        while others() > 0 && Instant::now() < deadline {
+        while running_others() > 0 && Instant::now() < deadline {
             inner.handler_ended.wait("StreamServer handlers to end", Some(deadline));
         }
-        let rest: Vec<Greenlet<()>> =
-            inner.handlers.borrow().values().filter(|g| *g.coroutine() != me).cloned().collect();
+        let rest = others();
         if rest.is_empty() {
             return;
         }

@@ -349,3 +349,41 @@ fn max_connections_after_start_is_refused_clearly() {
     let msg = greenfiber::Error::from_panic(None, &*p).to_string();
     assert!(msg.contains("before the server starts"), "{msg:?}");
 }
+
+#[test]
+fn concurrent_stops_spare_each_other_and_serve_forever_waits_for_both() {
+    let cell: Rc<RefCell<Option<Rc<StreamServer>>>> = Rc::default();
+    let first_stopper_finished = Rc::new(Cell::new(false));
+    let (c2, f2) = (cell.clone(), first_stopper_finished.clone());
+    let s = StreamServer::new("127.0.0.1:0", move |stream, _| {
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        if line.trim() == "stop" {
+            let server = c2.borrow().clone().unwrap();
+            server.stop(); // another stop starts meanwhile: it must not kill this handler
+            f2.set(true);
+        } else {
+            sleep(Duration::from_secs(3600)); // killed after the grace period
+        }
+    })
+    .unwrap()
+    .stop_timeout(Duration::from_millis(100));
+    let s = Rc::new(s);
+    *cell.borrow_mut() = Some(s.clone());
+    let s2 = s.clone();
+    let serving = spawn(move || s2.serve_forever().unwrap());
+    let addr = s.local_addr();
+    let sleeper = TcpStream::connect(addr).unwrap();
+    (&sleeper).write_all(b"sleep\n").unwrap();
+    wait_until("the sleeper's handler", || s.connections() == 1);
+    let stopper = TcpStream::connect(addr).unwrap();
+    (&stopper).write_all(b"stop\n").unwrap();
+    wait_until("the first stop", || s.is_stopped());
+    let s3 = s.clone();
+    let second = spawn(move || s3.stop());
+    serving.join();
+    assert!(second.ready(), "serve_forever returned while the second stop still ran");
+    assert!(first_stopper_finished.get(), "the second stop killed the first stopper");
+    wait_until("every handler to end", || s.connections() == 0);
+    cell.borrow_mut().take();
+}
