@@ -379,15 +379,22 @@ fn unix_connect_to_a_full_backlog_outside_fibers_waits_on_a_taken_over_socket() 
         std::thread::sleep(Duration::from_millis(50));
         (0..filled + 1).map(|_| l.accept().unwrap().0).collect::<Vec<_>>()
     });
-    // A thread without a hub; the `dup` makes the hooks take the socket over (non-blocking
-    // underneath), so they must emulate the blocking connect themselves.
-    // SAFETY: plain socket calls on fds this test owns, with valid pointers and sizes.
-    let (r, peer) = unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+    // SAFETY: a new socket this test owns.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    // A fiber's first use makes the hooks take the socket over (non-blocking underneath)...
+    let used = spawn(move || {
+        // SAFETY: a valid buffer; an unconnected socket fails at once (ENOTCONN).
+        unsafe { libc::recv(fd, [0u8; 1].as_mut_ptr().cast(), 1, 0) }
+    });
+    assert_eq!(used.get().unwrap(), -1);
+    // ...so a thread without a hub must find a blocking connect emulated.
+    let path2 = path.clone();
+    let (r, peer) = std::thread::spawn(move || unsafe {
+        // SAFETY: plain socket calls on fds this test owns, with valid pointers and sizes.
         let copy = libc::dup(fd);
         let mut sa: libc::sockaddr_un = std::mem::zeroed();
         sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (d, s) in sa.sun_path.iter_mut().zip(path.as_bytes()) {
+        for (d, s) in sa.sun_path.iter_mut().zip(path2.as_bytes()) {
             *d = *s as libc::c_char;
         }
         let salen = size_of::<libc::sockaddr_un>() as libc::socklen_t;
@@ -398,8 +405,32 @@ fn unix_connect_to_a_full_backlog_outside_fibers_waits_on_a_taken_over_socket() 
         libc::close(copy);
         libc::close(fd);
         (r, connected)
-    };
+    })
+    .join()
+    .unwrap();
     assert_eq!((r, peer), (0, true), "backlog filled by {filled} connects");
     assert_eq!(acceptor.join().unwrap().len(), filled + 1);
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_pipe_duplicated_for_a_child_process_stays_blocking_for_it() {
+    // std's own `io::pipe` example: `cmd.stdout(w.try_clone()?)`. The child writes more than
+    // a pipe holds while nobody reads yet; a non-blocking stdout would make it fail (EAGAIN).
+    use std::process::Command;
+    monkey::patch_all();
+    let _w = watchdog("child pipe", 30);
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("head -c 1048576 /dev/zero")
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // the child fills the pipe meanwhile
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(out.len(), 1 << 20);
 }

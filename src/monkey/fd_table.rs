@@ -9,10 +9,10 @@
 //! # The state word
 //!
 //! ```text
-//!  31                         8 7     4   3             2              1          0
-//! +----------------------------+-------+-------------+--------------+----------+---------+
-//! |        GENERATION          | (0)   | OURS_NB     | USER_NB      | FOREIGN  | MANAGED |
-//! +----------------------------+-------+-------------+--------------+----------+---------+
+//!  31                         8 7   5   4        3             2              1          0
+//! +----------------------------+-----+--------+-------------+--------------+----------+---------+
+//! |        GENERATION          | (0) | SHARED | OURS_NB     | USER_NB      | FOREIGN  | MANAGED |
+//! +----------------------------+-----+--------+-------------+--------------+----------+---------+
 //! ```
 //!
 //! | bit        | meaning                                                                   |
@@ -21,6 +21,8 @@
 //! | FOREIGN    | classified and not ours (regular file, tty, eventfd …): always pass through |
 //! | USER_NB    | the user's own mode is non-blocking: hooks pass through (EAGAIN as asked) |
 //! | OURS_NB    | the hooks set `O_NONBLOCK` on it; `F_GETFL` hides it, blocking is emulated |
+//! | SHARED     | duplicated after `patch_all` while in blocking mode: another fd shares its open |
+//! |            | file, so an `O_NONBLOCK` found on it later was set by the hooks through that copy |
 //! | GENERATION | bumped by every `close` we see; a waiter whose fd changed generation while  |
 //! |            | it was parked gets `EBADF` instead of touching whatever reuses the number |
 //!
@@ -35,10 +37,10 @@
 //! | 0       | x       | x       | 1       | impossible: OURS_NB is only set on MANAGED     |
 //!
 //! `O_NONBLOCK` belongs to the open file description, which `dup` shares; the table is per fd.
-//! `dup`-like calls copy the bits, after taking a managed fd in blocking mode over (`OURS_NB`)
-//! so that no copy can later find `O_NONBLOCK` set by the hooks through another copy and take
-//! it for the user's. A later mode change through one copy is recorded for that fd only (the
-//! other copy keeps its recorded user mode).
+//! `dup`-like calls settle the fd's state, mark it `SHARED` and copy the bits to the new fd, so
+//! that neither copy takes an `O_NONBLOCK` the hooks set through the other for the user's. A
+//! later mode change through one copy is recorded for that fd only (the other copy keeps its
+//! recorded user mode).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -49,6 +51,7 @@ pub(crate) const MANAGED: u32 = 1 << 0;
 pub(crate) const FOREIGN: u32 = 1 << 1;
 pub(crate) const USER_NB: u32 = 1 << 2;
 pub(crate) const OURS_NB: u32 = 1 << 3;
+pub(crate) const SHARED: u32 = 1 << 4;
 const FLAGS: u32 = 0xff;
 const GEN_SHIFT: u32 = 8;
 

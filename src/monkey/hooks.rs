@@ -39,7 +39,7 @@ use libc::{
 };
 use mio::Token;
 
-use super::fd_table::{self, FOREIGN, MANAGED, OURS_NB, USER_NB};
+use super::fd_table::{self, FOREIGN, MANAGED, OURS_NB, SHARED, USER_NB};
 use super::{PATCHED, real};
 use crate::coroutine::{Coroutine, GreenletExit, try_current};
 use crate::hub::TimeoutFired;
@@ -314,52 +314,52 @@ fn prepare(fd: c_int) -> bool {
     if !st.has(MANAGED) || st.has(USER_NB) {
         return false;
     }
-    st.has(OURS_NB) || take_over(fd)
+    st.has(OURS_NB) || take_over(fd, st.has(SHARED))
 }
 
 /// Makes a managed fd in the user's blocking mode non-blocking underneath (`OURS_NB`); false
 /// if the user had made it non-blocking (recorded as `USER_NB`) or `fcntl` failed.
-fn take_over(fd: c_int) -> bool {
+///
+/// An fd that shares its open file with a copy (`SHARED`, from a `dup` of a blocking fd) and
+/// is found non-blocking was made so by the hooks through the copy: that is `OURS_NB` too.
+/// `OURS_NB` is recorded before `O_NONBLOCK` is set, so another thread never sees the flag
+/// set by us without the record (it would pass an `EAGAIN` to a caller that never asked).
+fn take_over(fd: c_int, shared: bool) -> bool {
     // SAFETY: F_GETFL/F_SETFL with an int flag argument (rule 1).
     let fl = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
     if fl < 0 {
         return false;
     }
     if fl & libc::O_NONBLOCK != 0 {
-        fd_table::update(fd, |f| f | USER_NB);
-        return false;
-    }
-    // SAFETY: as above.
-    if unsafe { real::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_long) } < 0 {
-        return false;
+        fd_table::update(fd, |f| f | if shared { OURS_NB } else { USER_NB });
+        return shared;
     }
     fd_table::update(fd, |f| f | OURS_NB);
+    // SAFETY: as above.
+    if unsafe { real::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_long) } < 0 {
+        fd_table::update(fd, |f| f & !OURS_NB);
+        return false;
+    }
     true
 }
 
 /// Called before `fd` is duplicated (to an fd above 2). The copies share one open file, and
-/// with it `O_NONBLOCK`, but the table is per fd: had the hooks set `O_NONBLOCK` later through
-/// one copy, the other would find it set and take it for the user's choice (a `try_clone` made
-/// before the first fiber use then gave `WouldBlock`). So a managed socket or pipe in blocking
-/// mode is taken over now, and the copy inherits `OURS_NB` with the other flags.
+/// with it `O_NONBLOCK`, but the table is per fd: when the hooks later set `O_NONBLOCK`
+/// through one copy, the other must not take it for the user's choice (a `try_clone` made
+/// before the first fiber use then gave `WouldBlock`). So the fd's state is settled now
+/// (classified, its user mode read) and marked `SHARED`, which the copy inherits. It is not
+/// made non-blocking here: a copy handed to a child process (std's `Command` with a
+/// `try_clone`d pipe) must stay blocking for the child.
 fn before_dup(fd: c_int) {
     if fd <= 2 {
         return;
     }
-    let Some(mut st) = fd_table::get(fd) else { return };
-    if st.is_unknown() {
-        let e = errno();
-        let classified = classify(fd);
-        set_errno(e);
-        match classified {
-            Some(s) => st = s,
-            None => return,
-        }
-    }
-    if st.has(MANAGED) && !st.has(USER_NB) && !st.has(OURS_NB) {
-        let e = errno();
-        take_over(fd);
-        set_errno(e);
+    let Some(st) = fd_table::get(fd) else { return };
+    let e = errno();
+    let st = if st.is_unknown() { classify(fd) } else { Some(st) };
+    set_errno(e);
+    if st.is_some_and(|s| s.has(MANAGED)) {
+        fd_table::update(fd, |f| f | SHARED);
     }
 }
 

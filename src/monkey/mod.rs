@@ -37,7 +37,7 @@
 //! | `poll` | one fd waiting for POLLIN or POLLOUT (std's `connect_timeout`) waits on the hub; anything else passes through |
 //! | `ioctl(FIONBIO)`, `fcntl(F_SETFL)` | record the user's own blocking mode |
 //! | `fcntl(F_GETFL)` | hides the O_NONBLOCK the hooks set |
-//! | `fcntl(F_DUPFD*)`, `dup`, `dup2`, `dup3` | the copy shares the state; a socket or pipe in blocking mode is first made non-blocking underneath, so that both copies emulate blocking |
+//! | `fcntl(F_DUPFD*)`, `dup`, `dup2`, `dup3` | the copy shares the state; once a fiber makes one copy non-blocking underneath, the other emulates blocking too |
 //! | `close` | forget the fd; a fiber waiting on it wakes with EBADF |
 //! | `socket`, `socketpair`, `pipe2` | record the new fds |
 //!
@@ -78,8 +78,9 @@
 //! - The blocking mode is recorded per fd, but `O_NONBLOCK` belongs to the open file; a mode
 //!   change through one `dup`/`try_clone` copy is not seen on the other copy.
 //! - A child process that inherits a socket or pipe the hooks made non-blocking (one a fiber
-//!   used, or one duplicated after `patch_all`) inherits `O_NONBLOCK` with it: the open file
-//!   is shared, so the hooks cannot clear it for the child without changing it for the parent.
+//!   used, or a copy of one) inherits `O_NONBLOCK` with it: the open file is shared, so the
+//!   hooks cannot clear it for the child without changing it for the parent. Hand children
+//!   pipes no fiber has used (duplicating one, as `Command` with a `try_clone` does, is fine).
 //! - `ioctl` and `fcntl` are defined with three fixed arguments (stable Rust cannot define a
 //!   variadic function); that is ABI-compatible on x86_64 Linux, the supported target.
 //! - `links = "greenfiber_monkey"` in Cargo.toml refuses two copies of greenfiber in one
