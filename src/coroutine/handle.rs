@@ -186,19 +186,33 @@ impl Coroutine {
     }
 
     /// Thread teardown: marks this suspended coroutine dead without resuming it, so that a
-    /// switch to it goes to its parent and nothing runs on its stack again; the stack is
-    /// leaked, its frames never unwound. A no-op for main, for a coroutine that is running or
-    /// in the resume chain, and for one that has not started or has finished.
-    pub(crate) fn abandon(&self) {
+    /// switch to it goes to its parent and nothing runs on its stack again. Its frames are
+    /// never unwound: their destructors do not run (what they own is leaked), and the stack
+    /// goes back to the pool. One that never started just dies unstarted (its closure is
+    /// dropped). A no-op for main, for a coroutine that is running or in the resume chain, and
+    /// for one that has finished.
+    ///
+    /// # Safety
+    /// Nothing on the coroutine's stack may be referred to from elsewhere by address, and no
+    /// destructor there may be needed for soundness (leaking must be all that skipping them
+    /// does): the stack is reused.
+    pub(crate) unsafe fn abandon(&self) {
         let c = &*self.0;
-        if c.is_main || !c.started.get() || c.dead.get() || c.in_chain.get() {
+        if c.is_main || c.dead.get() || c.in_chain.get() {
+            return;
+        }
+        if !c.started.get() {
+            c.kill_unstarted();
             return;
         }
         c.dead.set(true);
         // SAFETY: rule 3: suspended at its own `suspend()` and not in the chain, so no
         // `resume()` of it is active and nothing else borrows `raw`.
-        if let Some(raw) = unsafe { (*c.raw.get()).take() } {
-            std::mem::forget(raw);
+        if let Some(mut raw) = unsafe { (*c.raw.get()).take() } {
+            // SAFETY: `force_reset` needs that nothing on the stack must run `Drop`; the
+            // caller's contract says skipping those destructors only leaks.
+            unsafe { raw.force_reset() };
+            super::stack_pool::give(raw.into_stack());
         }
         log::trace!("coroutine {} abandoned at thread teardown", c.label());
     }

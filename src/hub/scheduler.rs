@@ -27,10 +27,12 @@
 //! each other (a queue ping-pong, two yielders) then cost one stack switch per turn.
 //!
 //! The hub's parent is the thread's main coroutine. It is created by the first call that
-//! needs it on a thread and never finishes; at thread exit its stack is leaked rather than
-//! unwound (a thread-local destructor cannot switch), and the hub coroutine is *abandoned*:
-//! marked dead without running again, because its frames refer to the destroyed `Hub`. A
-//! fiber parked at that moment stays parked, with its stack, unless a later thread-local
+//! needs it on a thread and never finishes. At thread exit it is not unwound (a thread-local
+//! destructor cannot switch) but *abandoned*: marked dead without running again, because its
+//! frames refer to the destroyed `Hub`, and its stack goes back to the pool (the few handles
+//! and buffers its frames own are leaked), so a program that starts and ends threads does
+//! not lose a stack per thread. A fiber parked at that moment stays parked, with its stack
+//! (that one is leaked: it may own anything), unless a later thread-local
 //! destructor kills it (Layer 1's `kill`, or the drop of its last handle): it then unwinds
 //! without the hub (its guards look the hub up with `try_with` and find none) and ends into
 //! main, the hub's parent.
@@ -312,7 +314,10 @@ impl Drop for Hub {
         self.remote.close();
         // Nothing may run on the hub's stack again: its frames hold references to this `Hub`.
         // A fiber that a later thread-local destructor kills then ends into main instead.
-        self.co.abandon();
+        // SAFETY: the hub never parks, so no `Waiter` or wait-list entry lives on its stack;
+        // its frames hold only this `Hub`'s address (gone with it), handles and buffers
+        // (`Coroutine`s, the loop's `Vec`s, a message being routed), which are leaked.
+        unsafe { self.co.abandon() };
         std::mem::forget(std::mem::take(&mut *self.ready.borrow_mut()));
         std::mem::forget(std::mem::take(&mut self.fibers.borrow_mut().slots));
         std::mem::forget(self.co.clone());
