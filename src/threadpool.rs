@@ -31,7 +31,9 @@
 //! which always checks `jobs` before going idle. So no job is stranded.
 //!
 //! A fiber killed while it waits leaves its remote wait; the job still runs to its end on its
-//! thread and its result is dropped there (hence `T: Send`).
+//! thread and its result is dropped there (hence `T: Send`), or, if the job had already
+//! stored it, on another pool thread: never on the hub's (a slow or panicking `Drop` there
+//! would stall every fiber, or abort the process during the fiber's unwinding).
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -162,22 +164,60 @@ where
     if IN_POOL.with(std::cell::Cell::get) {
         return catch_unwind(AssertUnwindSafe(f)).map_err(|p| Error::from_panic(None, &*p));
     }
-    let slot: Arc<Mutex<Option<std::thread::Result<T>>>> = Arc::new(Mutex::new(None));
+    let slot = Arc::new(Mutex::new(Slot::Waiting));
     let (mut wait, waker) = remote_signal();
     let theirs = slot.clone();
     pool().submit(Box::new(move || {
         let r = catch_unwind(AssertUnwindSafe(f));
-        *theirs.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        let mut s = lock_slot(&theirs);
+        if matches!(*s, Slot::Abandoned) {
+            drop(s);
+            drop(r); // nobody waits: dropped here, on the pool thread
+            return;
+        }
+        *s = Slot::Done(r);
+        drop(s);
         waker.wake();
     }));
+    // However this ends (a kill or a timeout of the caller included), the result is dropped
+    // on a pool thread, never on the hub's: its `Drop` may be slow, or panic.
+    let abandon = Abandon(slot);
     loop {
         // SWITCH (inside wait): other fibers run until the pool thread wakes us.
         wait.wait();
-        let r = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let r = std::mem::replace(&mut *lock_slot(&abandon.0), Slot::Waiting);
         match r {
-            Some(Ok(v)) => return Ok(v),
-            Some(Err(p)) => return Err(Error::from_panic(None, &*p)),
-            None => continue, // cannot happen: the wake follows the store
+            Slot::Done(Ok(v)) => return Ok(v),
+            Slot::Done(Err(p)) => return Err(Error::from_panic(None, &*p)),
+            _ => continue, // cannot happen: the wake follows the store
+        }
+    }
+}
+
+/// Where a `spawn_blocking` job leaves its result.
+enum Slot<T> {
+    /// The caller waits (or has taken the result).
+    Waiting,
+    /// Stored by the job, not yet taken.
+    Done(std::thread::Result<T>),
+    /// The caller is gone: the job drops its result itself.
+    Abandoned,
+}
+
+fn lock_slot<T>(slot: &Mutex<Slot<T>>) -> MutexGuard<'_, Slot<T>> {
+    // A panic while holding the lock cannot leave a `Slot` half-written.
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Lives in the waiting caller's frame: when it ends, a result not taken goes to a pool thread
+/// to be dropped, and a job still running is told to drop its own.
+struct Abandon<T: Send + 'static>(Arc<Mutex<Slot<T>>>);
+
+impl<T: Send + 'static> Drop for Abandon<T> {
+    fn drop(&mut self) {
+        let left = std::mem::replace(&mut *lock_slot(&self.0), Slot::Abandoned);
+        if let Slot::Done(r) = left {
+            pool().submit(Box::new(move || drop(r)));
         }
     }
 }

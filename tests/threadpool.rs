@@ -148,3 +148,32 @@ fn tens_of_thousands_of_calls_lose_no_wake_up() {
     assert_eq!(greenfiber::joinall(&callers, None), 4);
     assert!(callers.iter().all(|g| g.successful()));
 }
+
+#[test]
+fn a_result_ready_when_its_caller_is_killed_is_dropped_on_a_pool_thread() {
+    use std::sync::mpsc;
+    // Reports the thread its drop runs on, then panics there (a panic during the fiber's
+    // unwinding would abort the process).
+    struct Tell(mpsc::Sender<bool>);
+    impl Drop for Tell {
+        fn drop(&mut self) {
+            let on_pool = std::thread::current().name().is_some_and(|n| n.contains("blocking"));
+            let _ = self.0.send(on_pool);
+            panic!("boom in the result's drop");
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let g = spawn(move || {
+        let _r = spawn_blocking(move || Tell(tx));
+        unreachable!("killed before it resumed");
+    });
+    yield_now(); // the fiber submits the job and parks
+    // The job ends while the hub is blocked: its result waits in the slot, the fiber unrun.
+    std::thread::sleep(Duration::from_millis(100));
+    g.kill();
+    assert!(matches!(g.get(), Err(Error::Killed)));
+    let on_pool = rx.recv_timeout(Duration::from_secs(10)).expect("the result was dropped");
+    assert!(on_pool, "the result was dropped on the hub's thread");
+    // The pool is still whole.
+    assert_eq!(spawn_blocking(|| 7).unwrap(), 7);
+}
