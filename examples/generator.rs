@@ -15,8 +15,9 @@ struct Generator<T: 'static> {
 impl<T: 'static> Generator<T> {
     fn new(produce: impl FnOnce(&dyn Fn(T)) + 'static) -> Self {
         let co = Coroutine::new(move |()| {
-            let consumer = current().parent().unwrap();
+            // Each value goes to whoever asked for it: `next` makes the asker the parent.
             let yield_ = |v: T| {
+                let consumer = current().parent().unwrap();
                 let () = consumer.switch(Some(v));
             };
             produce(&yield_);

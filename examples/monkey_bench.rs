@@ -1,5 +1,6 @@
 //! Cost of a hooked libc call that passes through, against glibc's own function: `read(fd, buf,
-//! 0)` on /dev/null (a cheap real syscall) and `fcntl(fd, F_GETFD)`.
+//! 0)` on /dev/null (a cheap real syscall) and `clock_nanosleep` with
+//! `CLOCK_THREAD_CPUTIME_ID` (refused with EINVAL before any syscall: the hook's cost alone).
 //!
 //! ```sh
 //! cargo run --release --features monkey --example monkey_bench

@@ -1,5 +1,5 @@
-//! A `PriorityQueue` draining in order: tasks put in any order come out smallest first; a
-//! consumer fiber that was already waiting gets the first one put.
+//! A `PriorityQueue` draining in order: tasks put in any order come out smallest first, taken
+//! by a consumer fiber until the queue is empty.
 //!
 //! Run: `cargo run --example priority_queue`
 use std::rc::Rc;

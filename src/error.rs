@@ -9,8 +9,8 @@ use std::fmt;
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// The coroutine or fiber panicked; `message` is the panic message (or the payload's type
-    /// when it was neither a `&str` nor a `String`).
+    /// The coroutine or fiber panicked; `message` is the panic message (or the fixed text "a
+    /// panic payload that is not a string" when it was neither a `&str` nor a `String`).
     Panicked {
         /// The coroutine's name, if it had one.
         name: Option<String>,
@@ -22,8 +22,7 @@ pub enum Error {
     Killed,
     /// `set_parent` would have made a coroutine its own ancestor.
     ParentCycle,
-    /// The operation needs a coroutine of the current thread; handles are `!Send`, so this only
-    /// arises for the main coroutine of a thread that has ended.
+    /// `set_parent` on a main coroutine: main has no parent. (The name is historical.)
     WrongThread,
     /// A blocking operation did not finish in time.
     TimedOut,
@@ -45,7 +44,7 @@ impl Error {
 /// A panic payload, as `catch_unwind` returns it.
 pub(crate) type Payload = Box<dyn Any + Send>;
 
-/// The message of a panic payload: the `&str` or `String` it carries, else its type.
+/// The message of a panic payload: the `&str` or `String` it carries, else a fixed text.
 pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
         (*s).to_owned()
@@ -83,7 +82,7 @@ impl fmt::Display for Error {
             Error::Panicked { name: None, message } => write!(f, "coroutine panicked: {message}"),
             Error::Killed => f.write_str("the fiber was killed"),
             Error::ParentCycle => f.write_str("cyclic parent chain not allowed"),
-            Error::WrongThread => f.write_str("the coroutine belongs to another thread"),
+            Error::WrongThread => f.write_str("a main coroutine has no parent to set"),
             Error::TimedOut => f.write_str("timed out"),
             Error::NotReady => f.write_str("the value is not ready yet"),
             Error::Switch(e) => fmt::Display::fmt(e, f),

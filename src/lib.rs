@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | 1 | [`coroutine`] | [`Coroutine`]: `switch`, `throw`, `kill`, a parent tree, guarded pooled stacks |
 //! | 2 | [`hub`] | [`spawn`], [`Greenlet`], [`sleep`], [`with_timeout`], `fibers()`, LoopExit |
-//! | 2b | [`threadpool`] | `spawn_blocking`: a blocking call on an OS thread while the fiber waits |
+//! | 2b | [`threadpool`] | `spawn_blocking`: a blocking call on an OS thread while the fiber waits (below `net`, which resolves host names on it; api.md lists it with Layer 4) |
 //! | 3 | [`net`], [`server`] | `std::net`-shaped sockets that yield; `StreamServer` |
 //! | 4 | [`sync`], [`pool`] | `Event`, `Lock`, `Semaphore`, `Queue`s, `Channel`; `Pool`, `Group` |
 //! | 5 | `monkey` (feature) | `patch_all()`: unmodified `std::thread::sleep` and `std::net` yield |

@@ -66,8 +66,8 @@ const MAX_ACCEPT_DELAY: Duration = Duration::from_secs(1);
 
 /// A TCP server running a handler fiber per connection; see the module docs.
 ///
-/// Every method takes `&self`, so a server can sit in an `Rc` while one fiber serves and another
-/// stops it.
+/// Every method but the two builders (`max_connections`, `stop_timeout`) takes `&self`, so a
+/// server can sit in an `Rc` while one fiber serves and another stops it.
 pub struct StreamServer {
     inner: Rc<Inner>,
 }

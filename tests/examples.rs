@@ -237,3 +237,11 @@ fn echo_bench_runs_a_short_comparison_and_the_idle_check() {
     let out = example_stdout("echo_bench", &["idle", "200"]);
     assert!(out.contains("served afterwards: 200 of 200"), "{out}");
 }
+
+#[test]
+fn op_loops_runs_every_operation() {
+    for op in ["rt", "corosensei", "create", "yield", "queue", "spawn"] {
+        let out = example_stdout("op_loops", &["1000", op]);
+        assert!(out.starts_with(&format!("{op}: ")) && out.ends_with(" ns/op\n"), "{out}");
+    }
+}

@@ -31,7 +31,8 @@ impl Builder {
         Builder::default()
     }
 
-    /// Usable stack size in bytes (rounded up to whole pages; a guard page is added below it).
+    /// Usable stack size in bytes, rounded up to a power of two of pages, at least 16 KiB (the
+    /// pool's size classes); a guard page is added below it.
     /// The default is `DEFAULT_STACK_SIZE` (256 KiB of address space; only touched pages use
     /// memory).
     pub fn stack_size(mut self, bytes: usize) -> Builder {

@@ -35,7 +35,8 @@
 //! |         |       |          | a coroutine above it in the resume chain (see `switch.rs`)  |
 //! | true    | false | false    | suspended at its own corosensei `suspend()`                 |
 //! | true    | true  | false    | finished, panicked or killed; its stack went back to the pool |
-//! |         |       |          | (or abandoned at thread teardown: its stack is leaked)       |
+//! |         |       |          | (or abandoned at thread teardown: frames not unwound, stack  |
+//! |         |       |          | back to the pool)                                           |
 //! | false   | true  | false    | killed before it ever ran; its closure was dropped          |
 //!
 //! `in_chain` without `started`, and `dead` with `in_chain`, never happen. Main is always

@@ -113,7 +113,8 @@ pub fn spawn_later<T: 'static>(delay: Duration, f: impl FnOnce() -> T + 'static)
     g
 }
 
-/// Spawns with a configured coroutine builder (stack size, name).
+/// Spawns with a configured coroutine builder (stack size, name). The builder's parent is
+/// replaced: a fiber's parent is always the hub.
 pub fn spawn_with<T: 'static>(
     builder: crate::coroutine::Builder,
     f: impl FnOnce() -> T + 'static,

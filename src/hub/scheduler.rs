@@ -58,7 +58,7 @@ pub(crate) enum TimerAction {
     Start(Coroutine),
 }
 
-/// How many ready coroutines a round runs, at most, before the hub looks at timers, link
+/// How many ready coroutines a round runs, at most, before the hub looks at timers, kill
 /// callbacks and sockets again (tokio polls every 61 tasks, gevent every 50 callbacks or 5 ms).
 const ROUND_BUDGET: u32 = 64;
 

@@ -657,7 +657,7 @@ fn usleep_slow(usecs: useconds_t) -> c_int {
 // Data transfer
 // ---------------------------------------------------------------------------------------------
 
-/// Declares a data hook that goes through [`io`].
+/// Declares a data hook that goes through [`io()`].
 macro_rules! io_hook {
     ($(#[$doc:meta])* fn $name:ident($fd:ident: c_int $(, $arg:ident: $ty:ty)*) -> $ret:ty, $dir:ident $(, flags = $flags:ident)?;) => {
         $(#[$doc])*

@@ -2,7 +2,7 @@
 //! definition after the executable's own, i.e. glibc's. This is the only file that calls
 //! `dlsym`.
 //!
-//! Each function is declared once in the [`real!`] table below, which generates
+//! Each function is declared once in the `real!` table below, which generates
 //! - a `static` holding the resolved address (0 = not resolved yet), and
 //! - an `unsafe fn` with the libc signature that loads it (one relaxed load) and calls it.
 //!

@@ -1,4 +1,4 @@
-//! The raw OS calls of the net layer, each behind [`syscall!`]: the only file in `net/` that
+//! The raw OS calls of the net layer, each behind `syscall!`: the only file in `net/` that
 //! calls libc directly.
 //!
 //! Contract: every function here takes a descriptor its caller keeps open for the duration of

@@ -1,4 +1,4 @@
-//! Layer 3 (built beside `net`): cooperative synchronisation primitives — gevent's `Event`,
+//! Layer 4: cooperative synchronisation primitives — gevent's `Event`,
 //! `AsyncResult`, `Semaphore`, `Lock`, `RLock`, `Condition`, `Queue` and friends — for fibers of
 //! one thread.
 //!
@@ -30,7 +30,9 @@
 //! 3. **Check and enqueue are one step.** A primitive tests its state and enqueues with no
 //!    switch in between (written down at each call as "rule 4 in hub/park.rs").
 //! 4. **No poisoning.** A fiber that panics while holding a `Lock` does not poison it; like
-//!    gevent, acquire and release are explicit, so a lock held by a dead fiber stays held.
+//!    gevent, acquire and release are explicit, so a lock taken with `acquire` by a fiber that
+//!    died stays held (a [`LockGuard`] from `Lock::lock` releases it as the
+//!    fiber unwinds).
 //! 5. **One thread.** Primitives are `!Send`: they coordinate fibers of the hub of the thread
 //!    that made them. [`AsyncResult::sender`] is the one door from other OS threads.
 //!
