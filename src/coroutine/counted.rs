@@ -163,8 +163,13 @@ unsafe fn release(block: NonNull<Counted>) {
         unsafe { dealloc(block.as_ptr() as *mut u8, Layout::new::<Counted>()) };
     }
     if let Some(p) = parent {
-        // During thread teardown the closure is not called and drops `p` as it goes.
-        let _ = thread::if_live(move |ts| ts.drop_parent_link(p));
+        if p.0.count() > 1 {
+            // Not the parent's last handle: only a decrement, nothing released in turn.
+            drop(p);
+        } else {
+            // During thread teardown the closure is not called and drops `p` as it goes.
+            let _ = thread::if_live(move |ts| ts.drop_parent_link(p));
+        }
     }
 }
 
