@@ -479,3 +479,32 @@ fn set_nonblocking_fails_at_once_with_would_block_instead_of_parking() {
     (&clone).read_exact(&mut buf).unwrap(); // parks again until the bytes arrive
     assert_eq!(&buf, b"hi");
 }
+
+#[test]
+fn non_blocking_reads_see_data_that_came_after_a_short_read() {
+    let (c, s) = pair();
+    s.set_nonblocking(true).unwrap();
+    (&c).write_all(b"a").unwrap();
+    std::thread::sleep(Duration::from_millis(20)); // arrives without the hub polling
+    let mut buf = [0u8; 4];
+    assert_eq!((&s).read(&mut buf).unwrap(), 1); // short: the queue is empty now
+    (&c).write_all(b"b").unwrap();
+    std::thread::sleep(Duration::from_millis(20)); // still no poll in between
+    assert_eq!((&s).read(&mut buf).unwrap(), 1, "the second byte was queued");
+    assert_eq!(buf[0], b'b');
+    assert_eq!((&s).read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+}
+
+#[test]
+fn from_std_keeps_a_non_blocking_mode() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let std_stream = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let _peer = l.accept().unwrap();
+    std_stream.set_nonblocking(true).unwrap();
+    let s = TcpStream::from_std(std_stream).unwrap();
+    let r = with_timeout(Duration::from_secs(10), || (&s).read(&mut [0u8; 4]));
+    assert_eq!(r.expect("it did not park").unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    l.set_nonblocking(true).unwrap();
+    let l = TcpListener::from_std(l).unwrap();
+    assert_eq!(l.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+}

@@ -93,7 +93,11 @@ impl<S: Source> Registered<S> {
         mut op: impl FnMut(&S) -> io::Result<usize>,
     ) -> io::Result<usize> {
         let r = 'io: {
-            if scheduler::with(|hub| hub.reactor.borrow().read_ready(self.token)) {
+            // In non-blocking mode (a zero wait) the read is always tried: the drained mark
+            // is cleared only by a poll, which a caller that never parks may never cause.
+            if timeout == Some(Duration::ZERO)
+                || scheduler::with(|hub| hub.reactor.borrow().read_ready(self.token))
+            {
                 match op(&self.source) {
                     Err(e) if would_block(&e) => {}
                     r => break 'io r,
@@ -321,10 +325,18 @@ pub(crate) struct Timeouts {
 }
 
 impl Timeouts {
-    /// The timeouts of a std socket being taken over (which is about to become non-blocking,
-    /// when the kernel stops applying them).
-    pub(crate) fn new(read: Option<Duration>, write: Option<Duration>) -> Timeouts {
-        Timeouts { read: Cell::new(read), write: Cell::new(write), nonblocking: Cell::new(false) }
+    /// The timeouts and mode of a std socket being taken over (which is about to become
+    /// non-blocking underneath, when the kernel stops applying its timeouts).
+    pub(crate) fn new(
+        read: Option<Duration>,
+        write: Option<Duration>,
+        nonblocking: bool,
+    ) -> Timeouts {
+        Timeouts {
+            read: Cell::new(read),
+            write: Cell::new(write),
+            nonblocking: Cell::new(nonblocking),
+        }
     }
     /// How long a read may wait: the read timeout, or no wait at all in non-blocking mode
     /// (`Some(0)`, which [`wait_loop`] takes as "fail at once").

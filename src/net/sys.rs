@@ -41,6 +41,11 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize
     syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL)).map(|n| n as usize)
 }
 
+/// Is `O_NONBLOCK` set on `fd` (a std socket's mode, read before it is taken over)?
+pub(crate) fn is_nonblocking(fd: RawFd) -> io::Result<bool> {
+    syscall!(fcntl(fd, libc::F_GETFL)).map(|fl| fl & libc::O_NONBLOCK != 0)
+}
+
 /// `listen(2)` again on a listening socket: on Linux this only changes its backlog.
 pub(crate) fn set_backlog(fd: RawFd, backlog: i32) -> io::Result<()> {
     syscall!(listen(fd, backlog)).map(drop)

@@ -52,13 +52,12 @@ impl TcpListener {
         Ok(TcpListener { io: Registered::new(l)?, timeouts: Rc::default() })
     }
 
-    /// Takes over a listening std socket, making it non-blocking.
+    /// Takes over a listening std socket, making it non-blocking underneath; a listener the
+    /// program had made non-blocking stays so (its `accept` gives `WouldBlock`).
     pub fn from_std(l: std::net::TcpListener) -> io::Result<TcpListener> {
+        let timeouts = Rc::new(Timeouts::new(None, None, sys::is_nonblocking(l.as_raw_fd())?));
         l.set_nonblocking(true)?;
-        Ok(TcpListener {
-            io: Registered::new(mio::net::TcpListener::from_std(l))?,
-            timeouts: Rc::default(),
-        })
+        Ok(TcpListener { io: Registered::new(mio::net::TcpListener::from_std(l))?, timeouts })
     }
 
     /// Waits for a connection; the fiber parks while none is pending.
@@ -113,9 +112,10 @@ impl TcpStream {
     }
 
     /// Takes over a connected std stream, making it non-blocking underneath; its read and
-    /// write timeouts carry over.
+    /// write timeouts carry over, and so does a non-blocking mode the program had set.
     pub fn from_std(s: std::net::TcpStream) -> io::Result<TcpStream> {
-        let timeouts = Rc::new(Timeouts::new(s.read_timeout()?, s.write_timeout()?));
+        let nb = sys::is_nonblocking(s.as_raw_fd())?;
+        let timeouts = Rc::new(Timeouts::new(s.read_timeout()?, s.write_timeout()?, nb));
         s.set_nonblocking(true)?;
         Ok(TcpStream { io: Registered::new(mio::net::TcpStream::from_std(s))?, timeouts })
     }

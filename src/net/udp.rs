@@ -24,9 +24,10 @@ impl UdpSocket {
     }
 
     /// Takes over a std socket, making it non-blocking underneath; its read and write
-    /// timeouts carry over.
+    /// timeouts carry over, and so does a non-blocking mode the program had set.
     pub fn from_std(s: std::net::UdpSocket) -> io::Result<UdpSocket> {
-        let timeouts = Rc::new(Timeouts::new(s.read_timeout()?, s.write_timeout()?));
+        let nb = super::sys::is_nonblocking(s.as_raw_fd())?;
+        let timeouts = Rc::new(Timeouts::new(s.read_timeout()?, s.write_timeout()?, nb));
         s.set_nonblocking(true)?;
         let s = mio::net::UdpSocket::from_std(s);
         Ok(UdpSocket { io: Registered::new(s)?, timeouts })
