@@ -434,3 +434,76 @@ fn a_pipe_duplicated_for_a_child_process_stays_blocking_for_it() {
     assert!(child.wait().unwrap().success());
     assert_eq!(out.len(), 1 << 20);
 }
+
+#[test]
+fn a_hooked_wait_in_a_thread_local_destructor_after_the_hooks_state_is_gone_fails_cleanly() {
+    // A thread-local created after the hub but before the hooks' first wait is destroyed after
+    // the hooks' registry: a hooked read there must fail, not abort the process.
+    use std::os::unix::net::UnixStream;
+    struct Flush(Option<UnixStream>);
+    impl Drop for Flush {
+        fn drop(&mut self) {
+            let s = self.0.take().unwrap();
+            let g = spawn(move || (&s).read(&mut [0u8; 4]).map_err(|e| e.kind()));
+            let _ = g.get(); // either outcome but an abort
+        }
+    }
+    thread_local! {
+        static FLUSH: std::cell::RefCell<Option<Flush>> = const { std::cell::RefCell::new(None) };
+    }
+    monkey::patch_all();
+    let _w = watchdog("hooked wait at teardown", 20);
+    std::thread::spawn(|| {
+        greenfiber::yield_now(); // the thread's state, stack pool and hub
+        let (a, b) = UnixStream::pair().unwrap();
+        FLUSH.with(|f| *f.borrow_mut() = Some(Flush(Some(a))));
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            (&b).write_all(b"bye!").unwrap();
+        });
+        // A hooked wait now creates the hooks' registry, destroyed before FLUSH.
+        let (c, d) = UnixStream::pair().unwrap();
+        let g = spawn(move || (&c).read(&mut [0u8; 1]).ok());
+        greenfiber::sleep(Duration::from_millis(1));
+        drop(d);
+        g.join();
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn two_threads_taking_a_socket_over_at_once_both_keep_it_blocking_for_the_user() {
+    // Each round two threads' fibers first use one blocking socket at the same moment: the
+    // loser of the race found O_NONBLOCK set by the winner and took it for the user's choice.
+    use std::os::fd::AsRawFd;
+    use std::sync::{Barrier, Mutex};
+    monkey::patch_all();
+    let _w = watchdog("take-over race", 60);
+    const ROUNDS: usize = 5000;
+    let slot: Arc<Mutex<Option<Arc<UdpSocket>>>> = Arc::default();
+    let (start, end) = (Arc::new(Barrier::new(3)), Arc::new(Barrier::new(3)));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (slot, start, end) = (slot.clone(), start.clone(), end.clone());
+            std::thread::spawn(move || {
+                for _ in 0..ROUNDS {
+                    start.wait();
+                    let s = slot.lock().unwrap().clone().unwrap();
+                    spawn(move || s.send_to(b"x", s.local_addr().unwrap()).unwrap()).join();
+                    end.wait();
+                }
+            })
+        })
+        .collect();
+    for round in 0..ROUNDS {
+        let s = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        *slot.lock().unwrap() = Some(s.clone());
+        start.wait();
+        end.wait();
+        // SAFETY: F_GETFL on a socket this test owns (hooked: it hides the hooks' own flag).
+        let fl = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(fl & libc::O_NONBLOCK, 0, "round {round}: recorded as the user's non-blocking");
+    }
+    threads.into_iter().for_each(|t| t.join().unwrap());
+}

@@ -90,18 +90,24 @@ pub(crate) fn get(fd: i32) -> Option<State> {
     slot(fd).map(|s| State(s.load(Ordering::Acquire)))
 }
 
-/// Replaces the flags of `fd` with `f(old flags)`, keeping its generation.
-pub(crate) fn update(fd: i32, f: impl Fn(u32) -> u32) {
-    if let Some(s) = slot(fd) {
-        let _ = s.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-            Some((w & !FLAGS) | (f(w & FLAGS) & FLAGS))
-        });
-    }
+/// Replaces the flags of `fd` with `f(old flags)` in one atomic step, keeping its generation;
+/// returns the new state (`None` for an fd out of range).
+pub(crate) fn update(fd: i32, f: impl Fn(u32) -> u32) -> Option<State> {
+    let s = slot(fd)?;
+    let new = |w: u32| (w & !FLAGS) | (f(w & FLAGS) & FLAGS);
+    let old = s.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| Some(new(w)));
+    Some(State(new(old.unwrap_or_else(|w| w))))
 }
 
 /// Sets the flags of `fd` to exactly `flags`, keeping its generation.
 pub(crate) fn set(fd: i32, flags: u32) {
     update(fd, |_| flags);
+}
+
+/// Sets the flags of `fd` to `flags` if it is still unknown (neither `MANAGED` nor `FOREIGN`);
+/// returns the state it has now, whoever classified it.
+pub(crate) fn set_if_unknown(fd: i32, flags: u32) -> Option<State> {
+    update(fd, |f| if f & (MANAGED | FOREIGN) == 0 { flags } else { f })
 }
 
 /// Records that `fd` was closed: no flags, next generation.

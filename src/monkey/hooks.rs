@@ -232,7 +232,8 @@ pub(crate) fn wait_fd(fd: RawFd, dir: Direction, deadline: Option<Instant>) -> i
 /// The reactor token of `fd` on this thread, registering it (again, if the number was closed
 /// and reused since) as needed.
 fn token_for(hub: &Hub, fd: RawFd, generation: u32) -> io::Result<Token> {
-    REGS.with(|regs| {
+    // `try_with`: a thread-local destructor may wait on an fd after REGS is gone.
+    let r = REGS.try_with(|regs| {
         let mut regs = regs.borrow_mut();
         if let Some(&(token, g)) = regs.get(&fd) {
             if g == generation {
@@ -245,7 +246,8 @@ fn token_for(hub: &Hub, fd: RawFd, generation: u32) -> io::Result<Token> {
         let token = hub.reactor.borrow_mut().register_fd(fd)?;
         regs.insert(fd, (token, generation));
         Ok(token)
-    })
+    });
+    r.unwrap_or_else(|_| Err(io::Error::other("greenfiber: hooked wait during thread teardown")))
 }
 
 /// Deregisters `fd` from this hub and wakes whoever waits on it (they find a new generation).
@@ -294,8 +296,8 @@ fn classify(fd: c_int) -> Option<fd_table::State> {
     if fl >= 0 && fl & libc::O_NONBLOCK != 0 {
         flags |= USER_NB;
     }
-    fd_table::set(fd, flags);
-    fd_table::get(fd)
+    // Another thread may have classified it (and taken it over) meanwhile: keep its state.
+    fd_table::set_if_unknown(fd, flags)
 }
 
 /// Decides whether `fd` is waited on cooperatively, making it non-blocking if so. False means
@@ -331,8 +333,19 @@ fn take_over(fd: c_int, shared: bool) -> bool {
         return false;
     }
     if fl & libc::O_NONBLOCK != 0 {
-        fd_table::update(fd, |f| f | if shared { OURS_NB } else { USER_NB });
-        return shared;
+        // One step, against another thread taking it over at once: its `OURS_NB`, recorded
+        // before it set the flag, wins; else a shared fd's flag is ours, anyone else's the
+        // user's.
+        let st = fd_table::update(fd, |f| {
+            if f & OURS_NB != 0 {
+                f
+            } else if shared {
+                f | OURS_NB
+            } else {
+                f | USER_NB
+            }
+        });
+        return st.is_some_and(|s| s.has(OURS_NB) && !s.has(USER_NB));
     }
     fd_table::update(fd, |f| f | OURS_NB);
     // SAFETY: as above.
