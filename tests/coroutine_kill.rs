@@ -302,3 +302,21 @@ fn dropping_the_leaf_of_a_long_parent_chain_kills_it_all_without_deep_recursion(
     let () = dropper.switch(());
     assert_eq!(unwound.get(), N);
 }
+
+#[test]
+fn a_kill_cut_short_by_a_timeout_still_gives_the_victim_its_parent_back() {
+    use std::time::Duration;
+    // The victim survives its kill for a while, so a with_timeout around the kill fires first.
+    let victim = greenfiber::spawn(|| {
+        let _ = catch_unwind(|| greenfiber::sleep(Duration::from_secs(3600)));
+        greenfiber::sleep(Duration::from_millis(20));
+    });
+    greenfiber::yield_now();
+    let hub = victim.coroutine().parent().unwrap();
+    let r = greenfiber::with_timeout(Duration::from_millis(5), || victim.coroutine().kill());
+    assert!(r.is_err());
+    assert!(victim.coroutine().parent() == Some(hub), "the killer stayed the victim's parent");
+    // Its end then goes to the hub, not into main's next switch.
+    victim.join();
+    assert!(victim.successful());
+}

@@ -129,11 +129,20 @@ impl Coroutine {
         // The exit comes back here: the killer is the parent while it unwinds. (If the killer
         // descends from the victim that would be a cycle; it then goes to the victim's parent.)
         let old_parent = self.parent();
-        let reparented = self.set_parent(&me).is_ok();
-        let _exit: Box<dyn Any> = self.throw(GreenletExit);
-        if reparented {
-            self.restore_parent(&me, old_parent);
+        if self.set_parent(&me).is_err() {
+            let _exit: Box<dyn Any> = self.throw(GreenletExit);
+            return;
         }
+        /// Gives the victim its parent back however the kill ends, a `with_timeout` or a
+        /// throw at the killer cutting it short included.
+        struct Restore<'a>(&'a Coroutine, Coroutine, Option<Coroutine>);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.0.restore_parent(&self.1, self.2.take());
+            }
+        }
+        let _restore = Restore(self, me, old_parent);
+        let _exit: Box<dyn Any> = self.throw(GreenletExit);
     }
 
     /// After a kill: gives `self` back the parent it had before the killer stood in, unless it
