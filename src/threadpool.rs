@@ -70,10 +70,14 @@ struct State {
 
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| Pool {
-        state: Mutex::new(State { jobs: VecDeque::new(), threads: 0, idle: 0, claims: 0 }),
-        cv: Condvar::new(),
-    })
+    POOL.get_or_init(Pool::new)
+}
+
+/// Starts a pool thread named `name` running `work`.
+type Spawner = fn(String, Box<dyn FnOnce() + Send>) -> std::io::Result<()>;
+
+fn spawn_thread(name: String, work: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+    std::thread::Builder::new().name(name).spawn(work).map(drop)
 }
 
 impl Pool {
@@ -83,7 +87,19 @@ impl Pool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn new() -> Pool {
+        Pool {
+            state: Mutex::new(State { jobs: VecDeque::new(), threads: 0, idle: 0, claims: 0 }),
+            cv: Condvar::new(),
+        }
+    }
+
     fn submit(&'static self, job: Job) {
+        self.submit_with(job, spawn_thread);
+    }
+
+    /// [`submit`](Pool::submit), starting threads with `spawner` (tests make it fail).
+    fn submit_with(&'static self, job: Job, spawner: Spawner) {
         let mut st = self.lock();
         st.jobs.push_back(job);
         if st.idle > 0 {
@@ -95,19 +111,23 @@ impl Pool {
             st.threads += 1;
             let n = st.threads;
             drop(st);
-            let spawned = std::thread::Builder::new()
-                .name(format!("greenfiber-blocking-{n}"))
-                .spawn(move || self.work());
+            let spawned =
+                spawner(format!("greenfiber-blocking-{n}"), Box::new(move || self.work()));
             if let Err(e) = spawned {
                 log::error!("threadpool: cannot start a thread: {e}");
                 let mut st = self.lock();
                 st.threads -= 1;
-                // If no thread is left to run the job, run it here rather than lose it.
-                if st.threads == 0
+                // If no thread is left to run the queue, run it here rather than strand it:
+                // every job queued now, not only the front one (two submitters failing at
+                // once each reserved a thread, and the first left its job queued).
+                while st.threads == 0
                     && let Some(job) = st.jobs.pop_front()
                 {
                     drop(st);
-                    job();
+                    if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                        log::error!("threadpool: a job panicked outside its closure");
+                    }
+                    st = self.lock();
                 }
             }
         }
@@ -219,5 +239,37 @@ impl<T: Send + 'static> Drop for Abandon<T> {
         if let Slot::Done(r) = left {
             pool().submit(Box::new(move || drop(r)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn when_no_thread_can_start_every_submitter_runs_the_queue_itself() {
+        // Two submitters whose thread starts both fail, slowly enough to overlap: each
+        // reserved a thread, and the first to fail left its job queued for a thread that
+        // never came.
+        fn failing(_: String, _: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+            std::thread::sleep(Duration::from_millis(20));
+            Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+        }
+        let pool: &'static Pool = Box::leak(Box::new(Pool::new()));
+        let ran: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+        let submitters: Vec<_> = (0..2)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let job = Box::new(move || {
+                        ran.fetch_add(1, Ordering::SeqCst);
+                    });
+                    pool.submit_with(job, failing);
+                })
+            })
+            .collect();
+        submitters.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(ran.load(Ordering::SeqCst), 2, "a job was stranded in the queue");
+        assert!(pool.lock().jobs.is_empty());
     }
 }
