@@ -201,10 +201,10 @@ macro_rules! stream_read_write {
                 let len = buf.len();
                 let read = |mut s: &_| std::io::Read::read(&mut s, buf);
                 if $drains {
-                    self.io.do_read(len, self.timeouts.read(), read)
+                    self.io.do_read(len, self.timeouts.read_wait(), read)
                 } else {
                     use crate::hub::reactor::Direction;
-                    self.io.do_io(Direction::Read, self.timeouts.read(), read)
+                    self.io.do_io(Direction::Read, self.timeouts.read_wait(), read)
                 }
             }
             fn read_vectored(
@@ -212,7 +212,7 @@ macro_rules! stream_read_write {
                 bufs: &mut [std::io::IoSliceMut<'_>],
             ) -> std::io::Result<usize> {
                 use crate::hub::reactor::Direction;
-                self.io.do_io(Direction::Read, self.timeouts.read(), |mut s| {
+                self.io.do_io(Direction::Read, self.timeouts.read_wait(), |mut s| {
                     std::io::Read::read_vectored(&mut s, bufs)
                 })
             }
@@ -222,14 +222,14 @@ macro_rules! stream_read_write {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
                 use crate::hub::reactor::Direction;
                 use std::os::fd::AsRawFd;
-                self.io.do_io(Direction::Write, self.timeouts.write(), |s| {
+                self.io.do_io(Direction::Write, self.timeouts.write_wait(), |s| {
                     crate::net::sys::send(s.as_raw_fd(), buf)
                 })
             }
             fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
                 use crate::hub::reactor::Direction;
                 use std::os::fd::AsRawFd;
-                self.io.do_io(Direction::Write, self.timeouts.write(), |s| {
+                self.io.do_io(Direction::Write, self.timeouts.write_wait(), |s| {
                     crate::net::sys::send_vectored(s.as_raw_fd(), bufs)
                 })
             }
@@ -340,11 +340,11 @@ impl Timeouts {
     }
     /// How long a read may wait: the read timeout, or no wait at all in non-blocking mode
     /// (`Some(0)`, which [`wait_loop`] takes as "fail at once").
-    pub(crate) fn read(&self) -> Option<Duration> {
+    pub(crate) fn read_wait(&self) -> Option<Duration> {
         if self.nonblocking.get() { Some(Duration::ZERO) } else { self.read.get() }
     }
-    /// How long a write may wait; see [`read`](Timeouts::read).
-    pub(crate) fn write(&self) -> Option<Duration> {
+    /// How long a write may wait; see [`read_wait`](Timeouts::read_wait).
+    pub(crate) fn write_wait(&self) -> Option<Duration> {
         if self.nonblocking.get() { Some(Duration::ZERO) } else { self.write.get() }
     }
     pub(crate) fn read_timeout(&self) -> Option<Duration> {

@@ -62,7 +62,7 @@ impl TcpListener {
 
     /// Waits for a connection; the fiber parks while none is pending.
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (s, a) = self.io.do_io(R, self.timeouts.read(), |l| l.accept())?;
+        let (s, a) = self.io.do_io(R, self.timeouts.read_wait(), |l| l.accept())?;
         Ok((TcpStream::from_mio(s)?, a))
     }
 
@@ -185,7 +185,7 @@ impl TcpStream {
 
     /// Reads without consuming; parks like `read`.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.do_io(R, self.timeouts.read(), |s| s.peek(buf))
+        self.io.do_io(R, self.timeouts.read_wait(), |s| s.peek(buf))
     }
 
     /// Sets `TCP_NODELAY`.

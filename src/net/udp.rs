@@ -35,12 +35,12 @@ impl UdpSocket {
 
     /// Receives one datagram and its sender; parks until one arrives (or the read timeout).
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.io.do_io(R, self.timeouts.read(), |s| s.recv_from(buf))
+        self.io.do_io(R, self.timeouts.read_wait(), |s| s.recv_from(buf))
     }
 
     /// Like `recv_from`, leaving the datagram queued.
     pub fn peek_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.io.do_io(R, self.timeouts.read(), |s| s.peek_from(buf))
+        self.io.do_io(R, self.timeouts.read_wait(), |s| s.peek_from(buf))
     }
 
     /// Sends `buf` to the first address `addr` resolves to (as std does).
@@ -51,7 +51,7 @@ impl UdpSocket {
                 "no addresses to send data to",
             ));
         };
-        self.io.do_io(W, self.timeouts.write(), |s| s.send_to(buf, to))
+        self.io.do_io(W, self.timeouts.write_wait(), |s| s.send_to(buf, to))
     }
 
     /// Sets the default peer for `send`/`recv` (each resolved address in turn).
@@ -61,17 +61,17 @@ impl UdpSocket {
 
     /// Sends to the connected peer.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.io.do_io(W, self.timeouts.write(), |s| s.send(buf))
+        self.io.do_io(W, self.timeouts.write_wait(), |s| s.send(buf))
     }
 
     /// Receives from the connected peer.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.do_io(R, self.timeouts.read(), |s| s.recv(buf))
+        self.io.do_io(R, self.timeouts.read_wait(), |s| s.recv(buf))
     }
 
     /// Like `recv`, leaving the datagram queued.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.do_io(R, self.timeouts.read(), |s| s.peek(buf))
+        self.io.do_io(R, self.timeouts.read_wait(), |s| s.peek(buf))
     }
 
     /// The local address.

@@ -40,7 +40,7 @@ impl UnixListener {
 
     /// Waits for a connection; the fiber parks while none is pending.
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (s, a) = self.io.do_io(R, self.timeouts.read(), |l| l.accept())?;
+        let (s, a) = self.io.do_io(R, self.timeouts.read_wait(), |l| l.accept())?;
         Ok((UnixStream::from_mio(s)?, a))
     }
 
