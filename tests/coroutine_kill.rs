@@ -320,3 +320,40 @@ fn a_kill_cut_short_by_a_timeout_still_gives_the_victim_its_parent_back() {
     victim.join();
     assert!(victim.successful());
 }
+
+#[test]
+fn a_release_completes_while_another_release_waits_in_a_killed_coroutines_destructor() {
+    // K drops the last link to P1; P1's unwinding switches out to main (as a destructor that
+    // sleeps switches to the hub) and K waits inside its release. Meanwhile main drops the last
+    // link to P2: P2 must be killed then, not queued behind K's release.
+    let log = Rc::new(RefCell::new(vec![]));
+    let back: Rc<RefCell<Option<Coroutine>>> = Rc::default();
+    struct Detour(Rc<RefCell<Option<Coroutine>>>, Coroutine);
+    impl Drop for Detour {
+        fn drop(&mut self) {
+            *self.0.borrow_mut() = Some(current());
+            let () = self.1.switch(());
+        }
+    }
+    let (b, m) = (back.clone(), current());
+    let p1 = Coroutine::new(move |()| {
+        let _d = Detour(b, m);
+        let () = up(());
+    });
+    let () = p1.switch(());
+    let c1 = Coroutine::builder().parent(&p1).build(|()| ());
+    drop(p1);
+    let killer = Coroutine::new(move |()| drop(c1));
+    let () = killer.switch(()); // comes back from P1's destructor, K still inside its release
+
+    let p2 = suspended(&log);
+    let c2 = Coroutine::builder().parent(&p2).build(|()| ());
+    drop(p2);
+    drop(c2);
+    assert_eq!(*log.borrow(), ["saw GreenletExit", "unwound"], "P2 was not killed at once");
+
+    // Let P1 finish unwinding: its end goes to K, whose own end comes back here.
+    let p1 = back.borrow_mut().take().unwrap();
+    let () = p1.switch(());
+    assert!(p1.is_dead() && killer.is_dead());
+}

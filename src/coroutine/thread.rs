@@ -45,11 +45,20 @@ pub(crate) struct ThreadState {
     pub(crate) next_id: Cell<u64>,
     /// Blocks of freed cores, for the next coroutines created here (`counted.rs`).
     pub(crate) free_cores: FreeCores,
-    /// Parent links of released cores, for the outermost release to drop one after another
-    /// ([`drop_parent_link`](Self::drop_parent_link)).
-    orphans: RefCell<Vec<Coroutine>>,
-    /// True while a release drops `orphans`.
-    releasing: Cell<bool>,
+    /// The releases under way, one per coroutine whose stack runs one, with the parent links
+    /// queued for it ([`drop_parent_link`](Self::drop_parent_link)). Usually empty; more than
+    /// one only while a release waits in a killed coroutine's destructor that switched away.
+    drains: RefCell<Vec<Drain>>,
+    /// Links a release left behind when it unwound, for the next release to drop.
+    stray: RefCell<Vec<Coroutine>>,
+}
+
+/// A release under way on one coroutine's stack.
+struct Drain {
+    /// The coroutine it runs on (an identity only: that stack keeps the core alive).
+    owner: *const Core,
+    /// Parent links released inside it, to drop once the current one is dropped.
+    queued: Vec<Coroutine>,
 }
 
 impl ThreadState {
@@ -67,33 +76,58 @@ impl ThreadState {
             pending: Cell::new(false),
             next_id: Cell::new(1),
             free_cores: FreeCores::new(),
-            orphans: RefCell::new(Vec::new()),
-            releasing: Cell::new(false),
+            drains: RefCell::new(Vec::new()),
+            stray: RefCell::new(Vec::new()),
         }
     }
 
     /// Drops `parent`, the parent link of a core just released. That may release the parent,
     /// and its own parent link in turn, all the way up a chain: done nested, each level would
     /// take frames on this stack (a chain of a few thousand overflows it). So only the
-    /// outermost release drops links, one after another; a release inside it queues its link.
+    /// outermost release on a stack drops links, one after another; a release nested in it
+    /// queues its link there.
+    ///
+    /// The queue belongs to the coroutine whose stack runs the release, not to the thread: a
+    /// link dropped may kill a coroutine whose destructor switches away (a sleep, under the
+    /// hub) and leaves this release waiting; other coroutines release meanwhile on their own
+    /// stacks, at once.
     pub(crate) fn drop_parent_link(&self, parent: Coroutine) {
-        if self.releasing.replace(true) {
-            self.orphans.borrow_mut().push(parent);
-            return;
+        let me = self.current_ptr();
+        {
+            let mut drains = self.drains.borrow_mut();
+            if let Some(d) = drains.iter_mut().find(|d| ptr::eq(d.owner, me)) {
+                d.queued.push(parent);
+                return;
+            }
+            drains.push(Drain { owner: me, queued: Vec::new() });
         }
-        struct Done<'a>(&'a Cell<bool>);
+        /// Ends this stack's drain, however the loop ends. If a drop unwound (a destructor
+        /// of a never-started coroutine's closure that panics), the links still queued are
+        /// left for the next release: dropping them here, during the unwind, could panic again.
+        struct Done<'a>(&'a ThreadState, *const Core);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
-                self.0.set(false);
+                let mut drains = self.0.drains.borrow_mut();
+                if let Some(i) = drains.iter().position(|d| ptr::eq(d.owner, self.1)) {
+                    let left = drains.swap_remove(i).queued;
+                    self.0.stray.borrow_mut().extend(left);
+                }
             }
         }
-        let _done = Done(&self.releasing);
+        let _done = Done(self, me);
         let mut next = Some(parent);
         while let Some(p) = next {
             // May kill a suspended coroutine, which switches away and back here.
             drop(p);
-            next = self.orphans.borrow_mut().pop();
+            next = self.next_link(me);
         }
+    }
+
+    /// The next link for `me`'s drain to drop: one queued on its stack, else a stray one.
+    fn next_link(&self, me: *const Core) -> Option<Coroutine> {
+        let mut drains = self.drains.borrow_mut();
+        let d = drains.iter_mut().find(|d| ptr::eq(d.owner, me))?;
+        d.queued.pop().or_else(|| self.stray.borrow_mut().pop())
     }
 
     /// The running coroutine's core (alive: rule 2).
