@@ -507,3 +507,33 @@ fn two_threads_taking_a_socket_over_at_once_both_keep_it_blocking_for_the_user()
     }
     threads.into_iter().for_each(|t| t.join().unwrap());
 }
+
+#[test]
+fn a_std_stream_patched_code_waited_on_can_be_handed_to_greenfiber_net() {
+    monkey::patch_all();
+    let _w = watchdog("from_std after a hooked wait", 20);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        for msg in [b"one", b"two"] {
+            std::thread::sleep(Duration::from_millis(20)); // the reader waits on the hub
+            s.write_all(msg).unwrap();
+        }
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).unwrap();
+        back
+    });
+    let reader = spawn(move || {
+        let mut c = TcpStream::connect(addr).unwrap();
+        let mut buf = [0u8; 3];
+        c.read_exact(&mut buf).unwrap(); // a hooked wait: the fd is registered with the hub
+        assert_eq!(&buf, b"one");
+        let mut c = greenfiber::net::TcpStream::from_std(c).unwrap();
+        c.read_exact(&mut buf).unwrap(); // parks on the net layer's own registration
+        assert_eq!(&buf, b"two");
+        c.write_all(b"done").unwrap();
+    });
+    reader.get().unwrap();
+    assert_eq!(&peer.get().unwrap(), b"done");
+}

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use super::reactor::Direction;
+use super::reactor::{Direction, Reactor};
 use super::remote::Remote;
 use super::scheduler::{self, Hub, TimerAction};
 use crate::coroutine::{Coroutine, current};
@@ -265,6 +265,21 @@ pub(crate) fn unpark_io(hub: &Hub, w: WaiterRef) {
         hub.io_waits.set(hub.io_waits.get() - 1);
     }
     unpark_in(hub, w, Wake::Woken);
+}
+
+/// Runs `f` on the hub's reactor, then wakes the waiters it handed back into the `Vec` (a
+/// registration that ended), once the reactor is no longer borrowed. Every change that can end
+/// a registration goes through here, so none leaves a fiber parked on a dead token.
+pub(crate) fn with_reactor<R>(
+    hub: &Hub,
+    f: impl FnOnce(&mut Reactor<WaiterRef>, &mut Vec<WaiterRef>) -> R,
+) -> R {
+    let mut parked = Vec::new();
+    let r = f(&mut hub.reactor.borrow_mut(), &mut parked);
+    for w in parked {
+        unpark_io(hub, w);
+    }
+    r
 }
 
 /// The waiter a coroutine is parked on, if any.

@@ -57,6 +57,18 @@
 //!    caller wakes them with an error. After that the [`Token`] is dead: its slot may be reused,
 //!    but with a new generation, so a stale token is refused rather than aliased.
 //!
+//! # Owned sources and borrowed fds
+//!
+//! A source is registered either by its owner, once, for its whole life (the net layer's
+//! sockets: [`Reactor::register`]), or as a *borrowed* fd, one the caller waits on but does not
+//! own (the monkey layer's waits inside patched libc calls: [`Reactor::borrowed_fd`]), which
+//! stays registered until [`Reactor::forget_fd`] — the fd may be closed and its number reused
+//! behind the caller's back, so the caller tags each borrowed registration (monkey: the fd's
+//! close generation) and a new tag replaces the old registration. The reactor keeps the
+//! borrowed ones by fd, so that an owner taking over a borrowed fd (a std socket that patched
+//! code used, handed to `TcpStream::from_std`) replaces its registration instead of failing
+//! with `EEXIST`.
+//!
 //! # Tokens
 //!
 //! A token packs a slab index (low half of a `usize`) and that slot's generation (high half).
@@ -69,9 +81,9 @@
 //! | registered (reused) | older            | refused: `Err(w)` / `false` / `NotFound`      |
 //! | free                | any              | refused: `Err(w)` / `false` / `NotFound`      |
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -141,6 +153,8 @@ pub(crate) struct Reactor<W> {
     slots: Vec<Slot<W>>,
     /// Indices of free slots, reused last-freed first.
     free: Vec<usize>,
+    /// The borrowed fds registered, with their tokens and their callers' tags.
+    borrowed: HashMap<RawFd, (Token, u32)>,
     waker: Arc<Waker>,
 }
 
@@ -162,6 +176,7 @@ impl<W> Reactor<W> {
             events: Events::with_capacity(EVENTS_CAPACITY),
             slots: Vec::new(),
             free: Vec::new(),
+            borrowed: HashMap::new(),
             waker,
         })
     }
@@ -176,8 +191,22 @@ impl<W> Reactor<W> {
         self.slots.len() - self.free.len()
     }
 
-    /// Registers `source` for both directions (and priority), edge-triggered, with no waiters yet.
-    pub(crate) fn register(&mut self, source: &mut impl Source) -> io::Result<Token> {
+    /// Registers `source`, owned by the caller, for both directions (and priority),
+    /// edge-triggered, with no waiters yet. If its fd is registered as borrowed, that
+    /// registration ends first and its waiters go into `parked` for the caller to wake.
+    pub(crate) fn register(
+        &mut self,
+        source: &mut (impl Source + AsRawFd),
+        parked: &mut Vec<W>,
+    ) -> io::Result<Token> {
+        // (Not on EEXIST: mio's debug build then counts the source as registered already.)
+        if !self.borrowed.is_empty() {
+            self.forget_fd(source.as_raw_fd(), parked);
+        }
+        self.add(source)
+    }
+
+    fn add(&mut self, source: &mut impl Source) -> io::Result<Token> {
         let index = match self.free.pop() {
             Some(i) => i,
             None if self.slots.len() < MAX_SLOTS => {
@@ -201,10 +230,34 @@ impl<W> Reactor<W> {
         Ok(token)
     }
 
-    /// Registers a raw file descriptor (for the monkey layer's fd wait). The caller keeps it open until
-    /// [`deregister_fd`](Self::deregister_fd).
-    pub(crate) fn register_fd(&mut self, fd: RawFd) -> io::Result<Token> {
-        self.register(&mut SourceFd(&fd))
+    /// The token of the borrowed fd `fd` registered with `tag`, registering it if it is not,
+    /// or was with another tag (that registration ends: its waiters go into `parked`).
+    pub(crate) fn borrowed_fd(
+        &mut self,
+        fd: RawFd,
+        tag: u32,
+        parked: &mut Vec<W>,
+    ) -> io::Result<Token> {
+        if let Some(&(token, t)) = self.borrowed.get(&fd) {
+            if t == tag {
+                return Ok(token);
+            }
+            self.forget_fd(fd, parked);
+        }
+        let token = self.add(&mut SourceFd(&fd))?;
+        self.borrowed.insert(fd, (token, tag));
+        Ok(token)
+    }
+
+    /// Ends the registration of the borrowed fd `fd`, if it has one (true), moving its waiters
+    /// into `parked`. Call it before `fd` is closed; if it was closed already (by another
+    /// thread), the kernel has dropped it from the epoll set and only the slot is freed.
+    pub(crate) fn forget_fd(&mut self, fd: RawFd, parked: &mut Vec<W>) -> bool {
+        let Some((token, _)) = self.borrowed.remove(&fd) else { return false };
+        if let Err(e) = self.deregister(&mut SourceFd(&fd), token, parked) {
+            log::debug!("reactor: forgetting borrowed fd {fd}: {e}");
+        }
+        true
     }
 
     /// Removes `source`, moving the waiters still parked on it into `parked` (readers first, then
@@ -228,16 +281,6 @@ impl<W> Reactor<W> {
         parked.extend(reg.writers.drain(..));
         self.free_slot(token.0 & INDEX_MASK);
         self.poll.registry().deregister(source)
-    }
-
-    /// [`deregister`](Self::deregister) for a raw file descriptor; call it before closing `fd`.
-    pub(crate) fn deregister_fd(
-        &mut self,
-        fd: RawFd,
-        token: Token,
-        parked: &mut Vec<W>,
-    ) -> io::Result<()> {
-        self.deregister(&mut SourceFd(&fd), token, parked)
     }
 
     /// Parks `w` on `token` for `dir`, behind any earlier waiters. Hands `w` back if `token` is
@@ -427,7 +470,7 @@ mod tests {
     fn read_waiter_woken_exactly_once() {
         let mut r = Reactor::new().unwrap();
         let (mut a, mut b) = mio::net::UnixStream::pair().unwrap();
-        let ta = r.register(&mut a).unwrap();
+        let ta = r.register(&mut a, &mut Vec::new()).unwrap();
         r.add_waiter(ta, Direction::Read, 1).unwrap();
         // Registration reports the socket writable; nobody waits for that, so nothing wakes.
         assert_eq!(poll_now(&mut r), []);
@@ -450,7 +493,7 @@ mod tests {
     fn removed_waiter_is_not_woken_and_all_others_are_fifo() {
         let mut r = Reactor::new().unwrap();
         let (mut a, mut b) = mio::net::UnixStream::pair().unwrap();
-        let ta = r.register(&mut a).unwrap();
+        let ta = r.register(&mut a, &mut Vec::new()).unwrap();
         assert_eq!(poll_now(&mut r), []);
         for w in [1, 2, 3] {
             r.add_waiter(ta, Direction::Read, w).unwrap();
@@ -467,7 +510,7 @@ mod tests {
     fn deregister_returns_parked_waiters_and_kills_the_token() {
         let mut r = Reactor::new().unwrap();
         let (mut a, _b) = mio::net::UnixStream::pair().unwrap();
-        let ta = r.register(&mut a).unwrap();
+        let ta = r.register(&mut a, &mut Vec::new()).unwrap();
         r.add_waiter(ta, Direction::Write, 2).unwrap();
         r.add_waiter(ta, Direction::Read, 1).unwrap();
         let mut parked = Vec::new();
@@ -482,7 +525,7 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
 
         // The slot is reused under a new generation; the old token still does not alias it.
-        let ta2 = r.register(&mut a).unwrap();
+        let ta2 = r.register(&mut a, &mut Vec::new()).unwrap();
         assert_eq!(ta2.0 & INDEX_MASK, ta.0 & INDEX_MASK);
         assert_ne!(ta2, ta);
         assert_eq!(r.add_waiter(ta, Direction::Read, 4), Err(4));
@@ -495,7 +538,7 @@ mod tests {
     fn hang_up_wakes_both_directions() {
         let mut r = Reactor::new().unwrap();
         let (mut a, b) = mio::net::UnixStream::pair().unwrap();
-        let ta = r.register(&mut a).unwrap();
+        let ta = r.register(&mut a, &mut Vec::new()).unwrap();
         assert_eq!(poll_now(&mut r), []); // the initial writable edge
         r.add_waiter(ta, Direction::Read, 1).unwrap();
         r.add_waiter(ta, Direction::Write, 2).unwrap();
@@ -509,7 +552,7 @@ mod tests {
     fn listener_accept_readiness() {
         let mut r = Reactor::new().unwrap();
         let mut l = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let tl = r.register(&mut l).unwrap();
+        let tl = r.register(&mut l, &mut Vec::new()).unwrap();
         r.add_waiter(tl, Direction::Read, 7).unwrap();
         assert_eq!(poll_now(&mut r), []);
         let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -518,18 +561,45 @@ mod tests {
     }
 
     #[test]
-    fn raw_fd_registration() {
+    fn a_borrowed_fd_keeps_its_token_until_its_tag_changes_or_it_is_forgotten() {
         let mut r = Reactor::new().unwrap();
         let (reader, mut writer) = std::io::pipe().unwrap();
         let fd = reader.as_raw_fd();
-        let t = r.register_fd(fd).unwrap();
+        let mut parked = Vec::new();
+        let t = r.borrowed_fd(fd, 1, &mut parked).unwrap();
+        assert_eq!(r.borrowed_fd(fd, 1, &mut parked).unwrap(), t);
         r.add_waiter(t, Direction::Read, 9).unwrap();
         assert_eq!(poll_now(&mut r), []);
         writer.write_all(b"z").unwrap();
         assert_eq!(poll_until_woken(&mut r), [9]);
+        // A new tag (the fd number was closed and reused): a new registration, and whoever
+        // waited on the old one is handed back.
+        r.add_waiter(t, Direction::Read, 10).unwrap();
+        let t2 = r.borrowed_fd(fd, 2, &mut parked).unwrap();
+        assert_ne!(t2, t);
+        assert_eq!(parked, [10]);
+        assert_eq!(r.len(), 1);
+        assert!(r.forget_fd(fd, &mut parked));
+        assert!(!r.forget_fd(fd, &mut parked));
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn an_owner_takes_over_a_borrowed_fd_and_its_waiters_are_handed_back() {
+        let mut r = Reactor::new().unwrap();
+        let (mut a, mut b) = mio::net::UnixStream::pair().unwrap();
         let mut parked = Vec::new();
-        r.deregister_fd(fd, t, &mut parked).unwrap();
-        assert!(parked.is_empty());
+        let t = r.borrowed_fd(a.as_raw_fd(), 1, &mut parked).unwrap();
+        r.add_waiter(t, Direction::Read, 3).unwrap();
+        let ta = r.register(&mut a, &mut parked).unwrap();
+        assert_eq!(parked, [3]);
+        assert_eq!(r.len(), 1);
+        assert!(!r.forget_fd(a.as_raw_fd(), &mut parked), "no longer borrowed");
+        r.add_waiter(ta, Direction::Read, 4).unwrap();
+        b.write_all(b"z").unwrap();
+        assert_eq!(poll_until_woken(&mut r), [4]);
+        // An fd its owner registered twice is still an error.
+        assert!(r.register(&mut a, &mut parked).is_err());
     }
 
     /// Polls until `token` is read-ready or ten seconds pass (a hang guard, not a timing assert).
@@ -545,7 +615,7 @@ mod tests {
     fn drained_until_a_read_event_is_polled_even_with_nobody_waiting() {
         let mut r = Reactor::<u32>::new().unwrap();
         let (mut a, mut b) = mio::net::UnixStream::pair().unwrap();
-        let ta = r.register(&mut a).unwrap();
+        let ta = r.register(&mut a, &mut Vec::new()).unwrap();
         assert!(r.read_ready(ta), "a new registration is not known to be drained");
         r.mark_drained(ta);
         assert!(!r.read_ready(ta));
@@ -567,7 +637,7 @@ mod tests {
     fn mark_unknown_undoes_a_drain_and_stale_tokens_are_ready() {
         let mut r = Reactor::<u32>::new().unwrap();
         let (mut a, _b) = mio::net::UnixStream::pair().unwrap();
-        let ta = r.register(&mut a).unwrap();
+        let ta = r.register(&mut a, &mut Vec::new()).unwrap();
         r.mark_drained(ta);
         r.mark_unknown(ta);
         assert!(r.read_ready(ta));
@@ -578,7 +648,7 @@ mod tests {
         assert!(r.read_ready(ta));
         r.mark_drained(ta);
         assert!(r.read_ready(ta));
-        let ta2 = r.register(&mut a).unwrap();
+        let ta2 = r.register(&mut a, &mut Vec::new()).unwrap();
         assert!(r.read_ready(ta2), "a reused slot starts unknown");
     }
 
@@ -586,7 +656,7 @@ mod tests {
     fn read_closed_is_sticky() {
         let mut r = Reactor::<u32>::new().unwrap();
         let (mut a, mut b) = mio::net::UnixStream::pair().unwrap();
-        let ta = r.register(&mut a).unwrap();
+        let ta = r.register(&mut a, &mut Vec::new()).unwrap();
         assert_eq!(poll_now(&mut r), []);
         // Data and EOF before the poll: a read may take both, and no event will follow.
         b.write_all(b"bye").unwrap();
@@ -608,7 +678,7 @@ mod tests {
         let (s, _) = l.accept().unwrap();
         s.set_nonblocking(true).unwrap();
         let mut s = mio::net::TcpStream::from_std(s);
-        let ts = r.register(&mut s).unwrap();
+        let ts = r.register(&mut s, &mut Vec::new()).unwrap();
         assert_eq!(poll_now(&mut r), []);
         r.mark_drained(ts);
         // SAFETY: `c` is a live socket and the buffer is one valid byte.
@@ -624,7 +694,7 @@ mod tests {
     fn waker_is_reported_and_wakes_no_waiter() {
         let mut r = Reactor::new().unwrap();
         let (mut a, _b) = mio::net::UnixStream::pair().unwrap();
-        let ta = r.register(&mut a).unwrap();
+        let ta = r.register(&mut a, &mut Vec::new()).unwrap();
         assert_eq!(poll_now(&mut r), []);
         r.add_waiter(ta, Direction::Read, 1).unwrap();
         r.waker().wake().unwrap();

@@ -26,7 +26,6 @@
 //!    logger, a signal handler) passes straight through.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use std::io;
 use std::os::fd::RawFd;
@@ -37,7 +36,6 @@ use std::time::{Duration, Instant};
 use libc::{
     iovec, msghdr, nfds_t, pollfd, size_t, sockaddr, socklen_t, ssize_t, timespec, useconds_t,
 };
-use mio::Token;
 
 use super::fd_table::{self, FOREIGN, MANAGED, OURS_NB, SHARED, USER_NB};
 use super::{PATCHED, real};
@@ -54,9 +52,6 @@ use crate::hub::scheduler::{self, Hub};
 thread_local! {
     /// Rule 5. `const` and drop-free: readable before main and during teardown.
     static BUSY: Cell<bool> = const { Cell::new(false) };
-    /// This thread's reactor registrations: fd -> (token, fd generation at registration).
-    /// Per thread because each hub has its own epoll.
-    static REGS: RefCell<HashMap<RawFd, (Token, u32)>> = RefCell::new(HashMap::new());
     /// Fibers killed while inside a hook (rule 3): their later hooked waits fail at once.
     static CANCELLED: RefCell<Vec<Coroutine>> = const { RefCell::new(Vec::new()) };
 }
@@ -204,8 +199,9 @@ fn block<T>(f: impl FnOnce() -> io::Result<T>) -> Result<T, c_int> {
 ///
 /// This is the only place monkey waits on an fd (rule 4). Call it only right after the
 /// operation failed with EAGAIN, without switching in between. Unlike the net layer's sockets,
-/// which register once and deregister on drop, a patched fd can be closed behind our back: the
-/// registration lives in `REGS`, and the fd table's close generation tells a waiter its fd went.
+/// which register once and deregister on drop, a patched fd can be closed behind our back: it is
+/// registered as a borrowed fd (reactor.rs) tagged with the fd table's close generation, which
+/// also tells a waiter its fd went.
 pub(crate) fn wait_fd(fd: RawFd, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
     let ebadf = || io::Error::from_raw_os_error(libc::EBADF);
     let generation = fd_table::get(fd).ok_or_else(ebadf)?.generation();
@@ -213,7 +209,7 @@ pub(crate) fn wait_fd(fd: RawFd, dir: Direction, deadline: Option<Instant>) -> i
     {
         let _busy = Busy::enter().ok_or_else(|| io::Error::other("re-entrant wait"))?;
         scheduler::with(|hub| {
-            let token = token_for(hub, fd, generation)?;
+            let token = park::with_reactor(hub, |r, parked| r.borrowed_fd(fd, generation, parked))?;
             if w.set_io(hub, token, dir) { Ok(()) } else { Err(ebadf()) }
         })?;
     }
@@ -229,36 +225,6 @@ pub(crate) fn wait_fd(fd: RawFd, dir: Direction, deadline: Option<Instant>) -> i
     }
 }
 
-/// The reactor token of `fd` on this thread, registering it (again, if the number was closed
-/// and reused since) as needed.
-fn token_for(hub: &Hub, fd: RawFd, generation: u32) -> io::Result<Token> {
-    // `try_with`: a thread-local destructor may wait on an fd after REGS is gone.
-    let r = REGS.try_with(|regs| {
-        let mut regs = regs.borrow_mut();
-        if let Some(&(token, g)) = regs.get(&fd) {
-            if g == generation {
-                return Ok(token);
-            }
-            // Closed and reused where we did not see it (another thread closed it).
-            forget_in(hub, fd, token);
-            regs.remove(&fd);
-        }
-        let token = hub.reactor.borrow_mut().register_fd(fd)?;
-        regs.insert(fd, (token, generation));
-        Ok(token)
-    });
-    r.unwrap_or_else(|_| Err(io::Error::other("greenfiber: hooked wait during thread teardown")))
-}
-
-/// Deregisters `fd` from this hub and wakes whoever waits on it (they find a new generation).
-fn forget_in(hub: &Hub, fd: RawFd, token: Token) {
-    let mut parked = Vec::new();
-    let _ = hub.reactor.borrow_mut().deregister_fd(fd, token, &mut parked);
-    for w in parked {
-        park::unpark_io(hub, w);
-    }
-}
-
 /// `fd` is about to be closed (or replaced by dup2/dup3): drop this thread's registration.
 /// Returns true if the fd was known, so its generation must be bumped.
 fn before_close(fd: c_int) -> bool {
@@ -269,10 +235,8 @@ fn before_close(fd: c_int) -> bool {
     if scheduler::is_live()
         && let Some(_busy) = Busy::enter()
     {
-        let reg = REGS.try_with(|r| r.borrow_mut().remove(&fd)).ok().flatten();
-        if let Some((token, _)) = reg {
-            scheduler::try_with(|hub| forget_in(hub, fd, token));
-        }
+        // Whoever waits on it wakes and finds a new generation.
+        scheduler::try_with(|hub| park::with_reactor(hub, |r, parked| r.forget_fd(fd, parked)));
     }
     true
 }

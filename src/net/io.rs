@@ -31,12 +31,13 @@
 use std::cell::Cell;
 use std::io;
 use std::marker::PhantomData;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::Token;
 use mio::event::Source;
 
-use crate::hub::park::{Waiter, Wake};
+use crate::hub::park::{self, Waiter, Wake};
 use crate::hub::reactor::Direction;
 use crate::hub::scheduler;
 
@@ -48,13 +49,19 @@ pub(crate) struct Registered<S: Source> {
     _not_send: PhantomData<*const ()>,
 }
 
-impl<S: Source> Registered<S> {
-    /// Registers `source` for both directions with this thread's hub.
+impl<S: Source + AsRawFd> Registered<S> {
+    /// Registers `source` for both directions with this thread's hub. A socket that patched
+    /// std code waited on (the `monkey` feature) is registered as a borrowed fd already: this
+    /// registration replaces that one (reactor, "Owned sources and borrowed fds").
     pub(crate) fn new(mut source: S) -> io::Result<Registered<S>> {
-        let token = scheduler::with(|hub| hub.reactor.borrow_mut().register(&mut source))?;
+        let token = scheduler::with(|hub| {
+            park::with_reactor(hub, |reactor, parked| reactor.register(&mut source, parked))
+        })?;
         Ok(Registered { source, token, _not_send: PhantomData })
     }
+}
 
+impl<S: Source> Registered<S> {
     /// The source, for operations that never block (addresses, options).
     pub(crate) fn get(&self) -> &S {
         &self.source
@@ -131,17 +138,14 @@ fn is_short(n: usize, len: usize) -> bool {
 
 impl<S: Source> Drop for Registered<S> {
     fn drop(&mut self) {
-        let mut parked = Vec::new();
+        // Nobody can be parked on a socket being dropped (they would hold a borrow of it), but
+        // if it happens, `with_reactor` wakes them: their retry sees the error, not a hang.
         scheduler::try_with(|hub| {
-            let r = hub.reactor.borrow_mut().deregister(&mut self.source, self.token, &mut parked);
-            if let Err(e) = r {
-                log::debug!("net: deregistering {:?}: {e}", self.token);
-            }
-            // Nobody can be parked on a socket being dropped (they would hold a borrow of it),
-            // but if it happens, wake them: their retry sees the error, not a hang.
-            for w in parked {
-                crate::hub::park::unpark_io(hub, w);
-            }
+            park::with_reactor(hub, |reactor, parked| {
+                if let Err(e) = reactor.deregister(&mut self.source, self.token, parked) {
+                    log::debug!("net: deregistering {:?}: {e}", self.token);
+                }
+            })
         });
     }
 }
