@@ -77,9 +77,8 @@ impl<S: Source> Registered<S> {
         mut op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
         // Fast path: no waiter, no clock.
-        match op(&self.source) {
-            Err(e) if would_block(&e) => {}
-            r => return r,
+        if let Some(r) = attempt(|| op(&self.source)) {
+            return r;
         }
         wait_loop(self.token, dir, timeout, || op(&self.source))
     }
@@ -102,13 +101,11 @@ impl<S: Source> Registered<S> {
         let r = 'io: {
             // In non-blocking mode (a zero wait) the read is always tried: the drained mark
             // is cleared only by a poll, which a caller that never parks may never cause.
-            if timeout == Some(Duration::ZERO)
-                || scheduler::with(|hub| hub.reactor.borrow().read_ready(self.token))
+            if (timeout == Some(Duration::ZERO)
+                || scheduler::with(|hub| hub.reactor.borrow().read_ready(self.token)))
+                && let Some(r) = attempt(|| op(&self.source))
             {
-                match op(&self.source) {
-                    Err(e) if would_block(&e) => {}
-                    r => break 'io r,
-                }
+                break 'io r;
             }
             wait_loop(self.token, Direction::Read, timeout, || op(&self.source))
         };
@@ -150,8 +147,16 @@ impl<S: Source> Drop for Registered<S> {
     }
 }
 
-fn would_block(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+/// Runs `op` once, and again while it is interrupted (EINTR); `None` if it would block.
+#[inline(always)]
+fn attempt<R>(mut op: impl FnMut() -> io::Result<R>) -> Option<io::Result<R>> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            r => return Some(r),
+        }
+    }
 }
 
 /// The slow half of [`Registered::do_io`]: the loop in the module diagram.
@@ -176,12 +181,8 @@ fn wait_loop<R>(
         }
         // SWITCH: other fibers run; `op`'s captures are ours and unchanged.
         let wake = w.park(deadline);
-        loop {
-            match op() {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                r => return r,
-            }
+        if let Some(r) = attempt(&mut op) {
+            return r;
         }
         if wake == Wake::TimedOut {
             return Err(timed_out());
@@ -453,5 +454,25 @@ mod tests {
         crate::hub::killall(&readers);
         assert_eq!(count(), (0, Some(0)));
         assert_eq!(readers.iter().filter(|g| g.successful()).count(), 1);
+    }
+
+    #[test]
+    fn an_interrupted_operation_is_tried_again_in_every_mode() {
+        let (a, _b) = mio::net::UnixStream::pair().unwrap();
+        let reg = Registered::new(a).unwrap();
+        for timeout in [None, Some(Duration::ZERO), Some(Duration::from_secs(5))] {
+            let mut tries = 0;
+            let r = reg.do_io(Direction::Write, timeout, |_| {
+                tries += 1;
+                if tries < 3 { Err(io::ErrorKind::Interrupted.into()) } else { Ok(tries) }
+            });
+            assert_eq!(r.unwrap(), 3, "{timeout:?}");
+            let mut tries = 0;
+            let r = reg.do_read(8, timeout, |_| {
+                tries += 1;
+                if tries < 2 { Err(io::ErrorKind::Interrupted.into()) } else { Ok(8) }
+            });
+            assert_eq!(r.unwrap(), 8, "{timeout:?}");
+        }
     }
 }
