@@ -158,3 +158,36 @@ fn a_read_cut_short_by_a_passed_fd_does_not_strand_the_data_behind_it() {
     let got = greenfiber::with_timeout(Duration::from_secs(5), || reader.get().unwrap());
     assert_eq!(got.expect("the reader stayed parked with data queued"), b"AAAABBBB");
 }
+
+#[test]
+fn from_std_takes_over_std_unix_sockets_with_their_timeouts_and_mode() {
+    let path = sock_path("from-std");
+    let l = UnixListener::from_std(std::os::unix::net::UnixListener::bind(&path).unwrap()).unwrap();
+    let server = spawn(move || {
+        let (mut s, _) = l.accept().unwrap(); // parks until the client connects
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+    });
+    let c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(30))).unwrap();
+    let mut c = UnixStream::from_std(c).unwrap();
+    // (The kernel keeps SO_RCVTIMEO in ticks, so std reads back 30 ms rounded up.)
+    assert!(c.read_timeout().unwrap() >= Some(Duration::from_millis(30)));
+    // The timeout carries over: a read with nothing to come gives WouldBlock after it.
+    assert_eq!(c.read(&mut [0u8; 4]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    c.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    c.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+    server.join();
+    // A non-blocking mode carries over too.
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let a = UnixStream::from_std(a).unwrap();
+    assert_eq!((&a).read(&mut [0u8; 4]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    let l = std::os::unix::net::UnixListener::bind(sock_path("from-std-nb")).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let l = UnixListener::from_std(l).unwrap();
+    assert_eq!(l.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+}

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::io::{Registered, Timeouts};
+use super::sys;
 use crate::hub::reactor::Direction::Read as R;
 
 /// A Unix-domain socket server (`std::os::unix::net::UnixListener`, cooperative). `!Send`.
@@ -36,6 +37,14 @@ impl UnixListener {
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
         let l = mio::net::UnixListener::bind(path)?;
         Ok(UnixListener { io: Registered::new(l)?, timeouts: Rc::default() })
+    }
+
+    /// Takes over a listening std socket, making it non-blocking underneath; a listener the
+    /// program had made non-blocking stays so (its `accept` gives `WouldBlock`).
+    pub fn from_std(l: std::os::unix::net::UnixListener) -> io::Result<UnixListener> {
+        let timeouts = Rc::new(Timeouts::new(None, None, sys::is_nonblocking(l.as_raw_fd())?));
+        l.set_nonblocking(true)?;
+        Ok(UnixListener { io: Registered::new(mio::net::UnixListener::from_std(l))?, timeouts })
     }
 
     /// Waits for a connection; the fiber parks while none is pending.
@@ -77,6 +86,15 @@ impl<'a> Iterator for UnixIncoming<'a> {
 impl UnixStream {
     fn from_mio(s: mio::net::UnixStream) -> io::Result<UnixStream> {
         Ok(UnixStream { io: Registered::new(s)?, timeouts: Rc::default() })
+    }
+
+    /// Takes over a connected std stream, making it non-blocking underneath; its read and
+    /// write timeouts carry over, and so does a non-blocking mode the program had set.
+    pub fn from_std(s: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+        let nb = sys::is_nonblocking(s.as_raw_fd())?;
+        let timeouts = Rc::new(Timeouts::new(s.read_timeout()?, s.write_timeout()?, nb));
+        s.set_nonblocking(true)?;
+        Ok(UnixStream { io: Registered::new(mio::net::UnixStream::from_std(s))?, timeouts })
     }
 
     /// Connects to the socket file `path`. A Unix-domain connect completes at once or fails;
