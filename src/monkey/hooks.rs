@@ -22,8 +22,10 @@
 //!    the C caller: [`block`] catches it and turns it into an error return (see mod.rs, Limits).
 //! 4. Nothing waits on an fd except [`wait_fd`], and it waits only right after the operation
 //!    failed with EAGAIN, with no switch in between (reactor rule 1).
-//! 5. While the slow path holds hub state ([`Busy`]), a hooked call made on the same thread (a
-//!    logger, a signal handler) passes straight through.
+//! 5. While the slow path holds hub state ([`Busy`]), or the hub's reactor is borrowed (a log
+//!    line that mio or the reactor writes in the middle of a registration change), a hooked call
+//!    made on the same thread (a logger, a signal handler) passes straight through
+//!    ([`reactor_busy`]).
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
@@ -148,7 +150,16 @@ fn in_fiber() -> bool {
         return false;
     }
     let Some(cur) = try_current() else { return false };
-    scheduler::try_with(|hub| cur != hub.co && (!cur.is_main() || has_work(hub))).unwrap_or(false)
+    scheduler::try_with(|hub| {
+        cur != hub.co && !reactor_busy(hub) && (!cur.is_main() || has_work(hub))
+    })
+    .unwrap_or(false)
+}
+
+/// Rule 5: true while this thread's reactor is borrowed, so this hooked call comes from inside
+/// a reactor change (a logger called there) and must not touch the reactor.
+fn reactor_busy(hub: &Hub) -> bool {
+    hub.reactor.try_borrow_mut().is_err()
 }
 
 fn has_work(hub: &Hub) -> bool {
@@ -235,8 +246,14 @@ fn before_close(fd: c_int) -> bool {
     if scheduler::is_live()
         && let Some(_busy) = Busy::enter()
     {
-        // Whoever waits on it wakes and finds a new generation.
-        scheduler::try_with(|hub| park::with_reactor(hub, |r, parked| r.forget_fd(fd, parked)));
+        // Whoever waits on it wakes and finds a new generation. A close made inside a reactor
+        // change (rule 5) leaves the registration: the kernel drops a closed fd from epoll by
+        // itself, and the next registration of the number replaces the stale entry.
+        scheduler::try_with(|hub| {
+            if !reactor_busy(hub) {
+                park::with_reactor(hub, |r, parked| r.forget_fd(fd, parked));
+            }
+        });
     }
     true
 }
