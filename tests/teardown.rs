@@ -121,3 +121,32 @@ fn killall_and_group_kill_after_the_hub_is_gone_return() {
         greenfiber::yield_now(); // both park; the hub is created after GUARD, so dies first
     });
 }
+
+#[test]
+fn a_long_parent_chain_dropped_after_the_coroutine_state_is_gone_does_not_recurse() {
+    // Each coroutine is the parent of the next, and a thread-local destroyed after the thread's
+    // coroutine state holds the leaf: the chain is released with no state to queue links in,
+    // which must not take one stack frame per level (20,000 of them overflow this thread).
+    struct Late(RefCell<Option<Coroutine>>);
+    impl Drop for Late {
+        fn drop(&mut self) {
+            drop(self.0.borrow_mut().take());
+        }
+    }
+    thread_local! {
+        static LATE: Late = const { Late(RefCell::new(None)) };
+    }
+    let t = std::thread::Builder::new().stack_size(256 << 10).spawn(|| {
+        LATE.with(|_| {}); // first used, so destroyed last
+        let mut prev: Option<Coroutine> = None;
+        for _ in 0..20_000 {
+            let mut b = Coroutine::builder();
+            if let Some(p) = &prev {
+                b = b.parent(p);
+            }
+            prev = Some(b.build(|()| ()));
+        }
+        LATE.with(|l| *l.0.borrow_mut() = prev);
+    });
+    t.unwrap().join().expect("the thread panicked");
+}

@@ -162,13 +162,19 @@ unsafe fn release(block: NonNull<Counted>) {
         // (directly, or through a free list it was taken from).
         unsafe { dealloc(block.as_ptr() as *mut u8, Layout::new::<Counted>()) };
     }
-    if let Some(p) = parent {
-        if p.0.count() > 1 {
-            // Not the parent's last handle: only a decrement, nothing released in turn.
+    let Some(p) = parent else { return };
+    if p.0.count() > 1 {
+        // Not the parent's last handle: only a decrement, nothing released in turn.
+        drop(p);
+    } else if thread::if_live(|_| ()).is_some() {
+        thread::with(move |ts| ts.drop_parent_link(p));
+    } else {
+        // Thread teardown (a thread-local destroyed after the thread's state held the chain):
+        // no state to queue links in, so the chain is unlinked here, one level per turn.
+        let mut next = Some(p);
+        while let Some(p) = next {
+            next = if p.0.count() == 1 { p.0.parent.borrow_mut().take() } else { None };
             drop(p);
-        } else {
-            // During thread teardown the closure is not called and drops `p` as it goes.
-            let _ = thread::if_live(move |ts| ts.drop_parent_link(p));
         }
     }
 }
