@@ -104,7 +104,13 @@ impl Coroutine {
     /// live ancestor, except a `GreenletExit`, which the dead one eats: it arrives there as a
     /// value.
     pub fn throw<E: Any + Send + 'static>(&self, payload: E) -> Box<dyn Any> {
-        switch::transfer::<Box<dyn Any>>(self, Msg::Raise(Box::new(payload)))
+        self.raise(Box::new(payload))
+    }
+
+    /// [`throw`](Self::throw) of a payload that is boxed already (one caught by
+    /// `catch_unwind`), so it arrives as itself and not boxed twice.
+    pub(crate) fn raise(&self, payload: Box<dyn Any + Send>) -> Box<dyn Any> {
+        switch::transfer::<Box<dyn Any>>(self, Msg::Raise(payload))
     }
 
     /// Kills this coroutine: raises [`GreenletExit`] at its pending switch so its stack unwinds

@@ -235,6 +235,12 @@ impl<T: 'static> Greenlet<T> {
     /// wait if the fiber catches the exit and goes on blocking. Called from the hub itself, it
     /// raises the exit directly.
     ///
+    /// A fiber that blocks inside a destructor while it unwinds (its cleanup sleeps, or writes
+    /// a goodbye, after a first kill, a timeout or a panic) is not raised into there: Rust would
+    /// abort the process for a panic leaving a destructor during an unwind. The kill waits
+    /// until no coroutine of the thread is unwinding, and is raised then if the fiber still
+    /// lives; a `with_timeout` the cleanup itself sets still fires inside it.
+    ///
     /// A killed fiber is [`ready`](Greenlet::ready) but not
     /// [`successful`](Greenlet::successful), and `get()` returns `Err(Error::Killed)` (gevent
     /// returns a `GreenletExit` value instead; Rust has no such value of type `T`).

@@ -23,6 +23,16 @@
 //! 4. A [`WaitList`] caller checks its state and enqueues with no switch in between; granting
 //!    unlinks an entry in the same step as it stores the grant, and only the waiter's own guard
 //!    unlinks a waiting entry (see `WaitList`'s state table).
+//! 5. Nothing is raised into a destructor that runs during an unwind. A coroutine that parks
+//!    while any coroutine of the thread is unwinding (`std::thread::panicking()`) may be parked
+//!    inside such a destructor (a fiber killed, whose cleanup sleeps or writes a goodbye), and
+//!    a panic leaving a destructor during an unwind aborts the process. So a kill, timeout or
+//!    throw that reaches such a park while some coroutine is still unwinding is kept in
+//!    `Hub::deferred` and the park goes on; the hub raises it once no coroutine is unwinding
+//!    (a coroutine that died meanwhile needs none). The exception is a timeout whose
+//!    `with_timeout` itself began during an unwind: it sits inside the cleanup and catches its
+//!    timeout there, so it is raised at once. A park that begins with no coroutine unwinding
+//!    cannot be inside such a destructor, and pays one load for this check.
 //!
 //! | state  | meaning                                   | who moves it on                         |
 //! |--------|-------------------------------------------|-----------------------------------------|
@@ -32,7 +42,9 @@
 //! | Woken  | in the ready queue with a reason          | the hub or a parking coroutine runs it; |
 //! |        |                                           | `park` → Idle                           |
 
+use std::any::Any;
 use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -42,6 +54,7 @@ use mio::Token;
 use super::reactor::{Direction, Reactor};
 use super::remote::Remote;
 use super::scheduler::{self, Hub, TimerAction};
+use super::time::TimeoutFired;
 use crate::coroutine::{Coroutine, current};
 
 /// Why a park ended.
@@ -166,8 +179,13 @@ impl Waiter {
         // Hand-off (scheduler.rs): while the hub's round lasts, switch straight to the next
         // ready coroutine, which is what the hub would do next; else to the hub.
         let next = hub.next_ready();
-        // SWITCH: every other coroutine may run; only `self` and `hub` are known to be unchanged.
-        let () = next.as_ref().unwrap_or(&hub.co).switch(());
+        if std::thread::panicking() {
+            self.switch_while_unwinding(hub, next);
+        } else {
+            // SWITCH: every other coroutine may run; only `self` and `hub` are known to be
+            // unchanged.
+            let () = next.as_ref().unwrap_or(&hub.co).switch(());
+        }
         match self.state.get() {
             State::Woken(Wake::LoopExit) => {
                 let msg = hub.loop_exit.take().unwrap_or_default();
@@ -176,6 +194,37 @@ impl Waiter {
             State::Woken(w) => w,
             // A raw switch into this coroutine (not by the hub or a hand-off): spurious.
             State::Parked | State::Idle => Wake::Woken,
+        }
+    }
+}
+
+impl Waiter {
+    /// The park's switch while a coroutine of this thread is unwinding (rule 5): a raise that
+    /// arrives while one still is, other than a timeout set during an unwind, is kept for the
+    /// hub to raise later, and the park goes on.
+    #[cold]
+    #[inline(never)]
+    fn switch_while_unwinding(&self, hub: &Hub, mut next: Option<Coroutine>) {
+        loop {
+            let to = next.take();
+            // SWITCH: as in `park_in`. It waits for any value (what resumes a park sends `()`):
+            // a second user of `park_in`'s own switch instance here made the compiler stop
+            // inlining that one into `park_in`, at +27 instructions a yield.
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                let _: Box<dyn Any> = to.as_ref().unwrap_or(&hub.co).switch(());
+            }));
+            let Err(payload) = r else { return };
+            let set_in_cleanup = payload.downcast_ref::<TimeoutFired>().is_some_and(|t| t.cleanup);
+            if set_in_cleanup || !std::thread::panicking() {
+                resume_unwind(payload);
+            }
+            log::debug!(
+                "greenfiber: {:?} parked while a coroutine unwinds: a raise into it waits until \
+                 none does",
+                self.co
+            );
+            hub.deferred.borrow_mut().push((self.co.clone(), payload));
+            // Back to waiting: to the hub, which runs what is ready.
         }
     }
 }

@@ -37,6 +37,7 @@
 //! without the hub (its guards look the hub up with `try_with` and find none) and ends into
 //! main, the hub's parent.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -53,7 +54,9 @@ pub(crate) enum TimerAction {
     Wake(WaiterRef),
     /// Raise `with_timeout`'s payload in `co` at its blocking point. `key` is the cell in the
     /// `with_timeout` frame that holds this timer's current key (re-armed timers update it).
-    Raise { co: Coroutine, id: u64, key: *const Cell<Option<TimerKey>> },
+    /// `cleanup`: the `with_timeout` began while a coroutine of this thread was unwinding,
+    /// so it may be inside a destructor that runs during an unwind (see `TimeoutFired`).
+    Raise { co: Coroutine, id: u64, key: *const Cell<Option<TimerKey>>, cleanup: bool },
     /// Put a fiber spawned with `spawn_later` on the ready queue.
     Start(Coroutine),
 }
@@ -85,6 +88,9 @@ pub(crate) struct Hub {
     /// Live spawned fibers, for `fibers()` and the LoopExit message.
     pub(crate) fibers: RefCell<Registry>,
     pub(crate) next_timeout_id: Cell<u64>,
+    /// Raises (kills, timeouts, throws) that reached a coroutine parked while a coroutine of
+    /// this thread was unwinding, kept until none is (park.rs rule 5).
+    pub(crate) deferred: RefCell<Vec<(Coroutine, Box<dyn Any + Send>)>>,
 }
 
 thread_local! {
@@ -139,6 +145,7 @@ impl Hub {
             loop_exit: Cell::new(None),
             fibers: RefCell::new(Registry::default()),
             next_timeout_id: Cell::new(1),
+            deferred: RefCell::new(Vec::new()),
         };
         LIVE.with(|l| l.set(true));
         hub
@@ -159,8 +166,11 @@ impl Hub {
                 self.run_callbacks();
             }
             self.budget.set(0);
-            // 2. Callbacks.
+            // 2. Callbacks, and raises kept while a coroutine was unwinding.
             self.run_callbacks();
+            if !self.deferred.borrow().is_empty() && !std::thread::panicking() {
+                self.raise_deferred();
+            }
             // 3. Timers.
             let mut now = None;
             if !self.timers.borrow().is_empty() {
@@ -246,7 +256,7 @@ impl Hub {
         match action {
             TimerAction::Wake(w) => park::unpark_in(self, w, Wake::TimedOut),
             TimerAction::Start(co) => self.ready.borrow_mut().push_back(co),
-            TimerAction::Raise { co, id, key } => {
+            TimerAction::Raise { co, id, key, cleanup } => {
                 if co.is_dead() {
                     return;
                 }
@@ -259,7 +269,21 @@ impl Hub {
                 // in place.
                 unsafe { (*key).set(None) };
                 // SWITCH: raise the timeout in `co`; it runs until it blocks again.
-                let _ = co.throw(super::time::TimeoutFired { id });
+                let _ = co.throw(super::time::TimeoutFired { id, cleanup });
+            }
+        }
+    }
+
+    /// Raises what park.rs kept (rule 5) now that no coroutine of this thread is unwinding,
+    /// each where its coroutine is suspended now; one that died meanwhile needs none.
+    #[cold]
+    #[inline(never)]
+    fn raise_deferred(&self) {
+        let kept = std::mem::take(&mut *self.deferred.borrow_mut());
+        for (co, payload) in kept {
+            if !co.is_dead() {
+                // SWITCH: raise it in `co`; it runs until it blocks again.
+                let _ = co.raise(payload);
             }
         }
     }

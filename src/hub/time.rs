@@ -49,6 +49,10 @@ impl std::error::Error for Timeout {}
 #[derive(Debug)]
 pub(crate) struct TimeoutFired {
     pub(crate) id: u64,
+    /// The `with_timeout` began while a coroutine of the thread was unwinding: it may sit in a
+    /// destructor that runs during an unwind, and then catches its timeout right there, so
+    /// the timeout is raised even into a park that defers other raises (park.rs rule 5).
+    pub(crate) cleanup: bool,
 }
 
 /// Runs `f`, giving up after `d`: if `f` is still blocked when `d` has passed, its stack is
@@ -56,25 +60,39 @@ pub(crate) struct TimeoutFired {
 ///
 /// Timeouts nest: each fires on its own, whichever is shorter. A closure that never blocks
 /// cannot be interrupted (there is no preemption); it is checked at its next blocking call.
+/// A timeout that comes due while the closure's coroutine waits in a destructor during an
+/// unwind (a kill's cleanup) is raised only once no coroutine is unwinding, as a kill is
+/// ([`Greenlet::kill`](crate::Greenlet::kill)), unless this `with_timeout` is itself inside
+/// that cleanup.
 pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout> {
     let key = Cell::new(None);
     let id = scheduler::with(|hub| {
         let id = hub.next_timeout_id.get();
         hub.next_timeout_id.set(id + 1);
-        let action = TimerAction::Raise { co: current(), id, key: &key };
+        let cleanup = std::thread::panicking();
+        let action = TimerAction::Raise { co: current(), id, key: &key, cleanup };
         key.set(Some(hub.timers.borrow_mut().insert(after(d), action)));
         id
     });
-    // Cancels the timer however `f` ends, so it never fires into a later wait.
-    struct Cancel<'a>(&'a Cell<Option<super::timers::TimerKey>>);
+    // Cancels the timer however `f` ends, so it never fires into a later wait; a firing that
+    // park.rs kept for later (rule 5) is moot too once this frame ends.
+    struct Cancel<'a>(&'a Cell<Option<super::timers::TimerKey>>, u64);
     impl Drop for Cancel<'_> {
         fn drop(&mut self) {
-            if let Some(k) = self.0.take() {
-                scheduler::try_with(|hub| hub.timers.borrow_mut().cancel(k));
-            }
+            let key = self.0.take();
+            scheduler::try_with(|hub| {
+                if let Some(k) = key {
+                    hub.timers.borrow_mut().cancel(k);
+                } else if !hub.deferred.borrow().is_empty() {
+                    let mine = |p: &Box<dyn std::any::Any + Send>| {
+                        p.downcast_ref::<TimeoutFired>().is_some_and(|t| t.id == self.1)
+                    };
+                    hub.deferred.borrow_mut().retain(|(_, p)| !mine(p));
+                }
+            });
         }
     }
-    let cancel = Cancel(&key);
+    let cancel = Cancel(&key, id);
     let r = catch_unwind(AssertUnwindSafe(f));
     drop(cancel);
     match r {

@@ -1,0 +1,143 @@
+//! Layer 2: kills and timeouts that reach a fiber while it waits inside a destructor that runs
+//! during an unwind (a cleanup that sleeps, or writes a goodbye). Raising there would unwind
+//! out of the destructor, which Rust turns into an abort of the whole process; instead the
+//! raise waits until no coroutine is unwinding, and a cleanup's own timeouts still work.
+use std::cell::{Cell, RefCell};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::time::Duration;
+
+use greenfiber::{Greenlet, Timeout, sleep, spawn, with_timeout, yield_now};
+
+/// Sleeps `ms` in its destructor, then records that the cleanup ran to its end.
+struct SlowCleanup(u64, Rc<Cell<bool>>);
+impl Drop for SlowCleanup {
+    fn drop(&mut self) {
+        sleep(Duration::from_millis(self.0));
+        self.1.set(true);
+    }
+}
+
+/// A fiber parked in a long sleep that owns a `SlowCleanup` of `ms`.
+fn victim(ms: u64) -> (Greenlet<()>, Rc<Cell<bool>>) {
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let g = spawn(move || {
+        let _c = SlowCleanup(ms, d);
+        sleep(Duration::from_secs(3600));
+    });
+    yield_now();
+    (g, done)
+}
+
+#[test]
+fn a_second_kill_during_a_sleeping_cleanup_waits_for_it_instead_of_aborting() {
+    let (g, done) = victim(30);
+    let g1 = g.clone();
+    let first = spawn(move || g1.kill());
+    sleep(Duration::from_millis(5)); // the cleanup is sleeping now
+    g.kill();
+    first.join();
+    assert!(done.get(), "the cleanup was cut short");
+    assert!(g.ready() && !g.successful());
+}
+
+#[test]
+fn a_timeout_set_before_the_kill_that_fires_during_the_cleanup_is_moot() {
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let g = spawn(move || {
+        with_timeout(Duration::from_millis(10), || {
+            let _c = SlowCleanup(40, d);
+            sleep(Duration::from_secs(3600));
+        })
+    });
+    yield_now();
+    g.kill(); // the cleanup sleeps 40 ms; the 10 ms timeout fires meanwhile
+    assert!(done.get(), "the cleanup was cut short");
+    assert!(g.ready() && !g.successful());
+}
+
+#[test]
+fn a_timeout_set_inside_the_cleanup_still_bounds_it() {
+    struct BoundedCleanup(Rc<RefCell<Option<Result<(), Timeout>>>>);
+    impl Drop for BoundedCleanup {
+        fn drop(&mut self) {
+            let r = with_timeout(Duration::from_millis(10), || sleep(Duration::from_secs(3600)));
+            *self.0.borrow_mut() = Some(r);
+        }
+    }
+    let seen = Rc::new(RefCell::new(None));
+    let s = seen.clone();
+    let g = spawn(move || {
+        let _c = BoundedCleanup(s);
+        sleep(Duration::from_secs(3600));
+    });
+    yield_now();
+    let g1 = g.clone();
+    let _second = spawn(move || {
+        sleep(Duration::from_millis(2));
+        g1.kill(); // arrives while the bounded cleanup waits: kept, not raised there
+    });
+    g.kill();
+    assert_eq!(*seen.borrow(), Some(Err(Timeout)));
+}
+
+#[test]
+fn a_kill_during_the_unwind_of_a_panic_waits_for_the_cleanup() {
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let g = spawn(move || {
+        let _c = SlowCleanup(20, d);
+        sleep(Duration::from_millis(1));
+        panic!("a bug in the handler");
+    });
+    sleep(Duration::from_millis(5)); // it panicked, and its cleanup sleeps
+    g.kill();
+    assert!(done.get(), "the cleanup was cut short");
+    assert!(g.get().is_err());
+}
+
+#[test]
+fn a_kill_of_another_fiber_that_parked_during_someone_elses_unwind_is_delivered_after_it() {
+    // `other` parks while the victim's cleanup unwinds, so a kill that reaches it then is kept
+    // until that unwind is over; it must still arrive, and `other` dies of it.
+    let (g, done) = victim(30);
+    let other_ran_on = Rc::new(Cell::new(false));
+    let r = other_ran_on.clone();
+    let g1 = g.clone();
+    let killer = spawn(move || g1.kill());
+    sleep(Duration::from_millis(5)); // the victim's cleanup is sleeping
+    let other = spawn(move || {
+        sleep(Duration::from_secs(3600));
+        r.set(true);
+    });
+    yield_now(); // `other` parks, with the victim still unwinding
+    other.kill();
+    assert!(other.ready() && !other.successful() && !other_ran_on.get());
+    killer.join();
+    assert!(done.get());
+}
+
+#[test]
+fn a_fiber_that_caught_a_kill_and_lives_on_can_still_be_killed() {
+    let caught = Rc::new(Cell::new(0));
+    let c = caught.clone();
+    let g = spawn(move || {
+        let r = catch_unwind(AssertUnwindSafe(|| sleep(Duration::from_secs(3600))));
+        assert!(r.is_err());
+        c.set(1);
+        sleep(Duration::from_secs(3600)); // lives on after the first kill
+        c.set(2);
+    });
+    yield_now();
+    let g1 = g.clone();
+    let first = spawn(move || g1.kill());
+    sleep(Duration::from_millis(5));
+    assert_eq!(caught.get(), 1);
+    assert!(!g.ready());
+    g.kill();
+    assert!(g.ready() && !g.successful());
+    assert_eq!(caught.get(), 1);
+    drop(first);
+}
