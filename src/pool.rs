@@ -194,7 +194,9 @@ fn kill_groups(groups: &[&Group], deadline: Option<Instant>) -> bool {
         return false;
     }
     loop {
-        let all: Vec<_> = groups.iter().flat_map(|g| g.shoot_all()).collect();
+        let mut all: Vec<_> = groups.iter().flat_map(|g| g.shoot_all()).collect();
+        // A member that kills its own group from its cleanup is dying already: no wait for it.
+        all.retain(|m| !hub::unwind::is_dying_current(m.coroutine()));
         if all.is_empty() {
             return true;
         }

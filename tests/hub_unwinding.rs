@@ -99,23 +99,101 @@ fn a_kill_during_the_unwind_of_a_panic_waits_for_the_cleanup() {
 }
 
 #[test]
-fn a_kill_of_another_fiber_that_parked_during_someone_elses_unwind_is_delivered_after_it() {
-    // `other` parks while the victim's cleanup unwinds, so a kill that reaches it then is kept
-    // until that unwind is over; it must still arrive, and `other` dies of it.
-    let (g, done) = victim(30);
-    let other_ran_on = Rc::new(Cell::new(false));
-    let r = other_ran_on.clone();
+fn fibers_that_park_during_someone_elses_cleanup_are_killed_and_timed_out_at_once() {
+    // The thread has a panic under way (the victim's) while `other` and main park: a kill of
+    // `other` and main's own timeout must not wait for that cleanup to end.
+    let (g, done) = victim(200);
     let g1 = g.clone();
     let killer = spawn(move || g1.kill());
     sleep(Duration::from_millis(5)); // the victim's cleanup is sleeping
+    let other_ran_on = Rc::new(Cell::new(false));
+    let r = other_ran_on.clone();
     let other = spawn(move || {
         sleep(Duration::from_secs(3600));
         r.set(true);
     });
-    yield_now(); // `other` parks, with the victim still unwinding
+    yield_now(); // `other` starts and parks, with the victim unwinding
     other.kill();
     assert!(other.ready() && !other.successful() && !other_ran_on.get());
+    let r = with_timeout(Duration::from_millis(10), || sleep(Duration::from_secs(3600)));
+    assert_eq!(r, Err(Timeout));
+    assert!(!done.get(), "they waited for the other fiber's cleanup");
     killer.join();
+    assert!(done.get());
+}
+
+#[test]
+fn a_cleanup_may_kill_a_helper_fiber_and_its_own_group() {
+    let group = greenfiber::pool::Group::new();
+    let helper = group.spawn(|| {
+        loop {
+            sleep(Duration::from_millis(1)); // parks and resumes during the cleanup below
+        }
+    });
+    struct KillOnDrop(greenfiber::pool::Group, Rc<Cell<bool>>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            sleep(Duration::from_millis(5)); // a goodbye first
+            self.0.kill(); // includes this fiber, which is dying already
+            self.1.set(true);
+        }
+    }
+    let done = Rc::new(Cell::new(false));
+    let (grp, d) = (group.clone(), done.clone());
+    let me = group.spawn(move || {
+        let _k = KillOnDrop(grp, d);
+        sleep(Duration::from_secs(3600));
+    });
+    yield_now();
+    me.kill();
+    assert!(done.get());
+    assert!(helper.ready() && !helper.successful());
+}
+
+#[test]
+fn nested_timeouts_that_fire_during_a_cleanup_do_not_outlive_their_frames() {
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let g = spawn(move || {
+        let r = with_timeout(Duration::from_millis(30), || {
+            with_timeout(Duration::from_millis(20), || {
+                let _c = SlowCleanup(50, d);
+                sleep(Duration::from_secs(3600));
+            })
+        });
+        // Only reached if the kill was lost.
+        sleep(Duration::from_millis(100));
+        r
+    });
+    yield_now();
+    g.kill(); // both timeouts come due while the cleanup sleeps
+    assert!(done.get());
+    assert!(matches!(g.get(), Err(greenfiber::Error::Killed)), "{:?}", g.get());
+    sleep(Duration::from_millis(50)); // nothing kept for it is raised anywhere later
+}
+
+#[test]
+fn a_fiber_that_kills_itself_in_its_cleanup_goes_on_unwinding() {
+    struct SelfKill(Rc<RefCell<Option<Greenlet<()>>>>, Rc<Cell<bool>>);
+    impl Drop for SelfKill {
+        fn drop(&mut self) {
+            let me = self.0.borrow_mut().take().unwrap();
+            me.kill(); // dying already: nothing to raise, nothing to wait for
+            greenfiber::killall(&[me]);
+            sleep(Duration::from_millis(2));
+            self.1.set(true);
+        }
+    }
+    let slot = Rc::new(RefCell::new(None));
+    let done = Rc::new(Cell::new(false));
+    let (s, d) = (slot.clone(), done.clone());
+    let g = spawn(move || {
+        let _k = SelfKill(s, d);
+        sleep(Duration::from_secs(3600));
+    });
+    *slot.borrow_mut() = Some(g.clone());
+    yield_now();
+    g.kill();
     assert!(done.get());
 }
 

@@ -75,6 +75,7 @@ impl Builder {
                     yielder: Cell::new(std::ptr::null()),
                     raw: UnsafeCell::new(None),
                     park_slot: Cell::new(std::ptr::null()),
+                    hub_flags: Cell::new(0),
                 },
             )
         });

@@ -63,6 +63,7 @@ impl Coroutine {
             yielder: Cell::new(std::ptr::null()),
             raw: UnsafeCell::new(None),
             park_slot: Cell::new(std::ptr::null()),
+            hub_flags: Cell::new(0),
         }))
     }
 
@@ -198,6 +199,12 @@ impl Coroutine {
     /// current wait record here. Layer 1 never reads it.
     pub(crate) fn park_slot(&self) -> &Cell<*const ()> {
         &self.0.park_slot
+    }
+
+    /// A byte for the scheduler above layer 1: the hub's per-coroutine state bits (whether it
+    /// may be unwinding). Layer 1 never reads it.
+    pub(crate) fn hub_flags(&self) -> &Cell<u8> {
+        &self.0.hub_flags
     }
 
     /// Thread teardown: marks this suspended coroutine dead without resuming it, so that a

@@ -97,6 +97,8 @@ pub(crate) struct Core {
     /// Owned by the scheduler above (the hub): what this coroutine currently waits on, or null.
     /// Layer 1 only stores it.
     park_slot: Cell<*const ()>,
+    /// Owned by the scheduler above too: its per-coroutine state bits. Layer 1 only stores them.
+    hub_flags: Cell<u8>,
 }
 
 impl Core {

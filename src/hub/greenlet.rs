@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::park::{WaitList, Wake};
 use super::scheduler;
 use super::timers::TimerKey;
+use super::unwind;
 use crate::coroutine::{Coroutine, GreenletExit, current};
 use crate::error::Error;
 
@@ -249,6 +250,9 @@ impl<T: 'static> Greenlet<T> {
     /// the fiber was abandoned with the hub and never runs again.
     pub fn kill(&self) {
         if scheduler::is_live() && self.co.is_started() && !self.ready() && self.co == current() {
+            if unwind::look(&self.co) {
+                return; // it is unwinding already (a kill from its own cleanup)
+            }
             std::panic::resume_unwind(Box::new(GreenletExit));
         }
         if self.send_kill() {
@@ -260,7 +264,7 @@ impl<T: 'static> Greenlet<T> {
     /// fiber is still to die. A fiber that has not started dies at once; one that runs
     /// (possibly the caller) gets the exit from the hub, at its blocking point.
     pub(crate) fn send_kill(&self) -> bool {
-        if self.ready() {
+        if self.ready() || unwind::is_dying_current(&self.co) {
             return false;
         }
         if !scheduler::is_live() {
@@ -281,6 +285,7 @@ impl<T: 'static> Greenlet<T> {
             return false;
         }
         if scheduler::in_hub() {
+            unwind::raising(co);
             co.kill();
             return false;
         }
@@ -291,6 +296,7 @@ impl<T: 'static> Greenlet<T> {
         scheduler::with(|hub| {
             hub.callbacks.borrow_mut().push_back(Box::new(move || {
                 if !victim.is_dead() {
+                    unwind::raising(&victim);
                     victim.kill();
                 }
             }))
@@ -350,7 +356,10 @@ pub fn killall<T: 'static>(gs: &[Greenlet<T>]) {
         g.send_kill();
     }
     for g in gs {
-        g.join();
+        // The caller itself, in its own cleanup, is dying already: it cannot wait for that.
+        if !unwind::is_dying_current(&g.co) {
+            g.join();
+        }
     }
 }
 

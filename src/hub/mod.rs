@@ -22,6 +22,8 @@
 //! # Files
 //! - `scheduler.rs`: the hub, its loop and its rounds of ready fibers.
 //! - `park.rs`: the one way to block (`Waiter`), the wait list, cross-thread wake-ups.
+//! - `unwind.rs`: which coroutines may be unwinding, so that nothing is raised into a
+//!   destructor that runs during an unwind.
 //! - `greenlet.rs`, `time.rs`, `debug.rs`: the user API.
 //! - `timers.rs`, `reactor.rs`, `remote.rs`: drivers; they never switch.
 
@@ -37,6 +39,7 @@ pub(crate) mod scheduler;
 mod time;
 #[allow(dead_code)]
 pub(crate) mod timers;
+pub(crate) mod unwind;
 
 pub use debug::{FiberInfo, fibers};
 pub use greenlet::{Greenlet, joinall, killall, spawn, spawn_later, spawn_named, spawn_with};

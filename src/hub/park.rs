@@ -23,16 +23,14 @@
 //! 4. A [`WaitList`] caller checks its state and enqueues with no switch in between; granting
 //!    unlinks an entry in the same step as it stores the grant, and only the waiter's own guard
 //!    unlinks a waiting entry (see `WaitList`'s state table).
-//! 5. Nothing is raised into a destructor that runs during an unwind. A coroutine that parks
-//!    while any coroutine of the thread is unwinding (`std::thread::panicking()`) may be parked
-//!    inside such a destructor (a fiber killed, whose cleanup sleeps or writes a goodbye), and
-//!    a panic leaving a destructor during an unwind aborts the process. So a kill, timeout or
-//!    throw that reaches such a park while some coroutine is still unwinding is kept in
-//!    `Hub::deferred` and the park goes on; the hub raises it once no coroutine is unwinding
-//!    (a coroutine that died meanwhile needs none). The exception is a timeout whose
-//!    `with_timeout` itself began during an unwind: it sits inside the cleanup and catches its
-//!    timeout there, so it is raised at once. A park that begins with no coroutine unwinding
-//!    cannot be inside such a destructor, and pays one load for this check.
+//! 5. Nothing is raised into a destructor that runs during an unwind: a panic leaving one
+//!    aborts the process, and a killed fiber's cleanup may block (it sleeps, or writes a
+//!    goodbye). A coroutine that parks while it may be unwinding (`unwind.rs` says which) keeps
+//!    a kill, timeout or throw that reaches it in `Hub::deferred`, and the park goes on; the
+//!    hub raises it once the coroutine is seen unwinding no more (one that died meanwhile needs
+//!    none). The exception is a timeout whose `with_timeout` began while its coroutine was
+//!    unwinding: it sits inside the cleanup and catches its timeout there, so it is raised at
+//!    once.
 //!
 //! | state  | meaning                                   | who moves it on                         |
 //! |--------|-------------------------------------------|-----------------------------------------|
@@ -55,6 +53,7 @@ use super::reactor::{Direction, Reactor};
 use super::remote::Remote;
 use super::scheduler::{self, Hub, TimerAction};
 use super::time::TimeoutFired;
+use super::unwind;
 use crate::coroutine::{Coroutine, current};
 
 /// Why a park ended.
@@ -175,11 +174,16 @@ impl Waiter {
             self.timer
                 .set(Some(hub.timers.borrow_mut().insert(d, TimerAction::Wake(self.as_ref()))));
         }
+        let panicking = std::thread::panicking();
+        let unwinding = unwind::look_as_it_parks(&self.co, panicking);
         let _parked = Parked::enter(self);
         // Hand-off (scheduler.rs): while the hub's round lasts, switch straight to the next
         // ready coroutine, which is what the hub would do next; else to the hub.
         let next = hub.next_ready();
-        if std::thread::panicking() {
+        if panicking && let Some(n) = &next {
+            unwind::resuming(n);
+        }
+        if unwinding {
             self.switch_while_unwinding(hub, next);
         } else {
             // SWITCH: every other coroutine may run; only `self` and `hub` are known to be
@@ -189,6 +193,7 @@ impl Waiter {
         match self.state.get() {
             State::Woken(Wake::LoopExit) => {
                 let msg = hub.loop_exit.take().unwrap_or_default();
+                unwind::raising(&self.co);
                 panic!("{msg}");
             }
             State::Woken(w) => w,
@@ -199,9 +204,10 @@ impl Waiter {
 }
 
 impl Waiter {
-    /// The park's switch while a coroutine of this thread is unwinding (rule 5): a raise that
-    /// arrives while one still is, other than a timeout set during an unwind, is kept for the
-    /// hub to raise later, and the park goes on.
+    /// The park's switch of a coroutine that may be unwinding (rule 5): a raise that arrives
+    /// while a panic is under way on the thread, other than a timeout set during an unwind, is
+    /// kept for the hub to raise later, and the park goes on. (With none under way, this
+    /// coroutine is not unwinding after all: it caught what it unwound from.)
     #[cold]
     #[inline(never)]
     fn switch_while_unwinding(&self, hub: &Hub, mut next: Option<Coroutine>) {
@@ -224,7 +230,7 @@ impl Waiter {
                 self.co
             );
             hub.deferred.borrow_mut().push((self.co.clone(), payload));
-            // Back to waiting: to the hub, which runs what is ready.
+            // Back to waiting: to the hub, which runs what is ready (and resumes each, looking).
         }
     }
 }

@@ -46,6 +46,7 @@ use super::park::{self, WaiterRef, Wake};
 use super::reactor::Reactor;
 use super::remote::Remote;
 use super::timers::{TimerKey, Timers};
+use super::unwind;
 use crate::coroutine::{Coroutine, main_coroutine};
 
 /// What a timer does when it fires.
@@ -159,6 +160,9 @@ impl Hub {
             // 1. A round of ready coroutines.
             self.budget.set(ROUND_BUDGET);
             while let Some(co) = self.next_ready() {
+                if std::thread::panicking() {
+                    unwind::resuming(&co);
+                }
                 // SWITCH: runs `co`, and whatever it hands off to, until one of them comes back
                 // here: the round is over, a callback is due, or a fiber ended.
                 let () = co.switch(());
@@ -166,9 +170,9 @@ impl Hub {
                 self.run_callbacks();
             }
             self.budget.set(0);
-            // 2. Callbacks, and raises kept while a coroutine was unwinding.
+            // 2. Callbacks, and raises kept while their coroutine may have been unwinding.
             self.run_callbacks();
-            if !self.deferred.borrow().is_empty() && !std::thread::panicking() {
+            if !self.deferred.borrow().is_empty() {
                 self.raise_deferred();
             }
             // 3. Timers.
@@ -184,6 +188,8 @@ impl Hub {
                     let due = self.timers.borrow_mut().pop_one_due(t);
                     let Some(action) = due else { break };
                     self.fire(action);
+                    // A kill the fired fiber asked for goes before the next timer resumes one.
+                    self.run_callbacks();
                 }
             }
             // 4. The reactor.
@@ -269,20 +275,29 @@ impl Hub {
                 // in place.
                 unsafe { (*key).set(None) };
                 // SWITCH: raise the timeout in `co`; it runs until it blocks again.
+                unwind::raising(&co);
                 let _ = co.throw(super::time::TimeoutFired { id, cleanup });
             }
         }
     }
 
-    /// Raises what park.rs kept (rule 5) now that no coroutine of this thread is unwinding,
-    /// each where its coroutine is suspended now; one that died meanwhile needs none.
+    /// Raises what park.rs kept (rule 5) into each coroutine seen unwinding no more, where it
+    /// is suspended now; one that died meanwhile needs none. One at a time, each taken out of
+    /// the list just before it is raised: what a raise runs may end a `with_timeout` whose
+    /// own kept timeout must then leave the list, not be raised later.
     #[cold]
     #[inline(never)]
     fn raise_deferred(&self) {
-        let kept = std::mem::take(&mut *self.deferred.borrow_mut());
-        for (co, payload) in kept {
+        loop {
+            let next = {
+                let mut kept = self.deferred.borrow_mut();
+                let i = kept.iter().position(|(co, _)| co.is_dead() || !unwind::is_marked(co));
+                i.map(|i| kept.remove(i))
+            };
+            let Some((co, payload)) = next else { break };
             if !co.is_dead() {
                 // SWITCH: raise it in `co`; it runs until it blocks again.
+                unwind::raising(&co);
                 let _ = co.raise(payload);
             }
         }
@@ -292,23 +307,17 @@ impl Hub {
     #[cold]
     fn loop_exit(&self) {
         let main = main_coroutine();
-        let victim = match park::waiter_of(&main) {
-            Some(w) if w.is_parked() => Some((main.clone(), w.as_ref())),
-            // Else the parked fiber with the lowest id: the one that has waited longest.
-            _ => {
-                let fibers = self.fibers.borrow();
-                let mut parked: Vec<_> = fibers
-                    .iter()
-                    .filter_map(|c| {
-                        park::waiter_of(c)
-                            .filter(|w| w.is_parked())
-                            .map(|w| (c.clone(), w.as_ref()))
-                    })
-                    .collect();
-                parked.sort_by_key(|(c, _)| c.id());
-                parked.into_iter().next()
-            }
-        };
+        // Main if it is parked, else the parked fiber with the lowest id: the one that has
+        // waited longest. One that may be unwinding only if there is no other: LoopExit raised
+        // into a cleanup that blocks forever aborts the process (park.rs rule 5).
+        let mut parked: Vec<_> = std::iter::once(&main)
+            .chain(self.fibers.borrow().iter())
+            .filter_map(|c| {
+                park::waiter_of(c).filter(|w| w.is_parked()).map(|w| (c.clone(), w.as_ref()))
+            })
+            .collect();
+        parked.sort_by_key(|(c, _)| (unwind::is_marked(c), !c.is_main(), c.id()));
+        let victim = parked.into_iter().next();
         let listing = super::debug::describe(self);
         match victim {
             Some((co, w)) => {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::park::{Waiter, Wake};
 use super::scheduler::{self, TimerAction};
+use super::unwind;
 use crate::coroutine::current;
 
 /// The instant `d` from now, or about 30 years from now if that cannot be represented (a
@@ -49,7 +50,7 @@ impl std::error::Error for Timeout {}
 #[derive(Debug)]
 pub(crate) struct TimeoutFired {
     pub(crate) id: u64,
-    /// The `with_timeout` began while a coroutine of the thread was unwinding: it may sit in a
+    /// The `with_timeout` began while its coroutine may have been unwinding: it may sit in a
     /// destructor that runs during an unwind, and then catches its timeout right there, so
     /// the timeout is raised even into a park that defers other raises (park.rs rule 5).
     pub(crate) cleanup: bool,
@@ -66,11 +67,14 @@ pub(crate) struct TimeoutFired {
 /// that cleanup.
 pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout> {
     let key = Cell::new(None);
+    let me = current();
+    // Inside a destructor that runs during an unwind, this timeout is raised even into a park
+    // that keeps other raises for later (park.rs rule 5): its catch below is in there too.
+    let cleanup = unwind::look(&me);
     let id = scheduler::with(|hub| {
         let id = hub.next_timeout_id.get();
         hub.next_timeout_id.set(id + 1);
-        let cleanup = std::thread::panicking();
-        let action = TimerAction::Raise { co: current(), id, key: &key, cleanup };
+        let action = TimerAction::Raise { co: me.clone(), id, key: &key, cleanup };
         key.set(Some(hub.timers.borrow_mut().insert(after(d), action)));
         id
     });
@@ -97,7 +101,10 @@ pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout>
     drop(cancel);
     match r {
         Ok(v) => Ok(v),
-        Err(p) if p.downcast_ref::<TimeoutFired>().is_some_and(|t| t.id == id) => Err(Timeout),
+        Err(p) if p.downcast_ref::<TimeoutFired>().is_some_and(|t| t.id == id) => {
+            unwind::caught_own_timeout(&me, cleanup);
+            Err(Timeout)
+        }
         Err(p) => resume_unwind(p),
     }
 }
