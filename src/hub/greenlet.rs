@@ -264,13 +264,16 @@ impl<T: 'static> Greenlet<T> {
     /// fiber is still to die. A fiber that has not started dies at once; one that runs
     /// (possibly the caller) gets the exit from the hub, at its blocking point.
     pub(crate) fn send_kill(&self) -> bool {
-        if self.ready() || unwind::is_dying_current(&self.co) {
+        if self.ready() {
             return false;
         }
         if !scheduler::is_live() {
             // Thread teardown, the hub gone (a thread-local destructor): the fiber was
             // abandoned with it and can never run again.
             log::debug!("greenfiber: kill of {:?} during thread teardown: left as it is", self.co);
+            return false;
+        }
+        if unwind::is_dying_current(&self.co) {
             return false;
         }
         let co = &self.co;
