@@ -219,3 +219,26 @@ fn a_fiber_that_caught_a_kill_and_lives_on_can_still_be_killed() {
     assert_eq!(caught.get(), 1);
     drop(first);
 }
+
+#[test]
+fn a_fiber_that_parked_during_an_earlier_cleanup_is_protected_in_its_own_later_one() {
+    // F parks while V's cleanup runs and resumes after it: its own panic later is its own, and
+    // a kill reaching that panic's cleanup must wait for it.
+    let (v, v_done) = victim(20);
+    let v1 = v.clone();
+    let killer = spawn(move || v1.kill());
+    sleep(Duration::from_millis(5)); // V's cleanup sleeps
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let f = spawn(move || {
+        sleep(Duration::from_millis(30)); // parks during V's cleanup, resumes after it
+        let _c = SlowCleanup(40, d);
+        panic!("a bug in F");
+    });
+    killer.join();
+    assert!(v_done.get());
+    sleep(Duration::from_millis(45)); // F has panicked; its cleanup sleeps
+    f.kill();
+    assert!(done.get(), "the cleanup was cut short");
+    assert!(f.get().is_err());
+}

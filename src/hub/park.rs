@@ -180,8 +180,8 @@ impl Waiter {
         // Hand-off (scheduler.rs): while the hub's round lasts, switch straight to the next
         // ready coroutine, which is what the hub would do next; else to the hub.
         let next = hub.next_ready();
-        if panicking && let Some(n) = &next {
-            unwind::resuming(n);
+        if let Some(n) = &next {
+            unwind::resuming(n, panicking);
         }
         if unwinding {
             self.switch_while_unwinding(hub, next);

@@ -160,9 +160,7 @@ impl Hub {
             // 1. A round of ready coroutines.
             self.budget.set(ROUND_BUDGET);
             while let Some(co) = self.next_ready() {
-                if std::thread::panicking() {
-                    unwind::resuming(&co);
-                }
+                unwind::resuming(&co, std::thread::panicking());
                 // SWITCH: runs `co`, and whatever it hands off to, until one of them comes back
                 // here: the round is over, a callback is due, or a fiber ended.
                 let () = co.switch(());

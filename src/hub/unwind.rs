@@ -63,13 +63,21 @@ fn look_panicking(f: &Cell<u8>) -> bool {
     bits & UNWINDING != 0
 }
 
-/// `co` is about to be resumed (or started) while a panic is under way on the thread: seen
-/// so, without attributing anything to it. Called by whoever resumes it (the hub's round, or a
-/// park handing off), which has just read `std::thread::panicking()` anyway; a coroutine
-/// resumed with none under way needs nothing (its bits were cleared as it parked).
+/// `co` is about to be resumed or started by the hub's round or a park handing off, which
+/// passes `std::thread::panicking()` (read anyway): seen so, without attributing anything to
+/// it, as other coroutines ran since it was last seen.
+#[inline(always)]
+pub(crate) fn resuming(co: &Coroutine, panicking: bool) {
+    if panicking {
+        seen_panicking(co);
+    } else {
+        co.hub_flags().set(0);
+    }
+}
+
 #[cold]
 #[inline(never)]
-pub(crate) fn resuming(co: &Coroutine) {
+fn seen_panicking(co: &Coroutine) {
     let f = co.hub_flags();
     f.set(f.get() | SEEN_PANICKING);
 }
