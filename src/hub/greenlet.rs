@@ -239,8 +239,10 @@ impl<T: 'static> Greenlet<T> {
     /// A fiber that blocks inside a destructor while it unwinds (its cleanup sleeps, or writes
     /// a goodbye, after a first kill, a timeout or a panic) is not raised into there: Rust would
     /// abort the process for a panic leaving a destructor during an unwind. The kill waits
-    /// until no coroutine of the thread is unwinding, and is raised then if the fiber still
-    /// lives; a `with_timeout` the cleanup itself sets still fires inside it.
+    /// until that unwind is over, and is raised then if the fiber still lives (usually it has
+    /// died of the first); a `with_timeout` the cleanup itself sets still fires inside it. A
+    /// fiber that kills itself, or a group it belongs to, from such a cleanup is not waited for.
+    /// (`hub/unwind.rs` says how a fiber is known to be unwinding, and the one case it misses.)
     ///
     /// A killed fiber is [`ready`](Greenlet::ready) but not
     /// [`successful`](Greenlet::successful), and `get()` returns `Err(Error::Killed)` (gevent

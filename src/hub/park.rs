@@ -225,8 +225,8 @@ impl Waiter {
                 resume_unwind(payload);
             }
             log::debug!(
-                "greenfiber: {:?} parked while a coroutine unwinds: a raise into it waits until \
-                 none does",
+                "greenfiber: {:?} parked while it may be unwinding: a raise into it waits until \
+                 that unwind is over",
                 self.co
             );
             hub.deferred.borrow_mut().push((self.co.clone(), payload));

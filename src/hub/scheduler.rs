@@ -55,8 +55,8 @@ pub(crate) enum TimerAction {
     Wake(WaiterRef),
     /// Raise `with_timeout`'s payload in `co` at its blocking point. `key` is the cell in the
     /// `with_timeout` frame that holds this timer's current key (re-armed timers update it).
-    /// `cleanup`: the `with_timeout` began while a coroutine of this thread was unwinding,
-    /// so it may be inside a destructor that runs during an unwind (see `TimeoutFired`).
+    /// `cleanup`: the `with_timeout` began while `co` may have been unwinding, so it may be
+    /// inside a destructor that runs during an unwind (see `TimeoutFired`).
     Raise { co: Coroutine, id: u64, key: *const Cell<Option<TimerKey>>, cleanup: bool },
     /// Put a fiber spawned with `spawn_later` on the ready queue.
     Start(Coroutine),
@@ -89,8 +89,8 @@ pub(crate) struct Hub {
     /// Live spawned fibers, for `fibers()` and the LoopExit message.
     pub(crate) fibers: RefCell<Registry>,
     pub(crate) next_timeout_id: Cell<u64>,
-    /// Raises (kills, timeouts, throws) that reached a coroutine parked while a coroutine of
-    /// this thread was unwinding, kept until none is (park.rs rule 5).
+    /// Raises (kills, timeouts, throws) that reached a coroutine parked while it may have been
+    /// unwinding, kept until it is seen unwinding no more (park.rs rule 5).
     pub(crate) deferred: RefCell<Vec<(Coroutine, Box<dyn Any + Send>)>>,
 }
 

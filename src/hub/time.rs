@@ -62,7 +62,7 @@ pub(crate) struct TimeoutFired {
 /// Timeouts nest: each fires on its own, whichever is shorter. A closure that never blocks
 /// cannot be interrupted (there is no preemption); it is checked at its next blocking call.
 /// A timeout that comes due while the closure's coroutine waits in a destructor during an
-/// unwind (a kill's cleanup) is raised only once no coroutine is unwinding, as a kill is
+/// unwind (a kill's cleanup) is raised only once that unwind is over, as a kill is
 /// ([`Greenlet::kill`](crate::Greenlet::kill)), unless this `with_timeout` is itself inside
 /// that cleanup.
 pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout> {
