@@ -242,3 +242,57 @@ fn a_fiber_that_parked_during_an_earlier_cleanup_is_protected_in_its_own_later_o
     assert!(done.get(), "the cleanup was cut short");
     assert!(f.get().is_err());
 }
+
+#[test]
+fn nested_timeouts_set_inside_a_cleanup_each_fire_but_never_into_a_newer_unwinds_cleanup() {
+    // Inside a cleanup, the inner timeout fires first; its own unwind runs a destructor that
+    // sleeps, and the outer timeout comes due meanwhile: it waits until the inner one is
+    // caught, then fires where the outer closure waits.
+    struct Guard(Rc<RefCell<Vec<String>>>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let log = self.0.clone();
+            let outer = with_timeout(Duration::from_millis(30), || {
+                let inner = with_timeout(Duration::from_millis(5), || {
+                    let _s = SlowCleanup(60, Rc::new(Cell::new(false)));
+                    sleep(Duration::from_secs(3600));
+                });
+                log.borrow_mut().push(format!("inner {inner:?}"));
+                sleep(Duration::from_secs(3600));
+            });
+            self.0.borrow_mut().push(format!("outer {outer:?}"));
+        }
+    }
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    let g = spawn(move || {
+        let _g = Guard(l);
+        panic!("the cleanup runs during this unwind");
+    });
+    g.join();
+    assert_eq!(*log.borrow(), ["inner Err(Timeout)", "outer Err(Timeout)"]);
+}
+
+#[test]
+fn a_fiber_that_kills_itself_while_another_unwinds_is_protected_in_its_cleanup() {
+    let (_b, b_done) = victim(100);
+    let b_killer = spawn({
+        let b = _b.clone();
+        move || b.kill()
+    });
+    let me: Rc<RefCell<Option<Greenlet<()>>>> = Rc::default();
+    let done = Rc::new(Cell::new(false));
+    let (m, d) = (me.clone(), done.clone());
+    let a = spawn(move || {
+        sleep(Duration::from_millis(10)); // B is mid-unwind now
+        let _c = SlowCleanup(40, d);
+        let own = m.borrow().clone().unwrap();
+        own.kill();
+    });
+    *me.borrow_mut() = Some(a.clone());
+    sleep(Duration::from_millis(25)); // A is in the cleanup of its own kill
+    a.kill();
+    assert!(done.get(), "the cleanup was cut short");
+    b_killer.join();
+    assert!(b_done.get());
+}

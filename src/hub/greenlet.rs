@@ -255,6 +255,7 @@ impl<T: 'static> Greenlet<T> {
             if unwind::look(&self.co) {
                 return; // it is unwinding already (a kill from its own cleanup)
             }
+            unwind::raising(&self.co);
             std::panic::resume_unwind(Box::new(GreenletExit));
         }
         if self.send_kill() {

@@ -29,8 +29,8 @@
 //!    a kill, timeout or throw that reaches it in `Hub::deferred`, and the park goes on; the
 //!    hub raises it once the coroutine is seen unwinding no more (one that died meanwhile needs
 //!    none). The exception is a timeout whose `with_timeout` began while its coroutine was
-//!    unwinding: it sits inside the cleanup and catches its timeout there, so it is raised at
-//!    once.
+//!    unwinding, if no newer unwind has begun since: it sits inside the cleanup and catches its
+//!    timeout there, so it is raised at once.
 //!
 //! | state  | meaning                                   | who moves it on                         |
 //! |--------|-------------------------------------------|-----------------------------------------|
@@ -52,7 +52,6 @@ use mio::Token;
 use super::reactor::{Direction, Reactor};
 use super::remote::Remote;
 use super::scheduler::{self, Hub, TimerAction};
-use super::time::TimeoutFired;
 use super::unwind;
 use crate::coroutine::{Coroutine, current};
 
@@ -193,7 +192,7 @@ impl Waiter {
         match self.state.get() {
             State::Woken(Wake::LoopExit) => {
                 let msg = hub.loop_exit.take().unwrap_or_default();
-                unwind::raising(&self.co);
+                unwind::unwinds_again(&self.co);
                 panic!("{msg}");
             }
             State::Woken(w) => w,
@@ -205,8 +204,8 @@ impl Waiter {
 
 impl Waiter {
     /// The park's switch of a coroutine that may be unwinding (rule 5): a raise that arrives
-    /// while a panic is under way on the thread, other than a timeout set during an unwind, is
-    /// kept for the hub to raise later, and the park goes on. (With none under way, this
+    /// while a panic is under way on the thread, other than a timeout set in the cleanup this
+    /// park is in, is kept for the hub to raise later, and the park goes on. (With none under way, this
     /// coroutine is not unwinding after all: it caught what it unwound from.)
     #[cold]
     #[inline(never)]
@@ -220,8 +219,14 @@ impl Waiter {
                 let _: Box<dyn Any> = to.as_ref().unwrap_or(&hub.co).switch(());
             }));
             let Err(payload) = r else { return };
-            let set_in_cleanup = payload.downcast_ref::<TimeoutFired>().is_some_and(|t| t.cleanup);
-            if set_in_cleanup || !std::thread::panicking() {
+            if !std::thread::panicking() {
+                // Not unwinding after all: this raise starts its first unwind.
+                unwind::look(&self.co);
+                unwind::raising(&self.co);
+                resume_unwind(payload);
+            }
+            if unwind::is_cleanup_timeout(&self.co, &*payload) {
+                unwind::unwinds_again(&self.co);
                 resume_unwind(payload);
             }
             log::debug!(

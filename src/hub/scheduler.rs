@@ -55,9 +55,9 @@ pub(crate) enum TimerAction {
     Wake(WaiterRef),
     /// Raise `with_timeout`'s payload in `co` at its blocking point. `key` is the cell in the
     /// `with_timeout` frame that holds this timer's current key (re-armed timers update it).
-    /// `cleanup`: the `with_timeout` began while `co` may have been unwinding, so it may be
-    /// inside a destructor that runs during an unwind (see `TimeoutFired`).
-    Raise { co: Coroutine, id: u64, key: *const Cell<Option<TimerKey>>, cleanup: bool },
+    /// `depth`: how many unwinds `co` may have been in when the `with_timeout` began (see
+    /// `TimeoutFired`).
+    Raise { co: Coroutine, id: u64, key: *const Cell<Option<TimerKey>>, depth: u8 },
     /// Put a fiber spawned with `spawn_later` on the ready queue.
     Start(Coroutine),
 }
@@ -260,7 +260,7 @@ impl Hub {
         match action {
             TimerAction::Wake(w) => park::unpark_in(self, w, Wake::TimedOut),
             TimerAction::Start(co) => self.ready.borrow_mut().push_back(co),
-            TimerAction::Raise { co, id, key, cleanup } => {
+            TimerAction::Raise { co, id, key, depth } => {
                 if co.is_dead() {
                     return;
                 }
@@ -274,13 +274,14 @@ impl Hub {
                 unsafe { (*key).set(None) };
                 // SWITCH: raise the timeout in `co`; it runs until it blocks again.
                 unwind::raising(&co);
-                let _ = co.throw(super::time::TimeoutFired { id, cleanup });
+                let _ = co.throw(super::time::TimeoutFired { id, depth });
             }
         }
     }
 
-    /// Raises what park.rs kept (rule 5) into each coroutine seen unwinding no more, where it
-    /// is suspended now; one that died meanwhile needs none. One at a time, each taken out of
+    /// Raises what park.rs kept (rule 5) into each coroutine seen unwinding no more (or, for a
+    /// timeout set in a cleanup, back at the depth it was set at), where it is suspended now;
+    /// one that died meanwhile needs none. One at a time, each taken out of
     /// the list just before it is raised: what a raise runs may end a `with_timeout` whose
     /// own kept timeout must then leave the list, not be raised later.
     #[cold]
@@ -289,7 +290,9 @@ impl Hub {
         loop {
             let next = {
                 let mut kept = self.deferred.borrow_mut();
-                let i = kept.iter().position(|(co, _)| co.is_dead() || !unwind::is_marked(co));
+                let i = kept.iter().position(|(co, p)| {
+                    co.is_dead() || !unwind::is_marked(co) || unwind::is_cleanup_timeout(co, &**p)
+                });
                 i.map(|i| kept.remove(i))
             };
             let Some((co, payload)) = next else { break };

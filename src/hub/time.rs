@@ -50,10 +50,11 @@ impl std::error::Error for Timeout {}
 #[derive(Debug)]
 pub(crate) struct TimeoutFired {
     pub(crate) id: u64,
-    /// The `with_timeout` began while its coroutine may have been unwinding: it may sit in a
-    /// destructor that runs during an unwind, and then catches its timeout right there, so
-    /// the timeout is raised even into a park that defers other raises (park.rs rule 5).
-    pub(crate) cleanup: bool,
+    /// How many unwinds the coroutine may have been in when the `with_timeout` began
+    /// (`unwind.rs`). Not 0: it may sit in a destructor that runs during an unwind, and then
+    /// catches its timeout right there, so the timeout is raised even into a park that defers
+    /// other raises, while no newer unwind has begun (park.rs rule 5).
+    pub(crate) depth: u8,
 }
 
 /// Runs `f`, giving up after `d`: if `f` is still blocked when `d` has passed, its stack is
@@ -70,11 +71,12 @@ pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout>
     let me = current();
     // Inside a destructor that runs during an unwind, this timeout is raised even into a park
     // that keeps other raises for later (park.rs rule 5): its catch below is in there too.
-    let cleanup = unwind::look(&me);
+    unwind::look(&me);
+    let depth = unwind::depth(&me);
     let id = scheduler::with(|hub| {
         let id = hub.next_timeout_id.get();
         hub.next_timeout_id.set(id + 1);
-        let action = TimerAction::Raise { co: me.clone(), id, key: &key, cleanup };
+        let action = TimerAction::Raise { co: me.clone(), id, key: &key, depth };
         key.set(Some(hub.timers.borrow_mut().insert(after(d), action)));
         id
     });
@@ -102,7 +104,7 @@ pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout>
     match r {
         Ok(v) => Ok(v),
         Err(p) if p.downcast_ref::<TimeoutFired>().is_some_and(|t| t.id == id) => {
-            unwind::caught_own_timeout(&me, cleanup);
+            unwind::caught_own_timeout(&me, depth);
             Err(Timeout)
         }
         Err(p) => resume_unwind(p),

@@ -10,14 +10,19 @@
 //! suspended mid-unwind still counts.
 //!
 //! While a coroutine runs, the count changes only through it; so it is *attributed*: each
-//! coroutine keeps two bits in [`Coroutine::hub_flags`], brought up to date where it is looked
+//! coroutine keeps a byte in [`Coroutine::hub_flags`], brought up to date where it is looked
 //! at: as it parks or enters `with_timeout` (while it runs), and as the hub or a handing-off
 //! park resumes or starts it (just before it runs):
 //!
-//! | bit              | meaning                                          | set                                                                                   | cleared                                  |
-//! |------------------|--------------------------------------------------|---------------------------------------------------------------------------------------|------------------------------------------|
-//! | `UNWINDING`      | it may be unwinding                              | the hub raises into it; or it is looked at with a panic under way that began since it was last seen with none (its own) | seen with no panic under way on the thread; `with_timeout` catching its own timeout puts back the value it had on entry |
-//! | `SEEN_PANICKING` | when last seen, a panic was under way on the thread | seen with one                                                                      | seen with none                           |
+//! | part             | meaning                                              | raised / set                                                                         | cleared                                  |
+//! |------------------|------------------------------------------------------|--------------------------------------------------------------------------------------|------------------------------------------|
+//! | depth (7 bits)   | how many unwinds it may be in, one inside the other; 0: none | the hub raises into it when it is in none (a raise into one that is goes through its park, which counts it only if it lets it through); or it is looked at with a panic under way that began since it was last seen with none (its own) | seen with no panic under way on the thread; `with_timeout` catching its own timeout puts back the depth it had on entry |
+//! | `SEEN_PANICKING` | when last seen, a panic was under way on the thread  | seen with one                                                                        | seen with none                           |
+//!
+//! The depth tells a timeout set inside a cleanup from one set before: a `with_timeout` records
+//! the depth it began at, and its timeout may be raised into the cleanup only while the depth
+//! is still that (no newer unwind has begun inside its closure, whose own cleanup would be the
+//! destructor the timeout lands in).
 //!
 //! What it cannot tell apart, as it sees only whether the count is zero: a coroutine that
 //! panics while another one is suspended mid-unwind, or panics again inside its own cleanup
@@ -30,8 +35,17 @@ use std::cell::Cell;
 
 use crate::coroutine::Coroutine;
 
-const UNWINDING: u8 = 1;
-const SEEN_PANICKING: u8 = 2;
+const SEEN_PANICKING: u8 = 1;
+const DEPTH_ONE: u8 = 2;
+const DEPTH_MAX: u8 = 0x7f;
+
+fn depth_of(bits: u8) -> u8 {
+    bits >> 1
+}
+
+fn with_depth(bits: u8, depth: u8) -> u8 {
+    (bits & SEEN_PANICKING) | (depth.min(DEPTH_MAX) << 1)
+}
 
 /// Looks at `co`, the running coroutine, as it enters `with_timeout` or kills itself: true if
 /// it may be unwinding.
@@ -57,10 +71,11 @@ pub(crate) fn look_as_it_parks(co: &Coroutine, panicking: bool) -> bool {
 fn look_panicking(f: &Cell<u8>) -> bool {
     let mut bits = f.get();
     if bits & SEEN_PANICKING == 0 {
-        bits |= UNWINDING; // the panic began while this coroutine ran: its own
+        // The panic began while this coroutine ran: its own.
+        bits = with_depth(bits, depth_of(bits) + 1);
     }
     f.set(bits | SEEN_PANICKING);
-    bits & UNWINDING != 0
+    depth_of(bits) > 0
 }
 
 /// `co` is about to be resumed or started by the hub's round or a park handing off, which
@@ -82,20 +97,36 @@ fn seen_panicking(co: &Coroutine) {
     f.set(f.get() | SEEN_PANICKING);
 }
 
-/// The hub raises into `co` (a kill, a timeout, LoopExit): from now on it unwinds, unless
-/// it catches the raise. (Marked by the sender, as the receiving park has no normal way out
-/// to do it; a raise into a park that keeps it for later leaves the mark as it was: set.)
+/// The hub raises into `co` (a kill, a timeout): one that unwinds from nothing yet starts
+/// unwinding now, unless it catches the raise. (Counted by the sender, as the receiving park
+/// has no normal way out to do it. One that may be unwinding already parked in the park that
+/// keeps raises for later, which counts the raise itself if it lets it through:
+/// [`unwinds_again`].)
 #[inline]
 pub(crate) fn raising(co: &Coroutine) {
-    co.hub_flags().set(UNWINDING | SEEN_PANICKING);
+    let f = co.hub_flags();
+    if depth_of(f.get()) == 0 {
+        f.set(SEEN_PANICKING | DEPTH_ONE);
+    }
 }
 
-/// `with_timeout` of `co` caught its own timeout: `co` unwinds no more than when it entered
-/// (`was`: what [`look`] said then).
-pub(crate) fn caught_own_timeout(co: &Coroutine, was: bool) {
+/// The running coroutine `co` starts one more unwind (a raise its park lets through, or
+/// LoopExit).
+pub(crate) fn unwinds_again(co: &Coroutine) {
+    let f = co.hub_flags();
+    f.set(with_depth(f.get(), depth_of(f.get()) + 1) | SEEN_PANICKING);
+}
+
+/// How many unwinds `co` may be in, as last seen.
+pub(crate) fn depth(co: &Coroutine) -> u8 {
+    depth_of(co.hub_flags().get())
+}
+
+/// `with_timeout` of `co` caught its own timeout: `co` is back to the depth it entered at.
+pub(crate) fn caught_own_timeout(co: &Coroutine, depth: u8) {
     let f = co.hub_flags();
     if std::thread::panicking() {
-        f.set(SEEN_PANICKING | if was { UNWINDING } else { 0 });
+        f.set(SEEN_PANICKING | with_depth(0, depth));
     } else {
         f.set(0);
     }
@@ -104,7 +135,15 @@ pub(crate) fn caught_own_timeout(co: &Coroutine, was: bool) {
 /// Whether `co` may be unwinding, as it was when last seen (for a suspended coroutine: when
 /// it parked).
 pub(crate) fn is_marked(co: &Coroutine) -> bool {
-    co.hub_flags().get() & UNWINDING != 0
+    depth(co) > 0
+}
+
+/// Whether `payload` is the timeout of a `with_timeout` that `co` began inside a cleanup, and
+/// no newer unwind has begun since: it can be raised there, its catch being in there too.
+pub(crate) fn is_cleanup_timeout(co: &Coroutine, payload: &(dyn std::any::Any + Send)) -> bool {
+    payload
+        .downcast_ref::<super::time::TimeoutFired>()
+        .is_some_and(|t| t.depth > 0 && t.depth == depth(co))
 }
 
 /// True if `co` is the running coroutine and may be unwinding: a kill of it has nothing left
