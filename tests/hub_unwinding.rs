@@ -296,3 +296,70 @@ fn a_fiber_that_kills_itself_while_another_unwinds_is_protected_in_its_cleanup()
     b_killer.join();
     assert!(b_done.get());
 }
+
+/// A fiber that catches a first kill while another fiber unwinds: it is left marked as maybe
+/// unwinding (the panic under way is not its own, but that cannot be told apart then).
+fn caught_a_kill_while_another_unwinds(
+    body: impl FnOnce() + 'static,
+) -> (Greenlet<()>, Greenlet<()>) {
+    let a = spawn(move || {
+        let _ = catch_unwind(|| sleep(Duration::from_secs(3600)));
+        body();
+    });
+    let b = spawn(|| {
+        let _c = SlowCleanup(40, Rc::new(Cell::new(false)));
+        panic!("B's bug");
+    });
+    yield_now(); // both park; B panicked and its cleanup sleeps
+    let _ = with_timeout(Duration::from_millis(5), || a.kill()); // A catches it and lives on
+    assert!(!a.ready());
+    (a, b)
+}
+
+#[test]
+fn a_kill_kept_for_a_fiber_that_caught_the_last_one_arrives_once_the_other_unwind_ends() {
+    let (a, b) = caught_a_kill_while_another_unwinds(|| sleep(Duration::from_secs(3600)));
+    let r = with_timeout(Duration::from_secs(5), || a.kill());
+    assert!(r.is_ok(), "the kill never arrived");
+    assert!(a.ready() && b.ready());
+}
+
+#[test]
+fn a_timeout_set_after_catching_a_kill_is_not_taken_for_one_set_in_a_later_cleanup() {
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let (a, b) = caught_a_kill_while_another_unwinds(move || {
+        let _ = with_timeout(Duration::from_millis(80), || {
+            let _s = SlowCleanup(100, d); // the cleanup of the second kill, below
+            sleep(Duration::from_secs(3600));
+        });
+    });
+    b.join(); // B's unwind is over
+    a.kill(); // A's cleanup sleeps past its own timeout, which must not land in it
+    assert!(done.get(), "the cleanup was cut short");
+}
+
+#[test]
+fn a_timeout_swallowed_inside_a_cleanup_leaves_the_outer_cleanup_timeout_working() {
+    struct Guard(Rc<RefCell<Option<Result<(), Timeout>>>>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let r = with_timeout(Duration::from_millis(30), || {
+                let _ = with_timeout(Duration::from_millis(5), || {
+                    let _ = catch_unwind(|| sleep(Duration::from_secs(3600))); // swallowed
+                });
+                sleep(Duration::from_secs(3600));
+            });
+            *self.0.borrow_mut() = Some(r);
+        }
+    }
+    let seen = Rc::new(RefCell::new(None));
+    let s = seen.clone();
+    let g = spawn(move || {
+        let _g = Guard(s);
+        panic!("the cleanup runs during this unwind");
+    });
+    let r = with_timeout(Duration::from_secs(5), || g.join());
+    assert!(r.is_ok(), "the outer cleanup timeout never fired");
+    assert_eq!(*seen.borrow(), Some(Err(Timeout)));
+}

@@ -201,9 +201,9 @@ impl Coroutine {
         &self.0.park_slot
     }
 
-    /// A byte for the scheduler above layer 1: the hub's per-coroutine state bits (whether it
+    /// A word for the scheduler above layer 1: the hub's per-coroutine state bits (whether it
     /// may be unwinding). Layer 1 never reads it.
-    pub(crate) fn hub_flags(&self) -> &Cell<u8> {
+    pub(crate) fn hub_flags(&self) -> &Cell<u32> {
         &self.0.hub_flags
     }
 

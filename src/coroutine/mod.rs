@@ -98,7 +98,7 @@ pub(crate) struct Core {
     /// Layer 1 only stores it.
     park_slot: Cell<*const ()>,
     /// Owned by the scheduler above too: its per-coroutine state bits. Layer 1 only stores them.
-    hub_flags: Cell<u8>,
+    hub_flags: Cell<u32>,
 }
 
 impl Core {

@@ -255,7 +255,7 @@ impl<T: 'static> Greenlet<T> {
             if unwind::look(&self.co) {
                 return; // it is unwinding already (a kill from its own cleanup)
             }
-            unwind::raising(&self.co);
+            unwind::raising(&self.co, false);
             std::panic::resume_unwind(Box::new(GreenletExit));
         }
         if self.send_kill() {
@@ -291,7 +291,7 @@ impl<T: 'static> Greenlet<T> {
             return false;
         }
         if scheduler::in_hub() {
-            unwind::raising(co);
+            unwind::raising(co, !std::thread::panicking());
             co.kill();
             return false;
         }
@@ -302,7 +302,7 @@ impl<T: 'static> Greenlet<T> {
         scheduler::with(|hub| {
             hub.callbacks.borrow_mut().push_back(Box::new(move || {
                 if !victim.is_dead() {
-                    unwind::raising(&victim);
+                    unwind::raising(&victim, !std::thread::panicking());
                     victim.kill();
                 }
             }))

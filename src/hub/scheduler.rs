@@ -55,9 +55,9 @@ pub(crate) enum TimerAction {
     Wake(WaiterRef),
     /// Raise `with_timeout`'s payload in `co` at its blocking point. `key` is the cell in the
     /// `with_timeout` frame that holds this timer's current key (re-armed timers update it).
-    /// `depth`: how many unwinds `co` may have been in when the `with_timeout` began (see
+    /// `mark`: where `co` stood in its unwinds when the `with_timeout` began (see
     /// `TimeoutFired`).
-    Raise { co: Coroutine, id: u64, key: *const Cell<Option<TimerKey>>, depth: u8 },
+    Raise { co: Coroutine, id: u64, key: *const Cell<Option<TimerKey>>, mark: unwind::Mark },
     /// Put a fiber spawned with `spawn_later` on the ready queue.
     Start(Coroutine),
 }
@@ -260,7 +260,7 @@ impl Hub {
         match action {
             TimerAction::Wake(w) => park::unpark_in(self, w, Wake::TimedOut),
             TimerAction::Start(co) => self.ready.borrow_mut().push_back(co),
-            TimerAction::Raise { co, id, key, depth } => {
+            TimerAction::Raise { co, id, key, mark } => {
                 if co.is_dead() {
                     return;
                 }
@@ -273,8 +273,8 @@ impl Hub {
                 // in place.
                 unsafe { (*key).set(None) };
                 // SWITCH: raise the timeout in `co`; it runs until it blocks again.
-                unwind::raising(&co);
-                let _ = co.throw(super::time::TimeoutFired { id, depth });
+                unwind::raising(&co, !std::thread::panicking());
+                let _ = co.throw(super::time::TimeoutFired { id, mark });
             }
         }
     }
@@ -290,15 +290,21 @@ impl Hub {
         loop {
             let next = {
                 let mut kept = self.deferred.borrow_mut();
+                // With no panic under way on the thread, no coroutine is in a cleanup: a mark
+                // left on one (it caught its raise while another unwound) is stale.
+                let fresh = !std::thread::panicking();
                 let i = kept.iter().position(|(co, p)| {
-                    co.is_dead() || !unwind::is_marked(co) || unwind::is_cleanup_timeout(co, &**p)
+                    co.is_dead()
+                        || fresh
+                        || !unwind::is_marked(co)
+                        || unwind::is_cleanup_timeout(co, &**p)
                 });
                 i.map(|i| kept.remove(i))
             };
             let Some((co, payload)) = next else { break };
             if !co.is_dead() {
                 // SWITCH: raise it in `co`; it runs until it blocks again.
-                unwind::raising(&co);
+                unwind::raising(&co, !std::thread::panicking());
                 let _ = co.raise(payload);
             }
         }
@@ -317,7 +323,8 @@ impl Hub {
                 park::waiter_of(c).filter(|w| w.is_parked()).map(|w| (c.clone(), w.as_ref()))
             })
             .collect();
-        parked.sort_by_key(|(c, _)| (unwind::is_marked(c), !c.is_main(), c.id()));
+        let panicking = std::thread::panicking();
+        parked.sort_by_key(|(c, _)| (panicking && unwind::is_marked(c), !c.is_main(), c.id()));
         let victim = parked.into_iter().next();
         let listing = super::debug::describe(self);
         match victim {

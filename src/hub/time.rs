@@ -50,11 +50,11 @@ impl std::error::Error for Timeout {}
 #[derive(Debug)]
 pub(crate) struct TimeoutFired {
     pub(crate) id: u64,
-    /// How many unwinds the coroutine may have been in when the `with_timeout` began
-    /// (`unwind.rs`). Not 0: it may sit in a destructor that runs during an unwind, and then
+    /// Where the coroutine stood in its unwinds when the `with_timeout` began (`unwind.rs`).
+    /// At a depth other than 0, it may sit in a destructor that runs during an unwind, and then
     /// catches its timeout right there, so the timeout is raised even into a park that defers
     /// other raises, while no newer unwind has begun (park.rs rule 5).
-    pub(crate) depth: u8,
+    pub(crate) mark: unwind::Mark,
 }
 
 /// Runs `f`, giving up after `d`: if `f` is still blocked when `d` has passed, its stack is
@@ -72,11 +72,11 @@ pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout>
     // Inside a destructor that runs during an unwind, this timeout is raised even into a park
     // that keeps other raises for later (park.rs rule 5): its catch below is in there too.
     unwind::look(&me);
-    let depth = unwind::depth(&me);
+    let mark = unwind::mark(&me);
     let id = scheduler::with(|hub| {
         let id = hub.next_timeout_id.get();
         hub.next_timeout_id.set(id + 1);
-        let action = TimerAction::Raise { co: me.clone(), id, key: &key, depth };
+        let action = TimerAction::Raise { co: me.clone(), id, key: &key, mark };
         key.set(Some(hub.timers.borrow_mut().insert(after(d), action)));
         id
     });
@@ -102,9 +102,12 @@ pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout>
     let r = catch_unwind(AssertUnwindSafe(f));
     drop(cancel);
     match r {
-        Ok(v) => Ok(v),
+        Ok(v) => {
+            unwind::back_to(&me, mark);
+            Ok(v)
+        }
         Err(p) if p.downcast_ref::<TimeoutFired>().is_some_and(|t| t.id == id) => {
-            unwind::caught_own_timeout(&me, depth);
+            unwind::back_to(&me, mark);
             Err(Timeout)
         }
         Err(p) => resume_unwind(p),
