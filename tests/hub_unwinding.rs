@@ -363,3 +363,24 @@ fn a_timeout_swallowed_inside_a_cleanup_leaves_the_outer_cleanup_timeout_working
     assert!(r.is_ok(), "the outer cleanup timeout never fired");
     assert_eq!(*seen.borrow(), Some(Err(Timeout)));
 }
+
+#[test]
+fn a_self_kill_by_a_fiber_left_marked_by_another_unwind_is_kept_not_lost() {
+    // A catches a kill while B unwinds, so it may look unwinding; its own kill then cannot be
+    // raised at once, but must arrive once B's unwind is over.
+    let me: Rc<RefCell<Option<Greenlet<()>>>> = Rc::default();
+    let finished = Rc::new(Cell::new(false));
+    let (m, f) = (me.clone(), finished.clone());
+    let (a, b) = caught_a_kill_while_another_unwinds(move || {
+        sleep(Duration::from_millis(10)); // B still unwinds; `me` is filled in meanwhile
+        let own = m.borrow().clone().unwrap();
+        own.kill();
+        sleep(Duration::from_secs(3600));
+        f.set(true);
+    });
+    *me.borrow_mut() = Some(a.clone());
+    b.join();
+    let r = with_timeout(Duration::from_secs(5), || a.join());
+    assert!(r.is_ok(), "the self-kill was lost");
+    assert!(!a.successful() && !finished.get());
+}

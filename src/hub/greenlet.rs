@@ -241,7 +241,8 @@ impl<T: 'static> Greenlet<T> {
     /// abort the process for a panic leaving a destructor during an unwind. The kill waits
     /// until that unwind is over, and is raised then if the fiber still lives (usually it has
     /// died of the first); a `with_timeout` the cleanup itself sets still fires inside it. A
-    /// fiber that kills itself, or a group it belongs to, from such a cleanup is not waited for.
+    /// fiber that kills itself, or a group it belongs to, from such a cleanup is not waited for
+    /// (its own kill is kept the same way).
     /// (`hub/unwind.rs` says how a fiber is known to be unwinding, and the one case it misses.)
     ///
     /// A killed fiber is [`ready`](Greenlet::ready) but not
@@ -253,7 +254,9 @@ impl<T: 'static> Greenlet<T> {
     pub fn kill(&self) {
         if scheduler::is_live() && self.co.is_started() && !self.ready() && self.co == current() {
             if unwind::look(&self.co) {
-                return; // it is unwinding already (a kill from its own cleanup)
+                // Unwinding already (a kill from its own cleanup), most likely.
+                self.keep_own_kill();
+                return;
             }
             unwind::raising(&self.co, false);
             std::panic::resume_unwind(Box::new(GreenletExit));
@@ -277,6 +280,7 @@ impl<T: 'static> Greenlet<T> {
             return false;
         }
         if unwind::is_dying_current(&self.co) {
+            self.keep_own_kill();
             return false;
         }
         let co = &self.co;
@@ -308,6 +312,17 @@ impl<T: 'static> Greenlet<T> {
             }))
         });
         true
+    }
+
+    /// The running fiber kills itself while it may be unwinding: raising now could land in a
+    /// destructor (park.rs rule 5), so the kill is kept like any raise that reaches such a
+    /// fiber. If the fiber was indeed in its own cleanup, it dies of that unwind and the kept
+    /// kill is dropped; if the mark was stale (it caught a raise while another fiber unwound),
+    /// the hub raises it once nothing unwinds.
+    fn keep_own_kill(&self) {
+        scheduler::with(|hub| {
+            hub.deferred.borrow_mut().push((self.co.clone(), Box::new(GreenletExit)));
+        });
     }
 
     /// True once the fiber has finished, whatever the outcome.
