@@ -258,7 +258,7 @@ impl<T: 'static> Greenlet<T> {
                 self.keep_own_kill();
                 return;
             }
-            unwind::raising(&self.co, false);
+            unwind::raising(&self.co);
             std::panic::resume_unwind(Box::new(GreenletExit));
         }
         if self.send_kill() {
@@ -295,7 +295,7 @@ impl<T: 'static> Greenlet<T> {
             return false;
         }
         if scheduler::in_hub() {
-            unwind::raising(co, !std::thread::panicking());
+            unwind::raising(co);
             co.kill();
             return false;
         }
@@ -306,7 +306,7 @@ impl<T: 'static> Greenlet<T> {
         scheduler::with(|hub| {
             hub.callbacks.borrow_mut().push_back(Box::new(move || {
                 if !victim.is_dead() {
-                    unwind::raising(&victim, !std::thread::panicking());
+                    unwind::raising(&victim);
                     victim.kill();
                 }
             }))

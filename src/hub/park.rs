@@ -221,7 +221,7 @@ impl Waiter {
             let Err(payload) = r else { return };
             if !std::thread::panicking() {
                 // Not unwinding after all: this raise starts its first unwind.
-                unwind::raising(&self.co, true);
+                unwind::raising(&self.co);
                 resume_unwind(payload);
             }
             if unwind::is_cleanup_timeout(&self.co, &*payload) {

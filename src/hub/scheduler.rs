@@ -273,7 +273,7 @@ impl Hub {
                 // in place.
                 unsafe { (*key).set(None) };
                 // SWITCH: raise the timeout in `co`; it runs until it blocks again.
-                unwind::raising(&co, !std::thread::panicking());
+                unwind::raising(&co);
                 let _ = co.throw(super::time::TimeoutFired { id, mark });
             }
         }
@@ -304,7 +304,7 @@ impl Hub {
             let Some((co, payload)) = next else { break };
             if !co.is_dead() {
                 // SWITCH: raise it in `co`; it runs until it blocks again.
-                unwind::raising(&co, !std::thread::panicking());
+                unwind::raising(&co);
                 let _ = co.raise(payload);
             }
         }

@@ -138,12 +138,12 @@ fn seen_panicking(co: &Coroutine) {
 /// unwinding now, unless it catches the raise. (Counted by the sender, as the receiving park
 /// has no normal way out to do it. One that may be unwinding already parked in the park that
 /// keeps raises for later, which counts the raise itself if it lets it through:
-/// [`unwinds_again`].) `fresh`: nothing is unwinding on the thread, so any depth it has is
-/// left from an unwind that ended.
+/// [`unwinds_again`].) With no panic under way on the thread, any depth it has is left from
+/// an unwind that ended, and counts for nothing.
 #[inline]
-pub(crate) fn raising(co: &Coroutine, fresh: bool) {
+pub(crate) fn raising(co: &Coroutine) {
     let f = co.hub_flags();
-    if fresh || depth_of(f.get()) == 0 {
+    if depth_of(f.get()) == 0 || !std::thread::panicking() {
         f.set(first_unwind());
     }
 }
@@ -188,9 +188,8 @@ pub(crate) fn is_cleanup_timeout(co: &Coroutine, payload: &(dyn std::any::Any + 
     })
 }
 
-/// True if `co` is the running coroutine and may be unwinding: a kill of it has nothing left
-/// to do (it is dying already, and raising again could only abort), and waiting for its end
-/// would wait forever.
+/// True if `co` is the running coroutine and may be unwinding: a kill of it cannot be raised
+/// now (it could only abort; it is kept instead), and waiting for its end would wait forever.
 pub(crate) fn is_dying_current(co: &Coroutine) -> bool {
     co.is_current() && look(co)
 }
