@@ -6,7 +6,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use super::counted::CoreRef;
 use super::switch::{self, Expect, Msg};
@@ -16,7 +16,10 @@ use crate::error::SwitchError;
 /// A handle to a greenlet-style coroutine: cheap to clone, equal by identity, `!Send`.
 ///
 /// Dropping the last handle to a suspended coroutine kills it (see [`Coroutine::kill`]) before
-/// `drop` returns, and control comes back to the dropper.
+/// `drop` returns, and control comes back to the dropper. A panic of the victim while it
+/// unwinds is logged, not raised in the dropper; but if the victim's cleanup switches away and
+/// the dropper, waiting inside `drop`, is killed meanwhile, the dropper dies of its own kill
+/// (unless that `drop` runs during an unwind, where a panic would abort: then it is logged).
 ///
 /// A handle a coroutine holds to *itself* while it is suspended keeps it alive, as any
 /// reference cycle does (Python's greenlet has a garbage collector for those; Rust does not).
@@ -280,33 +283,57 @@ impl Coroutine {
     }
 
     /// Kills a suspended coroutine whose last handle this is.
+    ///
+    /// A panic that reaches the dropper here is either the victim's (it panicked while it
+    /// unwound, and died: logged, not raised, as a drop must not fail) or the dropper's own: the
+    /// victim's cleanup switched away and something raised into the dropper, waiting inside
+    /// this drop (a kill of the dropper). That one is raised on in the dropper, unless this drop
+    /// may itself run during an unwind, where a panic leaving it would abort the process.
     fn kill_on_drop(&mut self) {
         let me = current();
+        let in_unwind = std::thread::panicking();
         // The victim has no other handle, so no child names it as parent: no cycle is possible.
         let old = self.0.parent.replace(Some(me.clone()));
         let r = catch_unwind(AssertUnwindSafe(|| {
             let _: Box<dyn Any> = self.throw(GreenletExit);
         }));
+        let mut own = None;
         if let Err(p) = r {
-            log::error!(
-                "coroutine {} panicked while it was killed by the drop of its last handle: {}",
-                self.0.label(),
-                crate::error::panic_message(&*p)
-            );
+            if self.0.dead.get() {
+                log::error!(
+                    "coroutine {} panicked while it was killed by the drop of its last handle: {}",
+                    self.0.label(),
+                    crate::error::panic_message(&*p)
+                );
+            } else if in_unwind {
+                log::error!(
+                    "{me:?} was raised into while it dropped the last handle to coroutine {} \
+                     during an unwind; dropped, as raising it there would abort: {}",
+                    self.0.label(),
+                    crate::error::panic_message(&*p)
+                );
+            } else {
+                own = Some(p);
+            }
         }
         self.restore_parent(&me, old);
-        if self.0.dead.get() {
-            return;
+        if !self.0.dead.get() {
+            if self.0.count() == 1 {
+                log::warn!(
+                    "coroutine {} did not die of the drop of its last handle (it caught \
+                     GreenletExit, or its dropper was killed while it unwound) and lives on with \
+                     no handle: it is leaked",
+                    self.0.label()
+                );
+                std::mem::forget(self.0.clone());
+            }
+            // Else another handle to it exists now (it took one to itself while it unwound, or
+            // is parked in the hub): that handle owns it, and dropping it kills it again, as
+            // greenlet does.
         }
-        if self.0.count() == 1 {
-            log::warn!(
-                "coroutine {} caught GreenletExit and lives on with no handle: it is leaked",
-                self.0.label()
-            );
-            std::mem::forget(self.0.clone());
+        if let Some(p) = own {
+            resume_unwind(p);
         }
-        // Else it took a new handle to itself while it unwound (resurrection): that handle
-        // owns it now, and dropping it kills it again, as greenlet does.
     }
 }
 
