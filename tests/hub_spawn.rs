@@ -460,3 +460,19 @@ fn a_fiber_killed_unstarted_through_its_coroutine_ends_as_killed() {
     assert_eq!(g.get(), Err(Error::Killed));
     assert!(fibers().iter().all(|f| !f.to_string().contains("dead")), "{:?}", fibers());
 }
+
+#[test]
+fn links_added_before_join_have_run_when_join_returns() {
+    // gevent's test__order.py::test_greenlet_link, with 2 and 1000 links.
+    for count in [2, 1000] {
+        let lst = Rc::new(RefCell::new(Vec::new()));
+        let l0 = lst.clone();
+        let g = spawn(move || l0.borrow_mut().push(0));
+        for i in 1..count {
+            let l = lst.clone();
+            g.link(move |_| l.borrow_mut().push(i));
+        }
+        g.join();
+        assert_eq!(*lst.borrow(), (0..count).collect::<Vec<_>>());
+    }
+}

@@ -153,8 +153,13 @@ pub fn spawn_with<T: 'static>(
 }
 
 impl<T: 'static> Inner<T> {
-    /// Records the fiber's outcome, takes it out of the hub's registry, wakes the joiners and
-    /// starts the links.
+    /// Records the fiber's outcome, takes it out of the hub's registry, starts the links and
+    /// wakes the joiners.
+    ///
+    /// The links go on the ready queue first, so a link that does not block has run by the
+    /// time a joiner returns from `join` (gevent's `test__order.py`: a `link` added before
+    /// `join` has run when `join` returns; its `join` is itself a link, run after those added
+    /// before it).
     fn finish(this: Rc<Inner<T>>, outcome: Result<T, Error>) {
         this.ended.set(if outcome.is_ok() { Ended::Returned } else { Ended::Failed });
         *this.result.borrow_mut() = Some(outcome);
@@ -162,14 +167,14 @@ impl<T: 'static> Inner<T> {
         // killed by a thread-local destructor at thread exit) there is none, and nothing to
         // run the links.
         let co = scheduler::try_with(|hub| hub.fibers.borrow_mut().remove(this.slot.get()));
-        this.joiners.notify_all();
         if let Some(Some(co)) = co {
             let links = std::mem::take(&mut *this.links.borrow_mut());
-            let g = Greenlet { co, inner: this };
+            let g = Greenlet { co, inner: this.clone() };
             for l in links {
                 start_link(&g, l);
             }
         }
+        this.joiners.notify_all();
     }
 }
 
@@ -337,8 +342,9 @@ impl<T: 'static> Greenlet<T> {
 
     /// Calls `f` once the fiber has finished — never inside `link` itself, even for a finished
     /// fiber — exactly once, in a new fiber of its own (as gevent's `link` does), so `f` may
-    /// block without holding back other links. Links start in the order they were added,
-    /// after the fibers the end woke (its joiners). A panic in `f` is logged.
+    /// block without holding back other links. Links start in the order they were added, and
+    /// before the fibers waiting in [`join`](Greenlet::join) resume: a link that does not
+    /// block has run when `join` returns, as in gevent. A panic in `f` is logged.
     pub fn link(&self, f: impl FnOnce(&Greenlet<T>) + 'static) {
         if self.ready() {
             start_link(self, Box::new(f));
