@@ -1,6 +1,7 @@
 //! Layer 4: Semaphore, BoundedSemaphore, Lock, RLock, Condition — FIFO order, timeouts, and no
 //! permit or wake-up lost when waiters are killed mid-wait.
 use std::cell::{Cell, RefCell};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -353,15 +354,14 @@ fn condition_kill_mid_wait_passes_the_notification_on() {
         .map(|i| {
             let (c, w) = (c.clone(), woke.clone());
             spawn(move || {
-                c.acquire();
+                let _held = c.hold();
                 c.wait();
                 w.borrow_mut().push(i);
-                c.release();
             })
         })
         .collect();
     yield_now();
-    ws[1].kill(); // waiting: leaves
+    ws[1].kill(); // waiting: leaves (taking the lock back, which its guard then releases)
     assert_eq!(c.waiting(), 2);
     c.acquire();
     c.notify(); // to ws[0]
@@ -455,4 +455,43 @@ fn a_timeout_while_a_notified_condition_waiter_takes_the_lock_back_waits_for_the
     joinall(&[w.clone(), n.clone()], None);
     assert!(w.successful() && n.successful(), "{:?} {:?}", w.take(), n.take());
     assert!(!cond.lock().locked());
+}
+
+#[test]
+fn a_waiter_killed_in_a_guarded_condition_wait_takes_the_lock_back_for_its_guard() {
+    // gevent's `with cond: cond.wait()` killed: the wait takes the lock back before the kill
+    // goes on (threading's `finally`), so the guard's release is of a held lock. Before, the
+    // release panicked in a destructor during the unwind and the process aborted.
+    let c = Rc::new(Condition::new());
+    let c2 = c.clone();
+    let w = spawn(move || {
+        let _held = c2.hold();
+        loop {
+            c2.wait();
+        }
+    });
+    yield_now();
+    // Hold the lock while the kill lands: the victim waits for it before dying.
+    c.acquire();
+    let c3 = c.clone();
+    let k = spawn(move || w.kill());
+    yield_now();
+    assert!(!k.ready(), "the killed waiter died without taking the lock back");
+    c.release();
+    k.join();
+    assert!(!c.lock().locked());
+    assert_eq!(c.waiting(), 0);
+    // A hand-written guard that releases an unowned lock during an unwind is logged, not a
+    // second panic.
+    struct Bad<'a>(&'a Condition);
+    impl Drop for Bad<'_> {
+        fn drop(&mut self) {
+            self.0.release();
+        }
+    }
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let _b = Bad(&c3);
+        panic!("boom");
+    }));
+    assert!(r.is_err());
 }

@@ -19,6 +19,17 @@ fn outermost(a: Option<Payload>, b: Payload) -> Payload {
     }
 }
 
+/// Of what interrupted a wait before (`a`) and now (`b`), what is raised once the lock is
+/// back: a kill (or any other payload) before a timeout, the first of those; else the
+/// outermost timeout.
+fn first_to_raise(a: Option<Payload>, b: Payload) -> Payload {
+    match a {
+        Some(a) if !a.is::<TimeoutFired>() => a,
+        a if b.is::<TimeoutFired>() => outermost(a, b),
+        _ => b,
+    }
+}
+
 /// A condition variable for fibers (gevent's/`threading`'s `Condition`) over its own [`RLock`].
 ///
 /// As in `threading`, the lock is re-entrant and owned: `wait`, `notify` and `release` by a
@@ -29,9 +40,10 @@ fn outermost(a: Option<Payload>, b: Payload) -> Payload {
 /// Waiters are notified in FIFO order. A notification that reaches a waiter which is killed
 /// (or interrupted by `with_timeout`) before it runs passes to the next waiter; with none left
 /// it is dropped, as a `notify` with nobody waiting is. A waiter interrupted by
-/// [`with_timeout`](crate::with_timeout) takes the lock back before the timeout goes on (as
-/// `threading`'s `Condition.wait` does in its `finally`), so the caller's own `release` after
-/// the timeout is right; a killed waiter dies without waiting for the lock.
+/// [`with_timeout`](crate::with_timeout) or killed takes the lock back before the timeout or
+/// the kill goes on (as `threading`'s `Condition.wait` does in its `finally`), so the caller's
+/// own `release` on the way out (a guard's `Drop`) is right. A waiter killed while the lock is
+/// held elsewhere dies once it gets the lock.
 ///
 /// ```
 /// use std::{cell::Cell, rc::Rc};
@@ -40,9 +52,8 @@ fn outermost(a: Option<Payload>, b: Payload) -> Payload {
 /// let c = Rc::new((Condition::new(), Cell::new(false)));
 /// let c2 = c.clone();
 /// let waiter = spawn(move || {
-///     c2.0.acquire();
+///     let _held = c2.0.hold(); // released when the closure ends, or unwinds
 ///     while !c2.1.get() { c2.0.wait(); }
-///     c2.0.release();
 /// });
 /// greenfiber::yield_now();
 /// c.0.acquire();
@@ -73,6 +84,14 @@ impl Condition {
         self.lock.acquire();
     }
 
+    /// Acquires the lock and returns a guard that releases one level of it when dropped, also
+    /// on an unwind (Python's `with cond:`). A waiter killed in [`wait`](Condition::wait)
+    /// takes the lock back before it unwinds, so the guard's release is right.
+    pub fn hold(&self) -> ConditionGuard<'_> {
+        self.acquire();
+        ConditionGuard { cond: self }
+    }
+
     /// Acquires the lock, waiting at most `d`; true if it got it.
     pub fn acquire_timeout(&self, d: Duration) -> bool {
         self.lock.acquire_timeout(d)
@@ -86,13 +105,19 @@ impl Condition {
     /// Releases one level of the lock.
     ///
     /// # Panics
-    /// If the current fiber does not hold the lock.
+    /// If the current fiber does not hold the lock, unless a panic is under way on the thread
+    /// (a guard's `Drop` during an unwind, where a second panic would abort the process): then
+    /// the misuse is logged.
     pub fn release(&self) {
-        assert!(
-            self.lock.release().is_ok(),
-            "greenfiber: cannot release a Condition's un-acquired lock (another fiber holds it, \
-             or nobody does)"
-        );
+        if self.lock.release().is_err() {
+            let msg = "greenfiber: cannot release a Condition's un-acquired lock (another fiber \
+                       holds it, or nobody does)";
+            if std::thread::panicking() {
+                log::error!("{msg}; ignored during an unwind");
+            } else {
+                panic!("{msg}");
+            }
+        }
     }
 
     /// Panics unless the current fiber holds the lock, as `threading` raises.
@@ -138,24 +163,23 @@ impl Condition {
                 }
                 matches!(o, Outcome::Granted(_))
             }
-            Err(p) if p.is::<TimeoutFired>() => {
-                let p = self.reacquire(Some(p), depth).expect("greenfiber: a timeout to raise");
+            Err(p) => {
+                let p = self.reacquire(Some(p), depth).expect("greenfiber: a raise to go on");
                 resume_unwind(p)
             }
-            Err(p) => resume_unwind(p),
         }
     }
 
-    /// Takes the lock back after a wait, even if a `with_timeout` fires meanwhile: such a
-    /// timeout (or `pending`, one that ended the wait) is returned to be raised once the lock
-    /// is held, the outermost if there are several; a kill goes on at once. This runs in
-    /// ordinary code, not in a `Drop`, so waiting for the lock is an ordinary park.
+    /// Takes the lock back after a wait, even if a kill or a `with_timeout` interrupts it
+    /// meanwhile: what interrupted it (or `pending`, what ended the wait) is returned to be
+    /// raised once the lock is held. Of several, a kill goes before a timeout (the first kill),
+    /// and of timeouts the outermost. This runs in ordinary code, not in a `Drop`, so waiting
+    /// for the lock is an ordinary park.
     fn reacquire(&self, mut pending: Option<Payload>, depth: usize) -> Option<Payload> {
         loop {
             match catch_unwind(AssertUnwindSafe(|| self.lock.acquire_restore(depth))) {
                 Ok(()) => return pending,
-                Err(p) if p.is::<TimeoutFired>() => pending = Some(outermost(pending, p)),
-                Err(p) => resume_unwind(p),
+                Err(p) => pending = Some(first_to_raise(pending, p)),
             }
         }
     }
@@ -190,5 +214,16 @@ impl Condition {
     /// How many fibers wait.
     pub fn waiting(&self) -> usize {
         self.waiters.len()
+    }
+}
+
+/// Holds one level of a [`Condition`]'s lock until dropped (from [`Condition::hold`]).
+pub struct ConditionGuard<'a> {
+    cond: &'a Condition,
+}
+
+impl Drop for ConditionGuard<'_> {
+    fn drop(&mut self) {
+        self.cond.release();
     }
 }

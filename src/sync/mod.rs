@@ -51,7 +51,7 @@ mod waiters;
 use std::fmt;
 
 pub use channel::Channel;
-pub use condition::Condition;
+pub use condition::{Condition, ConditionGuard};
 pub use event::{AsyncResult, AsyncSender, Event};
 pub use lock::{Lock, LockGuard, RLock};
 pub use queue::{JoinableQueue, LifoQueue, PriorityQueue, Queue};
