@@ -419,3 +419,57 @@ fn a_victim_that_ends_after_a_detour_returns_control_to_its_dropper() {
     assert!(v.is_dead() && dropper.is_dead());
     assert!(*after_drop.borrow(), "the dropper did not run on after its victim ended");
 }
+
+#[test]
+fn a_killer_left_suspended_inside_kill_dies_when_its_last_handle_goes() {
+    // V starts its child C and waits in C's switch; C kills V (its ancestor: the exit goes to
+    // V's parent, main, and C stays suspended inside kill). C's only handle left is V's local:
+    // when V's stack unwinds, C must be killed too (greenlet's test_dealloc), which needs kill
+    // not to keep a handle to C on C's own stack.
+    let c_unwound = Rc::new(RefCell::new(vec![]));
+    let cu = c_unwound.clone();
+    let v = Coroutine::new(move |()| {
+        let cu = cu.clone();
+        let c = Coroutine::new(move |()| {
+            let _c = Canary(cu, "C unwound");
+            let v = current().parent().unwrap();
+            v.kill();
+        });
+        let () = c.switch(());
+    });
+    let r: Box<dyn std::any::Any> = v.switch(());
+    assert!(r.is::<GreenletExit>() && v.is_dead());
+    assert_eq!(*c_unwound.borrow(), ["C unwound"], "the killer was leaked");
+}
+
+#[test]
+fn killing_the_main_coroutine_from_itself_raises_and_from_a_child_does_nothing() {
+    let main = current();
+    let r = catch_unwind(AssertUnwindSafe(|| main.kill()));
+    assert!(r.unwrap_err().is::<GreenletExit>());
+    let m = main.clone();
+    let c = Coroutine::new(move |()| m.kill());
+    let () = c.switch(());
+    assert!(c.is_dead() && !main.is_dead());
+}
+
+#[test]
+fn a_panic_routed_through_an_unstarted_parent_whose_closure_owns_a_suspended_coroutine_arrives() {
+    // C panics; its parent P never started, so the panic kills P unrun and goes on to main.
+    // Dropping P's closure drops the last handle to a suspended S, whose kill ends into the
+    // current coroutine: C must still be alive then, or S's exit is routed past it to main and
+    // the panic is lost (greenlet's test_throw_goes_to_original_parent).
+    #[derive(Debug)]
+    struct KeyError;
+    let log = Rc::new(RefCell::new(vec![]));
+    let s = suspended(&log);
+    let p = Coroutine::new(move |()| {
+        let _keep = s;
+    });
+    let c = Coroutine::builder().parent(&p).build(|()| -> () { std::panic::panic_any(KeyError) });
+    drop(p);
+    let r = catch_unwind(AssertUnwindSafe(|| c.switch::<(), Box<dyn std::any::Any>>(())));
+    assert!(r.expect_err("the panic was lost").is::<KeyError>());
+    assert_eq!(*log.borrow(), ["saw GreenletExit", "unwound"]);
+    assert!(c.is_dead());
+}

@@ -122,9 +122,14 @@ impl Coroutine {
     /// as a value, never as a panic: for the duration of the kill the victim's parent is the
     /// killer (unless that would make a cycle). A coroutine that never started is marked dead
     /// without running; killing a dead one does nothing; killing the current one raises
-    /// `GreenletExit` at once.
+    /// `GreenletExit` at once (main included). Killing the main coroutine from another one does
+    /// nothing: main has no parent to end into and never dies ([`throw`](Self::throw) raises in
+    /// it).
     pub fn kill(&self) {
         let c = &*self.0;
+        if c.is_main && self.is_current() {
+            std::panic::resume_unwind(Box::new(GreenletExit));
+        }
         if c.dead.get() || c.is_main {
             return;
         }
@@ -139,19 +144,24 @@ impl Coroutine {
         // The exit comes back here: the killer is the parent while it unwinds. (If the killer
         // descends from the victim that would be a cycle; it then goes to the victim's parent.)
         let old_parent = self.parent();
-        if self.set_parent(&me).is_err() {
+        let cycle = self.set_parent(&me).is_err();
+        // No handle to the killer stays on its own stack across the throw: a killer left
+        // suspended here (the victim switched elsewhere) must still die when its last handle
+        // goes. It is the current coroutine again whenever this frame goes on.
+        drop(me);
+        if cycle {
             let _exit: Box<dyn Any> = self.throw(GreenletExit);
             return;
         }
         /// Gives the victim its parent back however the kill ends, a `with_timeout` or a
         /// throw at the killer cutting it short included.
-        struct Restore<'a>(&'a Coroutine, Coroutine, Option<Coroutine>);
+        struct Restore<'a>(&'a Coroutine, Option<Coroutine>);
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
-                self.0.restore_parent(&self.1, self.2.take());
+                self.0.restore_parent(&current(), self.1.take());
             }
         }
-        let _restore = Restore(self, me, old_parent);
+        let _restore = Restore(self, old_parent);
         let _exit: Box<dyn Any> = self.throw(GreenletExit);
     }
 
@@ -290,10 +300,10 @@ impl Coroutine {
     /// this drop (a kill of the dropper). That one is raised on in the dropper, unless this drop
     /// may itself run during an unwind, where a panic leaving it would abort the process.
     fn kill_on_drop(&mut self) {
-        let me = current();
         let in_unwind = std::thread::panicking();
         // The victim has no other handle, so no child names it as parent: no cycle is possible.
-        let old = self.0.parent.replace(Some(me.clone()));
+        // (No handle to the dropper stays in this frame across the throw, as in `kill`.)
+        let old = self.0.parent.replace(Some(current()));
         let r = catch_unwind(AssertUnwindSafe(|| {
             let _: Box<dyn Any> = self.throw(GreenletExit);
         }));
@@ -307,8 +317,9 @@ impl Coroutine {
                 );
             } else if in_unwind {
                 log::error!(
-                    "{me:?} was raised into while it dropped the last handle to coroutine {} \
+                    "{:?} was raised into while it dropped the last handle to coroutine {} \
                      during an unwind; dropped, as raising it there would abort: {}",
+                    current(),
                     self.0.label(),
                     crate::error::panic_message(&*p)
                 );
@@ -316,7 +327,7 @@ impl Coroutine {
                 own = Some(p);
             }
         }
-        self.restore_parent(&me, old);
+        self.restore_parent(&current(), old);
         if !self.0.dead.get() {
             if self.0.count() == 1 {
                 log::warn!(

@@ -340,9 +340,17 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
             Err(Msg::Raise(p))
         }
     };
+    let parent = me.parent.borrow().clone().expect("greenfiber: a coroutine without a parent");
+    // A raise is routed while this coroutine still lives: routing kills never-started
+    // ancestors, and dropping their closures may kill coroutines (their last handles), whose
+    // ends come back here, to the current coroutine, not past it (greenlet releases such a
+    // parent's `run` in the context of the coroutine that dies).
+    let outcome = match outcome {
+        Err(msg) => Err(route(&parent, msg)),
+        Ok(r) => Ok(r),
+    };
     me.dead.set(true);
     log::trace!("coroutine {} finished", me.label());
-    let parent = me.parent.borrow().clone().expect("greenfiber: a coroutine without a parent");
     thread::with(|ts| {
         let (recv, value) = match outcome {
             Ok(r) => {
@@ -362,8 +370,10 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
                     }
                 }
             }
-            Err(msg) => {
-                let (recv, msg) = route(&parent, msg);
+            Err((recv, msg)) => {
+                // Routed while alive; the receiver may have died meanwhile (a coroutine the
+                // routing killed ended into it): on to its first live ancestor.
+                let recv = first_live(&recv);
                 ts.slow.set(Some(msg));
                 (recv, ptr::null_mut())
             }
