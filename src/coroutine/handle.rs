@@ -328,19 +328,17 @@ impl Coroutine {
             }
         }
         self.restore_parent(&current(), old);
-        if !self.0.dead.get() {
-            if self.0.count() == 1 {
-                log::warn!(
-                    "coroutine {} did not die of the drop of its last handle (it caught \
-                     GreenletExit, or its dropper was killed while it unwound) and lives on with \
-                     no handle: it is leaked",
-                    self.0.label()
-                );
-                std::mem::forget(self.0.clone());
-            }
-            // Else another handle to it exists now (it took one to itself while it unwound, or
-            // is parked in the hub): that handle owns it, and dropping it kills it again, as
-            // greenlet does.
+        // A survivor with another handle now (it took one to itself while it unwound, or is
+        // parked in the hub) is owned by that handle, and dropping it kills it again, as
+        // greenlet does.
+        if !self.0.dead.get() && self.0.count() == 1 {
+            log::warn!(
+                "coroutine {} did not die of the drop of its last handle (it caught \
+                 GreenletExit, or its dropper was killed while it unwound) and lives on with no \
+                 handle: it is leaked",
+                self.0.label()
+            );
+            std::mem::forget(self.0.clone());
         }
         if let Some(p) = own {
             resume_unwind(p);

@@ -134,7 +134,11 @@ pub fn spawn_with<T: 'static>(
             let mut unfinished = unfinished;
             let r = catch_unwind(AssertUnwindSafe(f));
             let me = current();
+            // A kill a C caller swallowed (held.rs): the closure went on to its end, but the
+            // fiber was killed.
+            let killed = super::held::take_kill(&me);
             let outcome = match r {
+                Ok(_) if killed => Err(Error::Killed),
                 Ok(v) => Ok(v),
                 Err(p) if p.is::<GreenletExit>() => Err(Error::Killed),
                 Err(p) => {

@@ -24,11 +24,14 @@
 //! - `park.rs`: the one way to block (`Waiter`), the wait list, cross-thread wake-ups.
 //! - `unwind.rs`: which coroutines may be unwinding, so that nothing is raised into a
 //!   destructor that runs during an unwind.
+//! - `held.rs`: kills and timeouts that a C caller (a patched libc call) swallowed, held until
+//!   they can be raised or reported.
 //! - `greenlet.rs`, `time.rs`, `debug.rs`: the user API.
 //! - `timers.rs`, `reactor.rs`, `remote.rs`: drivers; they never switch.
 
 mod debug;
 mod greenlet;
+pub(crate) mod held;
 // Parts of park.rs and reactor.rs serve the net and sync layers (socket waits, wait lists).
 #[allow(dead_code)]
 pub(crate) mod park;

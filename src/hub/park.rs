@@ -165,6 +165,9 @@ impl Waiter {
             );
         }
         debug_assert!(self.co.is_current(), "a waiter parks only its own coroutine");
+        if hub.held_any.get() {
+            super::held::raise_at_park(hub, &self.co);
+        }
         self.state.set(State::Parked);
         if ready {
             unpark_in(hub, self.as_ref(), Wake::Woken);

@@ -92,6 +92,10 @@ pub(crate) struct Hub {
     /// Raises (kills, timeouts, throws) that reached a coroutine parked while it may have been
     /// unwinding, kept until it is seen unwinding no more (park.rs rule 5).
     pub(crate) deferred: RefCell<Vec<(Coroutine, Box<dyn Any + Send>)>>,
+    /// Kills and timeouts a C caller swallowed, held for their coroutines (`held.rs`).
+    pub(crate) held: RefCell<Vec<(Coroutine, Box<dyn Any + Send>)>>,
+    /// True while `held` is not empty: the one check every park makes.
+    pub(crate) held_any: Cell<bool>,
 }
 
 thread_local! {
@@ -147,6 +151,8 @@ impl Hub {
             fibers: RefCell::new(Registry::default()),
             next_timeout_id: Cell::new(1),
             deferred: RefCell::new(Vec::new()),
+            held: RefCell::new(Vec::new()),
+            held_any: Cell::new(false),
         };
         LIVE.with(|l| l.set(true));
         hub

@@ -65,7 +65,9 @@ pub(crate) struct TimeoutFired {
 /// A timeout that comes due while the closure's coroutine waits in a destructor during an
 /// unwind (a kill's cleanup) is raised only once that unwind is over, as a kill is
 /// ([`Greenlet::kill`](crate::Greenlet::kill)), unless this `with_timeout` is itself inside
-/// that cleanup.
+/// that cleanup. A timeout that fires inside a patched libc call (feature `monkey`) makes that
+/// call fail instead, and the closure's later patched waits fail at once; if the closure then
+/// returns, the result is still `Err(Timeout)`.
 pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout> {
     let key = Cell::new(None);
     let me = current();
@@ -100,8 +102,14 @@ pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout>
     }
     let cancel = Cancel(&key, id);
     let r = catch_unwind(AssertUnwindSafe(f));
+    // A firing that a C caller swallowed (held.rs): the closure went on, but timed out.
+    let swallowed = super::held::take_timeout(id);
     drop(cancel);
     match r {
+        Ok(_) if swallowed => {
+            unwind::back_to(&me, mark);
+            Err(Timeout)
+        }
         Ok(v) => {
             unwind::back_to(&me, mark);
             Ok(v)

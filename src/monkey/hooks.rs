@@ -19,7 +19,9 @@
 //!    EBADF when the fd was closed meanwhile, ECANCELED when the fiber was killed).
 //! 3. No panic crosses `extern "C"`: every slow path runs in [`guarded`], which aborts with a
 //!    message. A kill or `with_timeout` raised at a park inside a hook cannot unwind through
-//!    the C caller: [`block`] catches it and turns it into an error return (see mod.rs, Limits).
+//!    the C caller: [`block`] catches it, holds it for the fiber (`hub/held.rs`) and turns it
+//!    into an error return; while it is held, [`refused`] fails the fiber's hooked waits at
+//!    once (see mod.rs, Limits).
 //! 4. Nothing waits on an fd except [`wait_fd`], and it waits only right after the operation
 //!    failed with EAGAIN, with no switch in between (reactor rule 1).
 //! 5. While the slow path holds hub state ([`Busy`]), or the hub's reactor is borrowed (a log
@@ -27,7 +29,7 @@
 //!    made on the same thread (a logger, a signal handler) passes straight through
 //!    ([`reactor_busy`]).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use std::io;
 use std::os::fd::RawFd;
@@ -41,8 +43,8 @@ use libc::{
 
 use super::fd_table::{self, FOREIGN, MANAGED, OURS_NB, SHARED, USER_NB};
 use super::{PATCHED, real};
-use crate::coroutine::{Coroutine, GreenletExit, try_current};
-use crate::hub::TimeoutFired;
+use crate::coroutine::try_current;
+use crate::hub::held::{self, Held};
 use crate::hub::park::{self, Waiter, Wake};
 use crate::hub::reactor::Direction;
 use crate::hub::scheduler::{self, Hub};
@@ -54,8 +56,6 @@ use crate::hub::scheduler::{self, Hub};
 thread_local! {
     /// Rule 5. `const` and drop-free: readable before main and during teardown.
     static BUSY: Cell<bool> = const { Cell::new(false) };
-    /// Fibers killed while inside a hook (rule 3): their later hooked waits fail at once.
-    static CANCELLED: RefCell<Vec<Coroutine>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Hook fast-path test: patched, and this thread has a hub. One relaxed load and one
@@ -144,7 +144,8 @@ pub(crate) fn calls() -> Vec<(&'static str, u64)> {
 }
 
 /// True if a hook called now should behave cooperatively: the current coroutine is not the
-/// hub, and it is a fiber — or main while the hub has other work (as gevent does).
+/// hub, and it is a fiber — or main while the hub has other work (as gevent does), or while a
+/// raise is held (rule 3: main's timed-out block must fail fast too).
 fn in_fiber() -> bool {
     if BUSY.with(Cell::get) {
         return false;
@@ -168,15 +169,33 @@ fn has_work(hub: &Hub) -> bool {
         || busy(hub.timers.try_borrow().map(|t| !t.is_empty()))
         || hub.io_waits.get() > 0
         || busy(hub.remote_waits.try_borrow().map(|m| !m.is_empty()))
+        || hub.held_any.get()
 }
 
-fn is_cancelled() -> bool {
-    let Some(cur) = try_current() else { return false };
-    CANCELLED.try_with(|c| c.borrow().contains(&cur)).unwrap_or(false)
+fn errno_of(h: Held) -> c_int {
+    match h {
+        Held::Kill => libc::ECANCELED,
+        Held::Timeout => libc::ETIMEDOUT,
+    }
 }
 
-/// Runs a park inside a hook (rule 3): a kill (GreenletExit) marks the fiber cancelled and
-/// gives ECANCELED; a `with_timeout` expiry gives ETIMEDOUT; anything else is a bug.
+/// Rule 3: the error a hooked wait of the current fiber fails with at once, if it holds a kill
+/// or a timeout that a hooked call swallowed before (`hub/held.rs`). The fiber yields once
+/// first, so that a caller that loops on the error (`std::thread::sleep` ignores it) still
+/// lets the rest of the thread run.
+fn refused() -> Option<c_int> {
+    let cur = try_current()?;
+    let h = held::holds(&cur)?;
+    let _ = block(|| {
+        held::yield_keeping(&cur);
+        Ok(())
+    });
+    Some(errno_of(h))
+}
+
+/// Runs a park inside a hook (rule 3): a kill (GreenletExit) or a `with_timeout` expiry cannot
+/// unwind through the C caller; it is held for the fiber (`hub/held.rs`) and the call fails
+/// with ECANCELED or ETIMEDOUT. Anything else is a bug.
 fn block<T>(f: impl FnOnce() -> io::Result<T>) -> Result<T, c_int> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
@@ -185,19 +204,16 @@ fn block<T>(f: impl FnOnce() -> io::Result<T>) -> Result<T, c_int> {
             None if e.kind() == io::ErrorKind::TimedOut => libc::EAGAIN,
             None => libc::EIO,
         }),
-        Err(p) if p.is::<GreenletExit>() => {
-            if let Some(cur) = try_current() {
-                log::debug!("monkey: {cur:?} killed inside a hooked call: it gets ECANCELED");
-                let _ = CANCELLED.try_with(|c| {
-                    let mut c = c.borrow_mut();
-                    c.retain(|co| !co.is_dead());
-                    c.push(cur);
-                });
+        Err(p) => {
+            let Some(cur) = try_current() else { resume_unwind(p) };
+            match held::hold(&cur, p) {
+                Ok(h) => {
+                    log::debug!("monkey: {cur:?} got {h:?} inside a hooked call: held for it");
+                    Err(errno_of(h))
+                }
+                Err(p) => resume_unwind(p),
             }
-            Err(libc::ECANCELED)
         }
-        Err(p) if p.is::<TimeoutFired>() => Err(libc::ETIMEDOUT),
-        Err(p) => resume_unwind(p),
     }
 }
 
@@ -472,8 +488,8 @@ fn io_slow(
             }
             return r;
         }
-        if is_cancelled() {
-            set_errno(libc::ECANCELED);
+        if let Some(e) = refused() {
+            set_errno(e);
             return -1;
         }
         let mut deadline = None;
@@ -501,7 +517,7 @@ fn io_slow(
 
 /// Sleeps `d` on the hub; a kill or timeout just ends the sleep early (rule 3).
 fn hub_sleep(d: Duration) {
-    if is_cancelled() {
+    if refused().is_some() {
         return;
     }
     let _ = block(|| {
@@ -884,8 +900,8 @@ fn connect_slow(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
             let r = unsafe { real::connect(fd, addr, len) };
             return if r == -1 { connect_failed(fd, addr, len) } else { r };
         }
-        if is_cancelled() {
-            set_errno(libc::ECANCELED);
+        if let Some(e) = refused() {
+            set_errno(e);
             return -1;
         }
         // SAFETY: rule 1.
@@ -970,8 +986,8 @@ fn poll_slow(fds: *mut pollfd, timeout: c_int) -> c_int {
             // SAFETY: rule 1.
             return unsafe { real::poll(fds, 1, timeout) };
         };
-        if is_cancelled() {
-            set_errno(libc::ECANCELED);
+        if let Some(e) = refused() {
+            set_errno(e);
             return -1;
         }
         let deadline = u64::try_from(timeout)

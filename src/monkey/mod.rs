@@ -70,9 +70,14 @@
 //!   bookkeeping runs on the thread).
 //! - A kill (`Greenlet::kill`) or `with_timeout` expiry that hits a fiber inside a hooked
 //!   wait cannot unwind through the C caller: the call returns an error instead (ECANCELED
-//!   for a kill, ETIMEDOUT for a timeout; a sleep just ends early). After a kill every later
-//!   hooked wait of that fiber fails at once with ECANCELED (sleeps return at once), so the
-//!   fiber returns soon and the kill completes then.
+//!   for a kill, ETIMEDOUT for a timeout; a sleep just ends early), and the raise is held for
+//!   the fiber (`hub/held.rs`). Until it is raised, every later hooked wait of that fiber
+//!   fails at once with the same error (a sleep returns at once), after one yield. The held
+//!   raise is raised at the fiber's next wait outside a hooked call (a `greenfiber` sleep,
+//!   join, socket or lock); a fiber that returns instead still ends as killed, and a
+//!   `with_timeout` whose closure returns still gives `Err(Timeout)`. A loop that ignores
+//!   the errors and never waits outside a hooked call (`loop { std::thread::sleep(..) }`)
+//!   cannot be ended: its kill waits for ever, while the rest of the thread runs.
 //! - fds at or above 65536 and multi-fd `poll`/`select`/`epoll_wait` pass through and block
 //!   the thread.
 //! - The blocking mode is recorded per fd, but `O_NONBLOCK` belongs to the open file; a mode

@@ -1,0 +1,152 @@
+//! Raises held for a coroutine that could not take them where they reached it.
+//!
+//! A kill or a `with_timeout` expiry is raised at the coroutine's blocking point. When that
+//! point is inside a C caller (a patched libc call, Layer 5), the raise cannot unwind through
+//! the C frames: the hook catches it and returns an error to its caller instead. The raise is
+//! not lost, though: the hook hands it here, and from then on
+//!
+//! | held         | a hooked wait of the coroutine | its next park outside a hook | when it ends                        |
+//! |--------------|--------------------------------|------------------------------|-------------------------------------|
+//! | a kill       | fails at once (ECANCELED)      | raises `GreenletExit`        | a fiber that returned is `Killed`   |
+//! | a timeout    | fails at once (ETIMEDOUT)      | raises the timeout           | its `with_timeout` returns `Err`    |
+//!
+//! A held timeout is forgotten when its `with_timeout` ends, however it ends, so it is never
+//! raised outside it; a held kill is forgotten when its coroutine ends. A park that starts
+//! while a panic is under way on the thread raises nothing (park.rs rule 5): the raise stays
+//! held until a later park.
+
+use std::any::Any;
+
+use super::scheduler::{self, Hub};
+use super::time::TimeoutFired;
+use super::unwind;
+use crate::coroutine::{Coroutine, GreenletExit};
+use crate::error::Payload;
+
+/// What a coroutine holds, as a hooked call reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Held {
+    Kill,
+    Timeout,
+}
+
+fn kind(p: &(dyn Any + Send)) -> Option<Held> {
+    if p.is::<GreenletExit>() {
+        Some(Held::Kill)
+    } else if p.is::<TimeoutFired>() {
+        Some(Held::Timeout)
+    } else {
+        None
+    }
+}
+
+/// Holds `payload`, a kill or timeout caught inside a C caller, for the running coroutine
+/// `co`. Returns what it is; any other payload is given back.
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) fn hold(co: &Coroutine, payload: Payload) -> Result<Held, Payload> {
+    let Some(k) = kind(&*payload) else { return Err(payload) };
+    scheduler::try_with(|hub| {
+        let mut held = hub.held.borrow_mut();
+        held.retain(|(c, _)| !c.is_dead());
+        held.push((co.clone(), payload));
+        hub.held_any.set(true);
+    });
+    Ok(k)
+}
+
+/// What `co` holds, a kill before a timeout.
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) fn holds(co: &Coroutine) -> Option<Held> {
+    scheduler::try_with(|hub| {
+        if !hub.held_any.get() {
+            return None;
+        }
+        let held = hub.held.borrow();
+        let mine = held.iter().filter(|(c, _)| c == co).filter_map(|(_, p)| kind(&**p));
+        mine.min_by_key(|k| *k != Held::Kill)
+    })
+    .flatten()
+}
+
+/// Lets the other ready coroutines run once, as `yield_now`, without raising what `co`, the
+/// running coroutine, holds at this park: a hooked call refused for it (it holds a kill) must
+/// not starve the thread when its caller loops on the error. A raise that reaches it meanwhile
+/// goes on to the caller.
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) fn yield_keeping(co: &Coroutine) {
+    let mine = scheduler::with(|hub| {
+        let mut held = hub.held.borrow_mut();
+        let (mine, rest): (Vec<_>, Vec<_>) = held.drain(..).partition(|(c, _)| c == co);
+        *held = rest;
+        hub.held_any.set(!held.is_empty());
+        mine
+    });
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(super::time::yield_now));
+    scheduler::with(|hub| {
+        let mut held = hub.held.borrow_mut();
+        held.extend(mine);
+        hub.held_any.set(!held.is_empty());
+    });
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
+/// Takes out (and reports) the timeout of the `with_timeout` `id`, if a C caller swallowed it.
+#[inline]
+pub(crate) fn take_timeout(id: u64) -> bool {
+    scheduler::try_with(|hub| hub.held_any.get() && take(hub, |_, p| is_timeout(p, id)))
+        .unwrap_or(false)
+}
+
+/// Takes out everything `co`, a fiber that is ending, holds; true if that was a kill.
+#[inline]
+pub(crate) fn take_kill(co: &Coroutine) -> bool {
+    scheduler::try_with(|hub| {
+        hub.held_any.get() && {
+            let mut killed = false;
+            take(hub, |c, p| {
+                let it = c == co;
+                killed |= it && p.is::<GreenletExit>();
+                it
+            });
+            killed
+        }
+    })
+    .unwrap_or(false)
+}
+
+fn is_timeout(p: &Payload, id: u64) -> bool {
+    p.downcast_ref::<TimeoutFired>().is_some_and(|t| t.id == id)
+}
+
+/// Removes the entries `which` picks; true if there were any.
+#[cold]
+fn take(hub: &Hub, mut which: impl FnMut(&Coroutine, &Payload) -> bool) -> bool {
+    let mut held = hub.held.borrow_mut();
+    let before = held.len();
+    held.retain(|(c, p)| !which(c, p));
+    hub.held_any.set(!held.is_empty());
+    held.len() != before
+}
+
+/// At the start of a park of `co`, the running coroutine: raises what it holds, a kill first,
+/// unless a panic is under way on the thread. Called only while anything is held.
+#[cold]
+#[inline(never)]
+pub(crate) fn raise_at_park(hub: &Hub, co: &Coroutine) {
+    if std::thread::panicking() {
+        return;
+    }
+    let payload = {
+        let mut held = hub.held.borrow_mut();
+        let at = |k: Held| held.iter().position(|(c, p)| c == co && kind(&**p) == Some(k));
+        let i = at(Held::Kill).or_else(|| at(Held::Timeout));
+        let Some(i) = i else { return };
+        let (_, p) = held.remove(i);
+        hub.held_any.set(!held.is_empty());
+        p
+    };
+    unwind::raising(co);
+    std::panic::resume_unwind(payload);
+}
