@@ -473,3 +473,57 @@ fn a_panic_routed_through_an_unstarted_parent_whose_closure_owns_a_suspended_cor
     assert_eq!(*log.borrow(), ["saw GreenletExit", "unwound"]);
     assert!(c.is_dead());
 }
+
+/// A coroutine whose cleanup, run by the unwind of a kill, switches back to main halfway.
+fn cleanup_switches_to_main(log: &Rc<RefCell<Vec<&'static str>>>) -> Coroutine {
+    struct Detour(Coroutine, Rc<RefCell<Vec<&'static str>>>);
+    impl Drop for Detour {
+        fn drop(&mut self) {
+            let () = self.0.switch(());
+            self.1.borrow_mut().push("cleanup finished");
+        }
+    }
+    let (m, l) = (current(), log.clone());
+    let v = Coroutine::new(move |()| {
+        let _d = Detour(m, l);
+        let () = up(());
+    });
+    let () = v.switch(());
+    v
+}
+
+#[test]
+fn a_second_kill_of_a_coroutine_halfway_through_a_kills_unwind_is_refused_not_an_abort() {
+    let log = Rc::new(RefCell::new(vec![]));
+    let v = cleanup_switches_to_main(&log);
+    v.kill(); // comes back from the cleanup's switch, V halfway through its unwind
+    assert!(!v.is_dead());
+    v.kill(); // raising GreenletExit into that destructor would abort: refused, logged
+    assert!(!v.is_dead());
+    // Switching back lets the cleanup finish and V die; its end comes back here.
+    let r: Box<dyn std::any::Any> = v.switch(());
+    assert!(r.is::<GreenletExit>() && v.is_dead());
+    assert_eq!(*log.borrow(), ["cleanup finished"]);
+    // With nothing halfway through an unwind any more, kills work again.
+    let w = cleanup_switches_to_main(&log);
+    let () = w.switch(()); // W's detour goes nowhere yet: W is not unwinding
+    let log2 = Rc::new(RefCell::new(vec![]));
+    let x = suspended(&log2);
+    x.kill();
+    assert_eq!(*log2.borrow(), ["saw GreenletExit", "unwound"]);
+    drop(w);
+}
+
+#[test]
+fn dropping_a_coroutine_halfway_through_a_kills_unwind_leaks_it_instead_of_aborting() {
+    let log = Rc::new(RefCell::new(vec![]));
+    let v = cleanup_switches_to_main(&log);
+    v.kill();
+    assert!(!v.is_dead());
+    drop(v); // its last handle: leaked with a warning, not killed into its destructor
+    assert!(log.borrow().is_empty());
+    let log2 = Rc::new(RefCell::new(vec![]));
+    let x = suspended(&log2);
+    drop(x);
+    assert_eq!(*log2.borrow(), ["saw GreenletExit", "unwound"]);
+}

@@ -76,6 +76,7 @@ impl Builder {
                     raw: UnsafeCell::new(None),
                     park_slot: Cell::new(std::ptr::null()),
                     hub_flags: Cell::new(0),
+                    cut_short: Cell::new(false),
                 },
             )
         });

@@ -67,6 +67,7 @@ impl Coroutine {
             raw: UnsafeCell::new(None),
             park_slot: Cell::new(std::ptr::null()),
             hub_flags: Cell::new(0),
+            cut_short: Cell::new(false),
         }))
     }
 
@@ -125,7 +126,25 @@ impl Coroutine {
     /// `GreenletExit` at once (main included). Killing the main coroutine from another one does
     /// nothing: main has no parent to end into and never dies ([`throw`](Self::throw) raises in
     /// it).
+    ///
+    /// A victim whose cleanup switches away halfway through its unwind (a `Drop` that
+    /// switches) makes `kill` return with the victim alive; while it may still sit in that
+    /// destructor, another `kill` is refused (logged) and dropping its last handle leaks it
+    /// (logged), because raising there would abort the process. Switch to it to let it finish.
+    /// A killer whose victim switches elsewhere and never comes back stays inside `kill`, kept
+    /// alive by the victim's parent link (the killer stands in as parent during the kill).
     pub fn kill(&self) {
+        self.kill_as(Killer::User);
+    }
+
+    /// [`kill`](Self::kill) for a scheduler above Layer 1 that knows itself which coroutines
+    /// may be unwinding (the hub, `hub/unwind.rs`): no kill of a coroutine that came back
+    /// halfway through an earlier one is refused, and none is noted.
+    pub(crate) fn kill_scheduled(&self) {
+        self.kill_as(Killer::Scheduler);
+    }
+
+    fn kill_as(&self, by: Killer) {
         let c = &*self.0;
         if c.is_main && self.is_current() {
             std::panic::resume_unwind(Box::new(GreenletExit));
@@ -141,6 +160,15 @@ impl Coroutine {
         if me == *self {
             std::panic::resume_unwind(Box::new(GreenletExit));
         }
+        if by == Killer::User && self.may_be_mid_kill() {
+            log::error!(
+                "kill of coroutine {} refused: an earlier kill of it came back while it may be \
+                 suspended in a destructor halfway through its unwind, where a second raise would \
+                 abort the process; switch to it to let it finish",
+                c.label()
+            );
+            return;
+        }
         // The exit comes back here: the killer is the parent while it unwinds. (If the killer
         // descends from the victim that would be a cycle; it then goes to the victim's parent.)
         let old_parent = self.parent();
@@ -151,6 +179,9 @@ impl Coroutine {
         drop(me);
         if cycle {
             let _exit: Box<dyn Any> = self.throw(GreenletExit);
+            if by == Killer::User {
+                self.note_kill_returned();
+            }
             return;
         }
         /// Gives the victim its parent back however the kill ends, a `with_timeout` or a
@@ -163,6 +194,28 @@ impl Coroutine {
         }
         let _restore = Restore(self, old_parent);
         let _exit: Box<dyn Any> = self.throw(GreenletExit);
+        if by == Killer::User {
+            self.note_kill_returned();
+        }
+    }
+
+    /// True if a raise into this coroutine may land in a destructor halfway through an unwind:
+    /// an earlier kill came back while it lived on, with a panic under way on the thread
+    /// (`Core::cut_short`), and a panic still is. With none under way, nothing on the thread
+    /// is halfway through an unwind, and the note is cleared.
+    fn may_be_mid_kill(&self) -> bool {
+        let c = &*self.0;
+        if c.cut_short.get() && !std::thread::panicking() {
+            c.cut_short.set(false);
+        }
+        c.cut_short.get()
+    }
+
+    /// After a kill (or the drop of the last handle) came back: notes whether it may have come
+    /// back from halfway through the victim's unwind.
+    fn note_kill_returned(&self) {
+        let c = &*self.0;
+        c.cut_short.set(!c.dead.get() && std::thread::panicking());
     }
 
     /// After a kill: gives `self` back the parent it had before the killer stood in, unless it
@@ -300,6 +353,16 @@ impl Coroutine {
     /// this drop (a kill of the dropper). That one is raised on in the dropper, unless this drop
     /// may itself run during an unwind, where a panic leaving it would abort the process.
     fn kill_on_drop(&mut self) {
+        if self.may_be_mid_kill() {
+            log::warn!(
+                "coroutine {} dropped while it may be suspended in a destructor halfway through \
+                 the unwind of an earlier kill: a second raise there would abort the process, so \
+                 it is leaked",
+                self.0.label()
+            );
+            std::mem::forget(self.0.clone());
+            return;
+        }
         let in_unwind = std::thread::panicking();
         // The victim has no other handle, so no child names it as parent: no cycle is possible.
         // (No handle to the dropper stays in this frame across the throw, as in `kill`.)
@@ -307,6 +370,7 @@ impl Coroutine {
         let r = catch_unwind(AssertUnwindSafe(|| {
             let _: Box<dyn Any> = self.throw(GreenletExit);
         }));
+        self.note_kill_returned();
         let mut own = None;
         if let Err(p) = r {
             if self.0.dead.get() {
@@ -344,6 +408,13 @@ impl Coroutine {
             resume_unwind(p);
         }
     }
+}
+
+/// Who kills: a user, or the scheduler above (see [`Coroutine::kill_scheduled`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Killer {
+    User,
+    Scheduler,
 }
 
 impl Drop for Coroutine {

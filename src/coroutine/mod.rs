@@ -99,6 +99,11 @@ pub(crate) struct Core {
     park_slot: Cell<*const ()>,
     /// Owned by the scheduler above too: its per-coroutine state bits. Layer 1 only stores them.
     hub_flags: Cell<u32>,
+    /// A kill of it came back while it lived on and a panic was under way on the thread: it may
+    /// be suspended in a destructor halfway through that kill's unwind (its cleanup switched
+    /// away), where another raise would abort the process. Rechecked before each kill and
+    /// drop: with no panic under way on the thread, it cannot be (`Coroutine::kill`).
+    cut_short: Cell<bool>,
 }
 
 impl Core {

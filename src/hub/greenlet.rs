@@ -305,7 +305,7 @@ impl<T: 'static> Greenlet<T> {
         }
         if scheduler::in_hub() {
             unwind::raising(co);
-            co.kill();
+            co.kill_scheduled();
             return false;
         }
         // As gevent does: the hub raises GreenletExit in the victim, and the killer waits for
@@ -316,7 +316,7 @@ impl<T: 'static> Greenlet<T> {
             hub.callbacks.borrow_mut().push_back(Box::new(move || {
                 if !victim.is_dead() {
                     unwind::raising(&victim);
-                    victim.kill();
+                    victim.kill_scheduled();
                 }
             }))
         });
