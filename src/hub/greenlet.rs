@@ -254,6 +254,11 @@ impl<T: 'static> Greenlet<T> {
     /// (its own kill is kept the same way).
     /// (`hub/unwind.rs` says how a fiber is known to be unwinding, and the one case it misses.)
     ///
+    /// The kill goes before fibers already woken and waiting to run: a victim woken by an
+    /// `Event::set` (or a queue item handed to it) just before the kill dies at that wait
+    /// without seeing the wake (an item handed to it goes back to its queue). gevent's hub, one
+    /// FIFO queue for both, lets such a victim run on to its next wait first.
+    ///
     /// A killed fiber is [`ready`](Greenlet::ready) but not
     /// [`successful`](Greenlet::successful), and `get()` returns `Err(Error::Killed)` (gevent
     /// returns a `GreenletExit` value instead; Rust has no such value of type `T`).

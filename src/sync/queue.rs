@@ -402,6 +402,10 @@ impl<T> JoinableQueue<T> {
     }
 
     /// Waits until every accepted item is marked done.
+    ///
+    /// As Python's `queue.Queue.join`: a joiner woken by the last `task_done` checks the count
+    /// again when it runs, so an item put meanwhile keeps it waiting (gevent's, an `Event`,
+    /// returns then). Under a producer that never lets the count reach zero, `join` waits.
     pub fn join(&self) {
         self.join_deadline(None);
     }
