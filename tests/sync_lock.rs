@@ -495,3 +495,21 @@ fn a_waiter_killed_in_a_guarded_condition_wait_takes_the_lock_back_for_its_guard
     }));
     assert!(r.is_err());
 }
+
+#[test]
+fn a_timed_out_condition_wait_whose_lock_never_comes_back_gets_loop_exit() {
+    // The wait times out and must take the lock back, but its holder waits for ever on an
+    // event nothing sets: LoopExit goes on at once instead of being retried as a timeout was.
+    let c = Rc::new(Condition::new());
+    let ev = Rc::new(greenfiber::sync::Event::new());
+    c.acquire();
+    let (c2, ev2) = (c.clone(), ev.clone());
+    let holder = spawn(move || {
+        c2.acquire();
+        ev2.wait();
+    });
+    let r = catch_unwind(AssertUnwindSafe(|| with_timeout(Duration::from_millis(20), || c.wait())));
+    let msg = greenfiber::Error::from_panic(None, &*r.expect_err("no LoopExit"));
+    assert!(format!("{msg:?}").contains("LoopExit"), "{msg:?}");
+    holder.kill();
+}

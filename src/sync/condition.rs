@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::lock::RLock;
 use super::waiters::{Outcome, WaitList};
+use crate::coroutine::GreenletExit;
 use crate::hub::TimeoutFired;
 
 use crate::error::Payload;
@@ -19,15 +20,19 @@ fn outermost(a: Option<Payload>, b: Payload) -> Payload {
     }
 }
 
-/// Of what interrupted a wait before (`a`) and now (`b`), what is raised once the lock is
-/// back: a kill (or any other payload) before a timeout, the first of those; else the
-/// outermost timeout.
+/// Of what interrupted a wait before (`a`) and now (`b`), both kills or timeouts, what is
+/// raised once the lock is back: the first kill, else the outermost timeout.
 fn first_to_raise(a: Option<Payload>, b: Payload) -> Payload {
     match a {
-        Some(a) if !a.is::<TimeoutFired>() => a,
+        Some(a) if a.is::<GreenletExit>() => a,
         a if b.is::<TimeoutFired>() => outermost(a, b),
         _ => b,
     }
+}
+
+/// A kill or a timeout: what a wait takes the lock back for before it goes on.
+fn retakes_lock(p: &Payload) -> bool {
+    p.is::<GreenletExit>() || p.is::<TimeoutFired>()
 }
 
 /// A condition variable for fibers (gevent's/`threading`'s `Condition`) over its own [`RLock`].
@@ -163,23 +168,27 @@ impl Condition {
                 }
                 matches!(o, Outcome::Granted(_))
             }
-            Err(p) => {
+            Err(p) if retakes_lock(&p) => {
                 let p = self.reacquire(Some(p), depth).expect("greenfiber: a raise to go on");
                 resume_unwind(p)
             }
+            // Anything else (LoopExit: the lock can never come back) goes on at once.
+            Err(p) => resume_unwind(p),
         }
     }
 
     /// Takes the lock back after a wait, even if a kill or a `with_timeout` interrupts it
     /// meanwhile: what interrupted it (or `pending`, what ended the wait) is returned to be
     /// raised once the lock is held. Of several, a kill goes before a timeout (the first kill),
-    /// and of timeouts the outermost. This runs in ordinary code, not in a `Drop`, so waiting
-    /// for the lock is an ordinary park.
+    /// and of timeouts the outermost. Anything else (LoopExit: nothing will ever release the
+    /// lock) goes on at once, without the lock. This runs in ordinary code, not in a `Drop`,
+    /// so waiting for the lock is an ordinary park.
     fn reacquire(&self, mut pending: Option<Payload>, depth: usize) -> Option<Payload> {
         loop {
             match catch_unwind(AssertUnwindSafe(|| self.lock.acquire_restore(depth))) {
                 Ok(()) => return pending,
-                Err(p) => pending = Some(first_to_raise(pending, p)),
+                Err(p) if retakes_lock(&p) => pending = Some(first_to_raise(pending, p)),
+                Err(p) => resume_unwind(p),
             }
         }
     }
