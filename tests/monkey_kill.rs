@@ -120,3 +120,101 @@ fn a_kill_swallowed_by_a_std_call_is_raised_at_the_next_greenfiber_wait() {
     assert!(seen.get().is_some_and(|k| k != ErrorKind::WouldBlock), "{:?}", seen.get());
     assert!(!after.get(), "the fiber ran past its next wait after its kill");
 }
+
+/// Sleeps in its `Drop`: a cleanup that takes a while.
+struct SlowCleanup(u64);
+impl Drop for SlowCleanup {
+    fn drop(&mut self) {
+        greenfiber::sleep(Duration::from_millis(self.0));
+    }
+}
+
+#[test]
+fn held_raises_are_raised_while_another_fiber_is_halfway_through_an_unwind() {
+    monkey::patch_all();
+    // A bystander killed, whose cleanup sleeps: a panic is under way on the thread meanwhile.
+    let a = spawn(|| {
+        let _c = SlowCleanup(1500);
+        greenfiber::sleep(Duration::from_secs(60));
+    });
+    yield_now();
+    let a2 = a.clone();
+    let _killer = spawn(move || a2.kill());
+    yield_now();
+    yield_now();
+    assert!(!a.ready());
+    let b = spawn(|| {
+        let t = Instant::now();
+        let r = with_timeout(Duration::from_millis(50), || {
+            std::thread::sleep(Duration::from_millis(200)); // fires here: held
+            greenfiber::sleep(Duration::from_millis(3000)); // raised here
+        });
+        (r, t.elapsed())
+    });
+    let (r, took) = b.get().unwrap();
+    assert_eq!(r, Err(Timeout));
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    let c = spawn(|| {
+        std::thread::sleep(Duration::from_millis(300)); // killed here: held
+        greenfiber::sleep(Duration::from_millis(3000)); // raised here
+    });
+    greenfiber::sleep(Duration::from_millis(20));
+    let t = Instant::now();
+    c.kill();
+    assert_eq!(c.get(), Err(Error::Killed));
+    assert!(t.elapsed() < Duration::from_millis(1000), "{:?}", t.elapsed());
+    assert!(!a.ready(), "the bystander's cleanup ended too early for this test");
+    a.join();
+}
+
+#[test]
+fn a_timeout_set_in_a_cleanup_and_swallowed_by_a_std_call_still_bounds_the_cleanup() {
+    monkey::patch_all();
+    type Outcome = Option<(Result<(), Timeout>, Duration)>;
+    struct Cleanup(Rc<Cell<Outcome>>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let t = Instant::now();
+            let r = with_timeout(Duration::from_millis(50), || {
+                std::thread::sleep(Duration::from_millis(200)); // fires here: held
+                greenfiber::sleep(Duration::from_millis(2000)); // raised here, in the cleanup
+            });
+            self.0.set(Some((r, t.elapsed())));
+        }
+    }
+    let out = Rc::new(Cell::new(None));
+    let o2 = out.clone();
+    let g = spawn(move || {
+        let _c = Cleanup(o2);
+        greenfiber::sleep(Duration::from_secs(60));
+    });
+    yield_now();
+    g.kill();
+    let (r, took) = out.take().unwrap();
+    assert_eq!(r, Err(Timeout));
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+}
+
+#[test]
+fn a_raw_coroutine_killed_in_a_std_call_dies_and_frees_its_closure() {
+    monkey::patch_all();
+    let log = Rc::new(Cell::new(false));
+    let freed = log.clone();
+    struct Freed(Rc<Cell<bool>>);
+    impl Drop for Freed {
+        fn drop(&mut self) {
+            self.0.set(true);
+        }
+    }
+    let hub_work = spawn(|| greenfiber::sleep(Duration::from_millis(200))); // main's hooks yield
+    let x = greenfiber::Coroutine::new(move |()| {
+        let _f = Freed(freed);
+        std::thread::sleep(Duration::from_millis(100)); // killed in here: held
+    });
+    let () = x.switch(()); // X parks in its std sleep: control comes back here via the hub
+    x.kill();
+    assert!(x.is_dead());
+    assert!(log.get());
+    drop(x);
+    hub_work.join();
+}

@@ -12,8 +12,8 @@
 //!
 //! A held timeout is forgotten when its `with_timeout` ends, however it ends, so it is never
 //! raised outside it; a held kill is forgotten when its coroutine ends. A park that starts
-//! while a panic is under way on the thread raises nothing (park.rs rule 5): the raise stays
-//! held until a later park.
+//! while its coroutine may be unwinding raises nothing but a timeout set in that cleanup
+//! (park.rs rule 5): the rest stays held until a later park.
 
 use std::any::Any;
 
@@ -40,10 +40,31 @@ fn kind(p: &(dyn Any + Send)) -> Option<Held> {
     }
 }
 
+/// Runs `f`, a park inside a C caller (a hook). A kill or a timeout raised in it cannot
+/// unwind through that caller: it is caught here and held for the running coroutine, which
+/// stands again where it stood in its unwinds before `f` (that unwind ended here), and what it
+/// was is returned. Any other payload goes on.
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Held> {
+    let Some(co) = crate::coroutine::try_current() else { return Ok(f()) };
+    unwind::look(&co);
+    let mark = unwind::mark(&co);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Ok(v),
+        Err(p) => match hold(&co, p) {
+            Ok(h) => {
+                unwind::back_to(&co, mark);
+                log::debug!("greenfiber: {co:?} got {h:?} inside a C caller: held for it");
+                Err(h)
+            }
+            Err(p) => std::panic::resume_unwind(p),
+        },
+    }
+}
+
 /// Holds `payload`, a kill or timeout caught inside a C caller, for the running coroutine
 /// `co`. Returns what it is; any other payload is given back.
-#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
-pub(crate) fn hold(co: &Coroutine, payload: Payload) -> Result<Held, Payload> {
+fn hold(co: &Coroutine, payload: Payload) -> Result<Held, Payload> {
     let Some(k) = kind(&*payload) else { return Err(payload) };
     scheduler::try_with(|hub| {
         let mut held = hub.held.borrow_mut();
@@ -130,23 +151,33 @@ fn take(hub: &Hub, mut which: impl FnMut(&Coroutine, &Payload) -> bool) -> bool 
     held.len() != before
 }
 
-/// At the start of a park of `co`, the running coroutine: raises what it holds, a kill first,
-/// unless a panic is under way on the thread. Called only while anything is held.
+/// At the start of a park of `co`, the running coroutine, which may be `unwinding`
+/// (`unwind.rs`): raises what it holds, a kill first, as the park's own raise would be
+/// (park.rs rule 5: while it may be unwinding, only a timeout set in the cleanup it is in).
+/// Called only while anything is held; entries of coroutines that died go.
 #[cold]
 #[inline(never)]
-pub(crate) fn raise_at_park(hub: &Hub, co: &Coroutine) {
-    if std::thread::panicking() {
-        return;
-    }
+pub(crate) fn raise_at_park(hub: &Hub, co: &Coroutine, unwinding: bool) {
     let payload = {
         let mut held = hub.held.borrow_mut();
-        let at = |k: Held| held.iter().position(|(c, p)| c == co && kind(&**p) == Some(k));
+        held.retain(|(c, _)| !c.is_dead());
+        let at = |k: Held| {
+            held.iter().position(|(c, p)| {
+                c == co
+                    && kind(&**p) == Some(k)
+                    && (!unwinding || unwind::is_cleanup_timeout(co, &**p))
+            })
+        };
         let i = at(Held::Kill).or_else(|| at(Held::Timeout));
-        let Some(i) = i else { return };
-        let (_, p) = held.remove(i);
+        let p = i.map(|i| held.remove(i).1);
         hub.held_any.set(!held.is_empty());
         p
     };
-    unwind::raising(co);
+    let Some(payload) = payload else { return };
+    if unwinding {
+        unwind::unwinds_again(co);
+    } else {
+        unwind::raising(co);
+    }
     std::panic::resume_unwind(payload);
 }

@@ -165,8 +165,10 @@ impl Waiter {
             );
         }
         debug_assert!(self.co.is_current(), "a waiter parks only its own coroutine");
+        let panicking = std::thread::panicking();
+        let unwinding = unwind::look_as_it_parks(&self.co, panicking);
         if hub.held_any.get() {
-            super::held::raise_at_park(hub, &self.co);
+            super::held::raise_at_park(hub, &self.co, unwinding);
         }
         self.state.set(State::Parked);
         if ready {
@@ -176,8 +178,6 @@ impl Waiter {
             self.timer
                 .set(Some(hub.timers.borrow_mut().insert(d, TimerAction::Wake(self.as_ref()))));
         }
-        let panicking = std::thread::panicking();
-        let unwinding = unwind::look_as_it_parks(&self.co, panicking);
         let _parked = Parked::enter(self);
         // Hand-off (scheduler.rs): while the hub's round lasts, switch straight to the next
         // ready coroutine, which is what the hub would do next; else to the hub.

@@ -33,7 +33,7 @@ use std::cell::Cell;
 use std::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use std::io;
 use std::os::fd::RawFd;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -197,23 +197,14 @@ fn refused() -> Option<c_int> {
 /// unwind through the C caller; it is held for the fiber (`hub/held.rs`) and the call fails
 /// with ECANCELED or ETIMEDOUT. Anything else is a bug.
 fn block<T>(f: impl FnOnce() -> io::Result<T>) -> Result<T, c_int> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match held::catch(f) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(match e.raw_os_error() {
             Some(n) => n,
             None if e.kind() == io::ErrorKind::TimedOut => libc::EAGAIN,
             None => libc::EIO,
         }),
-        Err(p) => {
-            let Some(cur) = try_current() else { resume_unwind(p) };
-            match held::hold(&cur, p) {
-                Ok(h) => {
-                    log::debug!("monkey: {cur:?} got {h:?} inside a hooked call: held for it");
-                    Err(errno_of(h))
-                }
-                Err(p) => resume_unwind(p),
-            }
-        }
+        Err(h) => Err(errno_of(h)),
     }
 }
 
