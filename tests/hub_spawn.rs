@@ -476,3 +476,24 @@ fn links_added_before_join_have_run_when_join_returns() {
         assert_eq!(*lst.borrow(), (0..count).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn links_and_joiners_resume_in_the_order_they_came() {
+    // gevent's join is a link added when it begins: a link added before it runs first, one
+    // added while a fiber already waits in join, after that joiner.
+    let l = log();
+    let g = spawn(|| sleep(Duration::from_millis(20)));
+    let l1 = l.clone();
+    g.link(move |_| push(&l1, "link before"));
+    let (g2, l2) = (g.clone(), l.clone());
+    let j = spawn(move || {
+        g2.join();
+        push(&l2, "joiner");
+    });
+    yield_now(); // j waits in join
+    let l3 = l.clone();
+    g.link(move |_| push(&l3, "link after"));
+    j.join();
+    sleep(Duration::from_millis(5));
+    assert_eq!(*l.borrow(), ["link before", "joiner", "link after"]);
+}

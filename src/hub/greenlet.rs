@@ -38,7 +38,9 @@ struct Inner<T> {
     ended: Cell<Ended>,
     result: RefCell<Option<Result<T, Error>>>,
     joiners: WaitList,
-    links: RefCell<Vec<Link<T>>>,
+    /// Links in the order added, each with whether a joiner already waited when it was added
+    /// (gevent runs links and joins in the order they were added).
+    links: RefCell<Vec<(bool, Link<T>)>>,
     /// The fiber's slot in the hub's registry.
     slot: Cell<usize>,
     /// The `spawn_later` timer that starts it, until it fires or a kill cancels it.
@@ -160,10 +162,10 @@ impl<T: 'static> Inner<T> {
     /// Records the fiber's outcome, takes it out of the hub's registry, starts the links and
     /// wakes the joiners.
     ///
-    /// The links go on the ready queue first, so a link that does not block has run by the
-    /// time a joiner returns from `join` (gevent's `test__order.py`: a `link` added before
-    /// `join` has run when `join` returns; its `join` is itself a link, run after those added
-    /// before it).
+    /// Links and joiners resume in the order they came: a link added before any joiner waited
+    /// goes on the ready queue before the joiners, so if it does not block it has run by the
+    /// time `join` returns (gevent's `test__order.py`; gevent's `join` is itself a link, run
+    /// after those added before it); one added while a joiner waited, after them.
     fn finish(this: Rc<Inner<T>>, outcome: Result<T, Error>) {
         this.ended.set(if outcome.is_ok() { Ended::Returned } else { Ended::Failed });
         *this.result.borrow_mut() = Some(outcome);
@@ -171,14 +173,19 @@ impl<T: 'static> Inner<T> {
         // killed by a thread-local destructor at thread exit) there is none, and nothing to
         // run the links.
         let co = scheduler::try_with(|hub| hub.fibers.borrow_mut().remove(this.slot.get()));
-        if let Some(Some(co)) = co {
-            let links = std::mem::take(&mut *this.links.borrow_mut());
-            let g = Greenlet { co, inner: this.clone() };
-            for l in links {
-                start_link(&g, l);
+        let links = std::mem::take(&mut *this.links.borrow_mut());
+        let (before, after): (Vec<_>, Vec<_>) = links.into_iter().partition(|(after, _)| !after);
+        let g = co.flatten().map(|co| Greenlet { co, inner: this.clone() });
+        let start = |links: Vec<(bool, Link<T>)>| {
+            for (_, l) in links {
+                if let Some(g) = &g {
+                    start_link(g, l);
+                }
             }
-        }
+        };
+        start(before);
         this.joiners.notify_all();
+        start(after);
     }
 }
 
@@ -351,14 +358,16 @@ impl<T: 'static> Greenlet<T> {
 
     /// Calls `f` once the fiber has finished — never inside `link` itself, even for a finished
     /// fiber — exactly once, in a new fiber of its own (as gevent's `link` does), so `f` may
-    /// block without holding back other links. Links start in the order they were added, and
-    /// before the fibers waiting in [`join`](Greenlet::join) resume: a link that does not
-    /// block has run when `join` returns, as in gevent. A panic in `f` is logged.
+    /// block without holding back other links. Links start in the order they were added; one
+    /// added before any fiber waited in [`join`](Greenlet::join) starts before the joiners
+    /// resume, so if it does not block it has run when `join` returns, as in gevent; one added
+    /// while a fiber waits in `join`, after them. A panic in `f` is logged.
     pub fn link(&self, f: impl FnOnce(&Greenlet<T>) + 'static) {
         if self.ready() {
             start_link(self, Box::new(f));
         } else {
-            self.inner.links.borrow_mut().push(Box::new(f));
+            let after_a_joiner = !self.inner.joiners.is_empty();
+            self.inner.links.borrow_mut().push((after_a_joiner, Box::new(f)));
         }
     }
 
