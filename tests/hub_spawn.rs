@@ -1,5 +1,5 @@
 //! Layer 2: spawn, join, get, kill, link, joinall, sleep(0) fairness, remote wake, LoopExit.
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -496,4 +496,38 @@ fn links_and_joiners_resume_in_the_order_they_came() {
     j.join();
     sleep(Duration::from_millis(5));
     assert_eq!(*l.borrow(), ["link before", "joiner", "link after"]);
+}
+
+#[test]
+fn a_raw_coroutine_that_ends_into_the_hub_leaves_the_hub_running() {
+    // D drops the last handle to V, whose cleanup sleeps; D is killed meanwhile and dies. V's
+    // parent is D again, so V's end goes to D's first live ancestor, the hub, which waits for
+    // `()` from its fibers: the stray end is logged, and the hub must keep running.
+    struct SleepyCleanup(Rc<Cell<u32>>);
+    impl Drop for SleepyCleanup {
+        fn drop(&mut self) {
+            self.0.set(1);
+            sleep(Duration::from_millis(30));
+            self.0.set(2);
+        }
+    }
+    let stage = Rc::new(Cell::new(0));
+    let st = stage.clone();
+    let d = spawn(move || {
+        let v = greenfiber::Coroutine::new(move |()| {
+            let _c = SleepyCleanup(st);
+            let back = greenfiber::current().parent().unwrap();
+            back.switch::<(), ()>(());
+        });
+        v.switch::<(), ()>(());
+        drop(v); // kills V: its cleanup sleeps, D waits in here
+        "dropper went on"
+    });
+    yield_now();
+    assert_eq!(stage.get(), 1);
+    d.kill();
+    assert_eq!(d.get(), Err(Error::Killed));
+    sleep(Duration::from_millis(60)); // V's cleanup ends, and V with it, into the hub
+    assert_eq!(stage.get(), 2);
+    assert_eq!(spawn(|| 42).get(), Ok(42));
 }

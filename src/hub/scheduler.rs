@@ -40,6 +40,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use super::park::{self, WaiterRef, Wake};
@@ -168,8 +169,11 @@ impl Hub {
             while let Some(co) = self.next_ready() {
                 unwind::resuming(&co, std::thread::panicking());
                 // SWITCH: runs `co`, and whatever it hands off to, until one of them comes back
-                // here: the round is over, a callback is due, or a fiber ended.
-                let () = co.switch(());
+                // here: the round is over, a callback is due, or a fiber ended. Only `()`
+                // comes back from fibers; anything else is a stray end (below).
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| co.switch::<(), ()>(()))) {
+                    stray(&*p);
+                }
                 // A kill asked for meanwhile goes before the next fiber runs.
                 self.run_callbacks();
             }
@@ -409,6 +413,20 @@ impl Registry {
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Coroutine> {
         self.slots.iter().flatten()
     }
+}
+
+/// Something other than a fiber's `()` reached the hub's loop: the end of a raw coroutine
+/// whose parent chain leads to the hub (one made in a fiber that ended first), with a value or
+/// a panic. The hub has nobody to pass it to: it is logged, and the hub goes on.
+#[cold]
+#[inline(never)]
+fn stray(p: &(dyn Any + Send)) {
+    log::error!(
+        "greenfiber: the hub was sent what it cannot take (a coroutine whose parent chain \
+         leads to the hub ended with a value or a panic; give such coroutines a parent that \
+         outlives them): {}",
+        crate::error::panic_message(p)
+    );
 }
 
 /// May the hub switch into `co` now? A new fiber, or a waiter that was woken and has not run.
