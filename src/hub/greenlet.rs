@@ -174,18 +174,22 @@ impl<T: 'static> Inner<T> {
         // run the links.
         let co = scheduler::try_with(|hub| hub.fibers.borrow_mut().remove(this.slot.get()));
         let links = std::mem::take(&mut *this.links.borrow_mut());
-        let (before, after): (Vec<_>, Vec<_>) = links.into_iter().partition(|(after, _)| !after);
-        let g = co.flatten().map(|co| Greenlet { co, inner: this.clone() });
-        let start = |links: Vec<(bool, Link<T>)>| {
-            for (_, l) in links {
-                if let Some(g) = &g {
-                    start_link(g, l);
+        match co {
+            Some(Some(co)) if !links.is_empty() => {
+                let g = Greenlet { co, inner: this.clone() };
+                let mut links = links.into_iter().peekable();
+                while let Some((_, l)) = links.next_if(|(after, _)| !after) {
+                    start_link(&g, l);
+                }
+                this.joiners.notify_all();
+                for (_, l) in links {
+                    start_link(&g, l);
                 }
             }
-        };
-        start(before);
-        this.joiners.notify_all();
-        start(after);
+            _ => {
+                this.joiners.notify_all();
+            }
+        }
     }
 }
 
