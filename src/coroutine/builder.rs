@@ -1,6 +1,6 @@
 //! `Builder`: stack size, parent and name for a new coroutine (std::thread::Builder's shape).
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 
 use super::counted::CoreRef;
 use super::switch::{self, Expect};
@@ -70,7 +70,7 @@ impl Builder {
                     started: Cell::new(false),
                     dead: Cell::new(false),
                     in_chain: Cell::new(false),
-                    parent: RefCell::new(Some(parent)),
+                    parent: Cell::new(Some(parent)),
                     expect: Cell::new(Expect::of::<A>()),
                     yielder: Cell::new(std::ptr::null()),
                     raw: UnsafeCell::new(None),

@@ -173,7 +173,7 @@ unsafe fn release(block: NonNull<Counted>) {
         // no state to queue links in, so the chain is unlinked here, one level per turn.
         let mut next = Some(p);
         while let Some(p) = next {
-            next = if p.0.count() == 1 { p.0.parent.borrow_mut().take() } else { None };
+            next = if p.0.count() == 1 { p.0.parent.take() } else { None };
             drop(p);
         }
     }

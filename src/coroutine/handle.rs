@@ -4,7 +4,7 @@
 //! in `counted.rs`.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
@@ -61,7 +61,7 @@ impl Coroutine {
             started: Cell::new(true),
             dead: Cell::new(false),
             in_chain: Cell::new(true),
-            parent: RefCell::new(None),
+            parent: Cell::new(None),
             expect: Cell::new(Expect::of::<()>()),
             yielder: Cell::new(std::ptr::null()),
             raw: UnsafeCell::new(None),

@@ -70,7 +70,7 @@ mod switch;
 mod thread;
 mod tree;
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use builder::Builder;
@@ -90,7 +90,8 @@ pub(crate) struct Core {
     started: Cell<bool>,
     dead: Cell<bool>,
     in_chain: Cell<bool>,
-    parent: RefCell<Option<Coroutine>>,
+    /// A `Cell`, not a `RefCell` (8 bytes fewer per coroutine): read with [`Core::parent_handle`].
+    parent: Cell<Option<Coroutine>>,
     expect: Cell<&'static Expect>,
     yielder: Cell<*const Yielder>,
     raw: UnsafeCell<Option<RawCoroutine>>,
@@ -107,6 +108,15 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// A handle to the parent (cloning it runs no user code, so nothing can see the `Cell`
+    /// empty meanwhile).
+    fn parent_handle(&self) -> Option<Coroutine> {
+        let p = self.parent.take();
+        let handle = p.clone();
+        self.parent.set(p);
+        handle
+    }
+
     fn label(&self) -> String {
         match &self.name {
             Some(n) => format!("#{} {n:?}", self.id),

@@ -100,7 +100,7 @@ fn convert<T: 'static, R: 'static>(value: T) -> Result<R, SwitchError> {
 pub(crate) fn first_live(target: &Coroutine) -> Coroutine {
     let mut t = target.clone();
     while t.0.dead.get() {
-        let parent = t.0.parent.borrow().clone();
+        let parent = t.0.parent_handle();
         t = parent.expect("greenfiber: a dead coroutine without a parent");
     }
     t
@@ -340,7 +340,7 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
             Err(Msg::Raise(p))
         }
     };
-    let parent = me.parent.borrow().clone().expect("greenfiber: a coroutine without a parent");
+    let parent = me.parent_handle().expect("greenfiber: a coroutine without a parent");
     // A raise is routed while this coroutine still lives: routing kills never-started
     // ancestors, and dropping their closures may kill coroutines (their last handles), whose
     // ends come back here, to the current coroutine, not past it (greenlet releases such a

@@ -11,7 +11,7 @@ impl Coroutine {
     /// The parent: where this coroutine's return value or panic goes. `None` only for the main
     /// coroutine of a thread.
     pub fn parent(&self) -> Option<Coroutine> {
-        self.0.parent.borrow().clone()
+        self.0.parent_handle()
     }
 
     /// Makes `p` the parent of this coroutine.
