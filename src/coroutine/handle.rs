@@ -19,7 +19,9 @@ use crate::error::SwitchError;
 /// `drop` returns, and control comes back to the dropper. A panic of the victim while it
 /// unwinds is logged, not raised in the dropper; but if the victim's cleanup switches away and
 /// the dropper, waiting inside `drop`, is killed meanwhile, the dropper dies of its own kill
-/// (unless that `drop` runs during an unwind, where a panic would abort: then it is logged).
+/// (unless that `drop` may run during an unwind, where a panic would abort: then it is
+/// logged; Layer 1 asks `std::thread::panicking()`, which is also true while any other
+/// coroutine of the thread is suspended halfway through an unwind).
 ///
 /// A handle a coroutine holds to *itself* while it is suspended keeps it alive, as any
 /// reference cycle does (Python's greenlet has a garbage collector for those; Rust does not).
