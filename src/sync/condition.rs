@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use super::lock::RLock;
 use super::waiters::{Outcome, WaitList};
-use crate::coroutine::GreenletExit;
 use crate::hub::TimeoutFired;
 
 use crate::error::Payload;
@@ -20,21 +19,6 @@ fn outermost(a: Option<Payload>, b: Payload) -> Payload {
     }
 }
 
-/// Of what interrupted a wait before (`a`) and now (`b`), both kills or timeouts, what is
-/// raised once the lock is back: the first kill, else the outermost timeout.
-fn first_to_raise(a: Option<Payload>, b: Payload) -> Payload {
-    match a {
-        Some(a) if a.is::<GreenletExit>() => a,
-        a if b.is::<TimeoutFired>() => outermost(a, b),
-        _ => b,
-    }
-}
-
-/// A kill or a timeout: what a wait takes the lock back for before it goes on.
-fn retakes_lock(p: &Payload) -> bool {
-    p.is::<GreenletExit>() || p.is::<TimeoutFired>()
-}
-
 /// A condition variable for fibers (gevent's/`threading`'s `Condition`) over its own [`RLock`].
 ///
 /// As in `threading`, the lock is re-entrant and owned: `wait`, `notify` and `release` by a
@@ -45,10 +29,12 @@ fn retakes_lock(p: &Payload) -> bool {
 /// Waiters are notified in FIFO order. A notification that reaches a waiter which is killed
 /// (or interrupted by `with_timeout`) before it runs passes to the next waiter; with none left
 /// it is dropped, as a `notify` with nobody waiting is. A waiter interrupted by
-/// [`with_timeout`](crate::with_timeout) or killed takes the lock back before the timeout or
-/// the kill goes on (as `threading`'s `Condition.wait` does in its `finally`), so the caller's
-/// own `release` on the way out (a guard's `Drop`) is right. A waiter killed while the lock is
-/// held elsewhere dies once it gets the lock.
+/// [`with_timeout`](crate::with_timeout) takes the lock back before the timeout goes on (as
+/// `threading`'s `Condition.wait` does in its `finally`), so the caller's own `release` after
+/// the timeout is right. A killed waiter dies without waiting for the lock (`threading` takes
+/// it back first, which would leave it held for good by a waiter that releases it by hand
+/// after `wait`); hold the lock with [`hold`](Condition::hold), whose guard releases it only
+/// if the fiber holds it, so it is right either way.
 ///
 /// ```
 /// use std::{cell::Cell, rc::Rc};
@@ -89,9 +75,9 @@ impl Condition {
         self.lock.acquire();
     }
 
-    /// Acquires the lock and returns a guard that releases one level of it when dropped, also
-    /// on an unwind (Python's `with cond:`). A waiter killed in [`wait`](Condition::wait)
-    /// takes the lock back before it unwinds, so the guard's release is right.
+    /// Acquires the lock and returns a guard that releases one level of it when dropped, if
+    /// the fiber still holds it (Python's `with cond:`): after a kill in
+    /// [`wait`](Condition::wait), which leaves without the lock, it releases nothing.
     pub fn hold(&self) -> ConditionGuard<'_> {
         self.acquire();
         ConditionGuard { cond: self }
@@ -111,8 +97,8 @@ impl Condition {
     ///
     /// # Panics
     /// If the current fiber does not hold the lock, unless a panic is under way on the thread
-    /// (a guard's `Drop` during an unwind, where a second panic would abort the process): then
-    /// the misuse is logged.
+    /// (a hand-written guard's `Drop` during an unwind, where a second panic would abort the
+    /// process): then the misuse is logged.
     pub fn release(&self) {
         if self.lock.release().is_err() {
             let msg = "greenfiber: cannot release a Condition's un-acquired lock (another fiber \
@@ -168,26 +154,23 @@ impl Condition {
                 }
                 matches!(o, Outcome::Granted(_))
             }
-            Err(p) if retakes_lock(&p) => {
-                let p = self.reacquire(Some(p), depth).expect("greenfiber: a raise to go on");
+            Err(p) if p.is::<TimeoutFired>() => {
+                let p = self.reacquire(Some(p), depth).expect("greenfiber: a timeout to raise");
                 resume_unwind(p)
             }
-            // Anything else (LoopExit: the lock can never come back) goes on at once.
             Err(p) => resume_unwind(p),
         }
     }
 
-    /// Takes the lock back after a wait, even if a kill or a `with_timeout` interrupts it
-    /// meanwhile: what interrupted it (or `pending`, what ended the wait) is returned to be
-    /// raised once the lock is held. Of several, a kill goes before a timeout (the first kill),
-    /// and of timeouts the outermost. Anything else (LoopExit: nothing will ever release the
-    /// lock) goes on at once, without the lock. This runs in ordinary code, not in a `Drop`,
-    /// so waiting for the lock is an ordinary park.
+    /// Takes the lock back after a wait, even if a `with_timeout` fires meanwhile: such a
+    /// timeout (or `pending`, one that ended the wait) is returned to be raised once the lock
+    /// is held, the outermost if there are several; a kill goes on at once. This runs in
+    /// ordinary code, not in a `Drop`, so waiting for the lock is an ordinary park.
     fn reacquire(&self, mut pending: Option<Payload>, depth: usize) -> Option<Payload> {
         loop {
             match catch_unwind(AssertUnwindSafe(|| self.lock.acquire_restore(depth))) {
                 Ok(()) => return pending,
-                Err(p) if retakes_lock(&p) => pending = Some(first_to_raise(pending, p)),
+                Err(p) if p.is::<TimeoutFired>() => pending = Some(outermost(pending, p)),
                 Err(p) => resume_unwind(p),
             }
         }
@@ -226,13 +209,16 @@ impl Condition {
     }
 }
 
-/// Holds one level of a [`Condition`]'s lock until dropped (from [`Condition::hold`]).
+/// Holds one level of a [`Condition`]'s lock until dropped (from [`Condition::hold`]); the
+/// drop releases it only if the fiber holds it (a kill in `wait` leaves without it).
 pub struct ConditionGuard<'a> {
     cond: &'a Condition,
 }
 
 impl Drop for ConditionGuard<'_> {
     fn drop(&mut self) {
-        self.cond.release();
+        if self.cond.lock.is_owned() {
+            self.cond.release();
+        }
     }
 }
