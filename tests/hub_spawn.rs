@@ -531,3 +531,33 @@ fn a_raw_coroutine_that_ends_into_the_hub_leaves_the_hub_running() {
     assert_eq!(stage.get(), 2);
     assert_eq!(spawn(|| 42).get(), Ok(42));
 }
+
+#[test]
+fn a_stray_panic_that_reaches_the_hub_while_it_fires_a_timeout_leaves_the_hub_running() {
+    // An orphan raw coroutine (its parent fiber ended) panics into the hub while the hub is
+    // raising a timeout (in `fire`, not its run loop): logged, and the hub goes on.
+    let slot: Rc<RefCell<Option<greenfiber::Coroutine>>> = Rc::default();
+    let s2 = slot.clone();
+    let f = spawn(move || {
+        let r = greenfiber::Coroutine::new(move |()| {
+            let back = greenfiber::current().parent().unwrap();
+            back.switch::<(), ()>(());
+            panic!("the orphan's panic");
+        });
+        r.switch::<(), ()>(());
+        *s2.borrow_mut() = Some(r);
+    });
+    f.join();
+    let r = slot.borrow_mut().take().unwrap();
+    let g = spawn(move || {
+        let t =
+            greenfiber::with_timeout(Duration::from_millis(5), || sleep(Duration::from_secs(5)));
+        assert!(t.is_err());
+        r.switch::<(), ()>(()); // resumed from the hub's `fire`: the orphan ends into the hub
+    });
+    // g never comes back from that switch: its join ends in LoopExit, not in the orphan's panic.
+    let e = catch_unwind(AssertUnwindSafe(|| g.join())).expect_err("g came back");
+    let msg = Error::from_panic(None, &*e);
+    assert!(format!("{msg:?}").contains("LoopExit"), "{msg:?}");
+    assert_eq!(spawn(|| 42).get(), Ok(42));
+}

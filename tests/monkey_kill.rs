@@ -129,12 +129,10 @@ impl Drop for SlowCleanup {
     }
 }
 
-#[test]
-fn held_raises_are_raised_while_another_fiber_is_halfway_through_an_unwind() {
-    monkey::patch_all();
-    // A bystander killed, whose cleanup sleeps: a panic is under way on the thread meanwhile.
-    let a = spawn(|| {
-        let _c = SlowCleanup(1500);
+/// A fiber killed whose cleanup sleeps `ms`: a panic is under way on the thread meanwhile.
+fn unwinding_bystander(ms: u64) -> greenfiber::Greenlet<()> {
+    let a = spawn(move || {
+        let _c = SlowCleanup(ms);
         greenfiber::sleep(Duration::from_secs(60));
     });
     yield_now();
@@ -143,27 +141,44 @@ fn held_raises_are_raised_while_another_fiber_is_halfway_through_an_unwind() {
     yield_now();
     yield_now();
     assert!(!a.ready());
-    let b = spawn(|| {
-        let t = Instant::now();
-        let r = with_timeout(Duration::from_millis(50), || {
-            std::thread::sleep(Duration::from_millis(200)); // fires here: held
-            greenfiber::sleep(Duration::from_millis(3000)); // raised here
-        });
-        (r, t.elapsed())
-    });
-    let (r, took) = b.get().unwrap();
-    assert_eq!(r, Err(Timeout));
-    assert!(took < Duration::from_millis(1000), "{took:?}");
-    let c = spawn(|| {
-        std::thread::sleep(Duration::from_millis(300)); // killed here: held
-        greenfiber::sleep(Duration::from_millis(3000)); // raised here
-    });
-    greenfiber::sleep(Duration::from_millis(20));
+    a
+}
+
+#[test]
+fn held_raises_wait_while_another_fiber_is_halfway_through_an_unwind_then_arrive() {
+    monkey::patch_all();
     let t = Instant::now();
-    c.kill();
-    assert_eq!(c.get(), Err(Error::Killed));
-    assert!(t.elapsed() < Duration::from_millis(1000), "{:?}", t.elapsed());
-    assert!(!a.ready(), "the bystander's cleanup ended too early for this test");
+    let a = unwinding_bystander(300);
+    let b = spawn(|| {
+        with_timeout(Duration::from_millis(50), || {
+            std::thread::sleep(Duration::from_millis(100)); // fires here: held
+            greenfiber::sleep(Duration::from_millis(3000)); // raised here, once A's unwind ends
+        })
+    });
+    assert_eq!(b.get(), Ok(Err(Timeout)));
+    assert!(a.ready(), "the held timeout came before the other unwind was over");
+    assert!(t.elapsed() < Duration::from_millis(2500), "{:?}", t.elapsed());
+}
+
+#[test]
+fn a_held_kill_is_not_raised_into_the_cleanup_of_the_panic_its_error_causes() {
+    // B is killed in a std read; it answers the ECANCELED with a panic of its own while A is
+    // halfway through an unwind, and a destructor of B parks during that panic. Raising the
+    // held kill there aborted the process.
+    monkey::patch_all();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let _keep = spawn(move || l.accept().map(|(s, _)| s));
+    let a = unwinding_bystander(300);
+    let b = spawn(move || {
+        let _g = SlowCleanup(5);
+        let mut c = TcpStream::connect(addr).unwrap();
+        let mut buf = [0u8; 1];
+        let _ = c.read(&mut buf).unwrap(); // killed in here: the error panics
+    });
+    greenfiber::sleep(Duration::from_millis(30));
+    b.kill();
+    assert!(matches!(b.get(), Err(Error::Panicked { .. })), "{:?}", b.get());
     a.join();
 }
 
@@ -198,23 +213,29 @@ fn a_timeout_set_in_a_cleanup_and_swallowed_by_a_std_call_still_bounds_the_clean
 #[test]
 fn a_raw_coroutine_killed_in_a_std_call_dies_and_frees_its_closure() {
     monkey::patch_all();
-    let log = Rc::new(Cell::new(false));
-    let freed = log.clone();
+    let freed = Rc::new(Cell::new(false));
     struct Freed(Rc<Cell<bool>>);
     impl Drop for Freed {
         fn drop(&mut self) {
             self.0.set(true);
         }
     }
-    let hub_work = spawn(|| greenfiber::sleep(Duration::from_millis(200))); // main's hooks yield
+    let f = freed.clone();
     let x = greenfiber::Coroutine::new(move |()| {
-        let _f = Freed(freed);
-        std::thread::sleep(Duration::from_millis(100)); // killed in here: held
+        let _f = Freed(f);
+        std::thread::sleep(Duration::from_secs(5)); // killed in here: held, ends early
     });
-    let () = x.switch(()); // X parks in its std sleep: control comes back here via the hub
-    x.kill();
-    assert!(x.is_dead());
-    assert!(log.get());
-    drop(x);
-    hub_work.join();
+    // T starts X, whose std sleep parks it in the hub; T waits in that switch for good (X's
+    // end goes to its killer).
+    let x2 = x.clone();
+    let _t = spawn(move || {
+        let () = x2.switch(());
+    });
+    yield_now();
+    assert!(x.is_started() && !x.is_dead());
+    let t = Instant::now();
+    let k = spawn(move || x.kill());
+    k.join();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(freed.get(), "X did not end, or kept its closure");
 }

@@ -12,8 +12,13 @@
 //!
 //! A held timeout is forgotten when its `with_timeout` ends, however it ends, so it is never
 //! raised outside it; a held kill is forgotten when its coroutine ends. A park that starts
-//! while its coroutine may be unwinding raises nothing but a timeout set in that cleanup
-//! (park.rs rule 5): the rest stays held until a later park.
+//! while a panic is under way on the thread raises nothing but a timeout set in the cleanup it
+//! is in (park.rs rule 5; see [`raise_at_park`]): the rest stays held, and the hub raises it
+//! into the park once no panic is under way ([`raise_parked`]).
+//!
+//! Each entry holds a handle to its coroutine: a coroutine that holds a raise lives until it
+//! parks again (and takes it), ends as a fiber, or dies; a raw coroutine left suspended with a
+//! held kill and no other handle is leaked, not killed.
 
 use std::any::Any;
 
@@ -152,12 +157,17 @@ fn take(hub: &Hub, mut which: impl FnMut(&Coroutine, &Payload) -> bool) -> bool 
 }
 
 /// At the start of a park of `co`, the running coroutine, which may be `unwinding`
-/// (`unwind.rs`): raises what it holds, a kill first, as the park's own raise would be
-/// (park.rs rule 5: while it may be unwinding, only a timeout set in the cleanup it is in).
-/// Called only while anything is held; entries of coroutines that died go.
+/// (`unwind.rs`): raises what it holds, a kill first, when no panic is under way on the
+/// thread. While one is, only a timeout whose `with_timeout` began in the cleanup this park
+/// is in goes through (park.rs rule 5); the rest stays held, for this coroutine too when it
+/// looks not unwinding: a fiber's natural answer to the ECANCELED its held kill gave is a
+/// panic of its own (`unwrap`), which `unwind.rs` does not attribute to it while another
+/// coroutine is halfway through an unwind, and raising there would abort. Called only while
+/// anything is held; entries of coroutines that died go.
 #[cold]
 #[inline(never)]
 pub(crate) fn raise_at_park(hub: &Hub, co: &Coroutine, unwinding: bool) {
+    let panicking = unwinding || std::thread::panicking();
     let payload = {
         let mut held = hub.held.borrow_mut();
         held.retain(|(c, _)| !c.is_dead());
@@ -165,7 +175,7 @@ pub(crate) fn raise_at_park(hub: &Hub, co: &Coroutine, unwinding: bool) {
             held.iter().position(|(c, p)| {
                 c == co
                     && kind(&**p) == Some(k)
-                    && (!unwinding || unwind::is_cleanup_timeout(co, &**p))
+                    && (!panicking || unwind::is_cleanup_timeout(co, &**p))
             })
         };
         let i = at(Held::Kill).or_else(|| at(Held::Timeout));
@@ -180,4 +190,30 @@ pub(crate) fn raise_at_park(hub: &Hub, co: &Coroutine, unwinding: bool) {
         unwind::raising(co);
     }
     std::panic::resume_unwind(payload);
+}
+
+/// The hub, with no panic under way on the thread: raises what each parked coroutine holds
+/// into its park (one that parked while a panic was under way kept it, [`raise_at_park`]).
+/// One at a time, each taken out of the list just before it is raised.
+#[cold]
+#[inline(never)]
+pub(crate) fn raise_parked(hub: &Hub) {
+    loop {
+        let next = {
+            let mut held = hub.held.borrow_mut();
+            held.retain(|(c, _)| !c.is_dead());
+            let parked = |c: &Coroutine| super::park::waiter_of(c).is_some_and(|w| w.is_parked());
+            let i = held.iter().position(|(c, _)| parked(c));
+            let next = i.map(|i| held.remove(i));
+            hub.held_any.set(!held.is_empty());
+            next
+        };
+        let Some((co, payload)) = next else { break };
+        unwind::raising(&co);
+        // SWITCH: raise it at `co`'s park; it runs until it blocks again.
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| co.raise(payload)))
+        {
+            super::scheduler::stray(&*p);
+        }
+    }
 }

@@ -183,6 +183,9 @@ impl Hub {
             if !self.deferred.borrow().is_empty() {
                 self.raise_deferred();
             }
+            if self.held_any.get() && !std::thread::panicking() {
+                super::held::raise_parked(self);
+            }
             // 3. Timers.
             let mut now = None;
             if !self.timers.borrow().is_empty() {
@@ -284,7 +287,10 @@ impl Hub {
                 unsafe { (*key).set(None) };
                 // SWITCH: raise the timeout in `co`; it runs until it blocks again.
                 unwind::raising(&co);
-                let _ = co.throw(super::time::TimeoutFired { id, mark });
+                let fired = super::time::TimeoutFired { id, mark };
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| co.throw(fired))) {
+                    stray(&*p);
+                }
             }
         }
     }
@@ -315,7 +321,9 @@ impl Hub {
             if !co.is_dead() {
                 // SWITCH: raise it in `co`; it runs until it blocks again.
                 unwind::raising(&co);
-                let _ = co.raise(payload);
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| co.raise(payload))) {
+                    stray(&*p);
+                }
             }
         }
     }
@@ -420,7 +428,7 @@ impl Registry {
 /// a panic. The hub has nobody to pass it to: it is logged, and the hub goes on.
 #[cold]
 #[inline(never)]
-fn stray(p: &(dyn Any + Send)) {
+pub(crate) fn stray(p: &(dyn Any + Send)) {
     log::error!(
         "greenfiber: the hub was sent what it cannot take (a coroutine whose parent chain \
          leads to the hub ended with a value or a panic; give such coroutines a parent that \
