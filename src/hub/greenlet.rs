@@ -365,7 +365,9 @@ impl<T: 'static> Greenlet<T> {
     /// block without holding back other links. Links start in the order they were added; one
     /// added before any fiber waited in [`join`](Greenlet::join) starts before the joiners
     /// resume, so if it does not block it has run when `join` returns, as in gevent; one added
-    /// while a fiber waits in `join`, after them. A panic in `f` is logged.
+    /// while a fiber waited in `join`, after all the joiners (gevent orders each link against
+    /// each join exactly; here a link only knows whether some join was under way when it was
+    /// added). A panic in `f` is logged.
     pub fn link(&self, f: impl FnOnce(&Greenlet<T>) + 'static) {
         if self.ready() {
             start_link(self, Box::new(f));

@@ -378,9 +378,10 @@ impl Drop for Hub {
         // (`Coroutine`s, the loop's `Vec`s, a message being routed), which are leaked.
         unsafe { self.co.abandon() };
         std::mem::forget(std::mem::take(&mut *self.ready.borrow_mut()));
-        // A held raise's handle may be its coroutine's last: dropping it would kill it here,
-        // with no hub for its cleanup to park in.
+        // A held or kept raise's handle may be its coroutine's last: dropping it would kill it
+        // here, with no hub for its cleanup to park in.
         std::mem::forget(std::mem::take(&mut *self.held.borrow_mut()));
+        std::mem::forget(std::mem::take(&mut *self.deferred.borrow_mut()));
         std::mem::forget(std::mem::take(&mut self.fibers.borrow_mut().slots));
         std::mem::forget(self.co.clone());
     }
