@@ -358,41 +358,10 @@ fn a_release_completes_while_another_release_waits_in_a_killed_coroutines_destru
     assert!(p1.is_dead() && killer.is_dead());
 }
 
-#[test]
-fn a_kill_aimed_at_the_dropper_while_its_victim_unwinds_kills_the_dropper() {
-    // D drops the last handle to V; V's cleanup switches out to main, leaving D waiting inside
-    // the drop. A kill of D sent now is D's own, not V's: D must die of it, not log it as V's
-    // panic and run on.
-    struct Detour(Coroutine);
-    impl Drop for Detour {
-        fn drop(&mut self) {
-            let () = self.0.switch(());
-        }
-    }
-    let m = current();
-    let v = Coroutine::new(move |()| {
-        let _d = Detour(m);
-        let () = up(());
-    });
-    let () = v.switch(());
-    let after_drop = Rc::new(RefCell::new(false));
-    let a = after_drop.clone();
-    let dropper = Coroutine::new(move |()| {
-        drop(v);
-        *a.borrow_mut() = true;
-    });
-    let () = dropper.switch(()); // back from V's destructor, D still inside the drop
-    assert!(!dropper.is_dead());
-    let r = dropper.throw(GreenletExit);
-    assert!(r.is::<GreenletExit>(), "the killer gets GreenletExit back as a value");
-    assert!(dropper.is_dead(), "the dropper lived on after its kill");
-    assert!(!*after_drop.borrow(), "the dropper ran past the drop after it was killed");
-}
-
-#[test]
-fn a_victim_that_ends_after_a_detour_returns_control_to_its_dropper() {
-    // The same detour, but V is then resumed and finishes its unwind: its end goes to D, which
-    // runs on past the drop.
+/// D drops the last handle to V, whose cleanup (run by that kill) stores a handle to V in the
+/// slot returned and switches to main: D waits inside the drop. Also returns whether D ran
+/// past the drop.
+fn dropper_waiting_in_a_detour() -> (Coroutine, Rc<RefCell<bool>>, Rc<RefCell<Option<Coroutine>>>) {
     struct Detour(Rc<RefCell<Option<Coroutine>>>, Coroutine);
     impl Drop for Detour {
         fn drop(&mut self) {
@@ -413,7 +382,26 @@ fn a_victim_that_ends_after_a_detour_returns_control_to_its_dropper() {
         drop(v);
         *a.borrow_mut() = true;
     });
-    let () = dropper.switch(());
+    let () = dropper.switch(()); // back from V's destructor, D still inside the drop
+    assert!(!dropper.is_dead());
+    (dropper, after_drop, back)
+}
+
+#[test]
+fn a_kill_aimed_at_the_dropper_while_its_victim_unwinds_kills_the_dropper() {
+    // A kill of D sent now is D's own, not V's: D must die of it, not log it as V's panic and
+    // run on.
+    let (dropper, after_drop, _back) = dropper_waiting_in_a_detour();
+    let r = dropper.throw(GreenletExit);
+    assert!(r.is::<GreenletExit>(), "the killer gets GreenletExit back as a value");
+    assert!(dropper.is_dead(), "the dropper lived on after its kill");
+    assert!(!*after_drop.borrow(), "the dropper ran past the drop after it was killed");
+}
+
+#[test]
+fn a_victim_that_ends_after_a_detour_returns_control_to_its_dropper() {
+    // V is resumed and finishes its unwind: its end goes to D, which runs on past the drop.
+    let (dropper, after_drop, back) = dropper_waiting_in_a_detour();
     let v = back.borrow_mut().take().unwrap();
     let () = v.switch(()); // V ends into D, D ends into main
     assert!(v.is_dead() && dropper.is_dead());
