@@ -361,15 +361,17 @@ fn a_release_completes_while_another_release_waits_in_a_killed_coroutines_destru
 /// D drops the last handle to V, whose cleanup (run by that kill) stores a handle to V in the
 /// slot returned and switches to main: D waits inside the drop. Also returns whether D ran
 /// past the drop.
-fn dropper_waiting_in_a_detour() -> (Coroutine, Rc<RefCell<bool>>, Rc<RefCell<Option<Coroutine>>>) {
-    struct Detour(Rc<RefCell<Option<Coroutine>>>, Coroutine);
+type Slot = Rc<RefCell<Option<Coroutine>>>;
+
+fn dropper_waiting_in_a_detour() -> (Coroutine, Rc<RefCell<bool>>, Slot) {
+    struct Detour(Slot, Coroutine);
     impl Drop for Detour {
         fn drop(&mut self) {
             *self.0.borrow_mut() = Some(current());
             let () = self.1.switch(());
         }
     }
-    let back: Rc<RefCell<Option<Coroutine>>> = Rc::default();
+    let back: Slot = Rc::default();
     let (b, m) = (back.clone(), current());
     let v = Coroutine::new(move |()| {
         let _d = Detour(b, m);
