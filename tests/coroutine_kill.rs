@@ -358,11 +358,12 @@ fn a_release_completes_while_another_release_waits_in_a_killed_coroutines_destru
     assert!(p1.is_dead() && killer.is_dead());
 }
 
+/// Where a coroutine leaves a handle to itself.
+type Slot = Rc<RefCell<Option<Coroutine>>>;
+
 /// D drops the last handle to V, whose cleanup (run by that kill) stores a handle to V in the
 /// slot returned and switches to main: D waits inside the drop. Also returns whether D ran
 /// past the drop.
-type Slot = Rc<RefCell<Option<Coroutine>>>;
-
 fn dropper_waiting_in_a_detour() -> (Coroutine, Rc<RefCell<bool>>, Slot) {
     struct Detour(Slot, Coroutine);
     impl Drop for Detour {
