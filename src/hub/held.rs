@@ -74,7 +74,18 @@ fn hold(co: &Coroutine, payload: Payload) -> Result<Held, Payload> {
     scheduler::try_with(|hub| {
         let mut held = hub.held.borrow_mut();
         held.retain(|(c, _)| !c.is_dead());
-        held.push((co.clone(), payload));
+        // One kill per coroutine, one entry per timeout: a fiber that keeps failing (and is
+        // raised into again) does not grow the list.
+        let same = |p: &Payload| match k {
+            Held::Kill => p.is::<GreenletExit>(),
+            Held::Timeout => {
+                let id = payload.downcast_ref::<TimeoutFired>().map(|t| t.id);
+                p.downcast_ref::<TimeoutFired>().map(|t| t.id) == id
+            }
+        };
+        if !held.iter().any(|(c, p)| c == co && same(p)) {
+            held.push((co.clone(), payload));
+        }
         hub.held_any.set(true);
     });
     Ok(k)
@@ -192,23 +203,35 @@ pub(crate) fn raise_at_park(hub: &Hub, co: &Coroutine, unwinding: bool) {
     std::panic::resume_unwind(payload);
 }
 
+fn parked(co: &Coroutine) -> bool {
+    super::park::waiter_of(co).is_some_and(|w| w.is_parked())
+}
+
 /// The hub, with no panic under way on the thread: raises what each parked coroutine holds
 /// into its park (one that parked while a panic was under way kept it, [`raise_at_park`]).
-/// One at a time, each taken out of the list just before it is raised.
+/// Each entry found parked now is raised once, one at a time; what is held again meanwhile (a
+/// raise caught inside a hook) waits for the next pass.
 #[cold]
 #[inline(never)]
 pub(crate) fn raise_parked(hub: &Hub) {
-    loop {
-        let next = {
-            let mut held = hub.held.borrow_mut();
-            held.retain(|(c, _)| !c.is_dead());
-            let parked = |c: &Coroutine| super::park::waiter_of(c).is_some_and(|w| w.is_parked());
-            let i = held.iter().position(|(c, _)| parked(c));
-            let next = i.map(|i| held.remove(i));
-            hub.held_any.set(!held.is_empty());
-            next
-        };
-        let Some((co, payload)) = next else { break };
+    let due: Vec<_> = {
+        let mut held = hub.held.borrow_mut();
+        held.retain(|(c, _)| !c.is_dead());
+        let (due, rest) = std::mem::take(&mut *held).into_iter().partition(|(c, _)| parked(c));
+        *held = rest;
+        hub.held_any.set(!held.is_empty());
+        due
+    };
+    for (co, payload) in due {
+        if co.is_dead() {
+            continue;
+        }
+        if !parked(&co) {
+            // An earlier raise of this pass woke it: it takes its raise at its next park.
+            hub.held.borrow_mut().push((co, payload));
+            hub.held_any.set(true);
+            continue;
+        }
         unwind::raising(&co);
         // SWITCH: raise it at `co`'s park; it runs until it blocks again.
         if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| co.raise(payload)))
