@@ -239,3 +239,78 @@ fn a_raw_coroutine_killed_in_a_std_call_dies_and_frees_its_closure() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(freed.get(), "X did not end, or kept its closure");
 }
+
+#[test]
+fn the_hub_raises_no_held_raise_into_a_cleanup_that_an_earlier_one_of_its_pass_started() {
+    // X unwinds; A and C keep held raises while it does (C holds a timeout and a kill). When
+    // X's unwind ends the hub raises A's timeout, whose cleanup parks: a panic is under way
+    // again. C's own raise must then wait: C answers its timeout with a panic of its own (not
+    // attributed to it while A unwinds), and its held kill raised into that panic's cleanup
+    // aborted the process.
+    monkey::patch_all();
+    let x = unwinding_bystander(300);
+    let a = spawn(move || {
+        with_timeout(Duration::from_millis(20), || {
+            let _g = SlowCleanup(100);
+            std::thread::sleep(Duration::from_millis(50)); // fires here: held
+            greenfiber::sleep(Duration::from_secs(10)); // X unwinds: kept
+        })
+    });
+    let go_on = Rc::new(Cell::new(false));
+    let g2 = go_on.clone();
+    let c = spawn(move || {
+        let _g = SlowCleanup(50);
+        with_timeout(Duration::from_millis(40), || {
+            std::thread::sleep(Duration::from_millis(100)); // fires here: held
+            while !g2.get() {
+                std::thread::sleep(Duration::from_millis(1)); // refused at once
+            }
+            greenfiber::sleep(Duration::from_secs(10)); // X unwinds: kept
+        })
+        .expect("C timed out"); // C's own panic
+    });
+    greenfiber::sleep(Duration::from_millis(80));
+    let c2 = c.clone();
+    let _killer = spawn(move || {
+        go_on.set(true);
+        c2.kill();
+    });
+    x.join();
+    assert_eq!(a.get(), Ok(Err(Timeout)));
+    assert!(c.get().is_err());
+}
+
+#[test]
+fn a_held_timeout_that_an_unwind_waits_for_is_raised_instead_of_loop_exit() {
+    // A's timeout is held in a std sleep; X is killed and its cleanup joins A. While X unwinds
+    // the held timeout waits, and X's unwind waits for A: when nothing else can run, the hub
+    // raises the held timeout rather than LoopExit (as a plain timeout would have fired).
+    monkey::patch_all();
+    struct JoinOnDrop(Option<greenfiber::Greenlet<Result<(), Timeout>>>);
+    impl Drop for JoinOnDrop {
+        fn drop(&mut self) {
+            if let Some(g) = self.0.take() {
+                g.join();
+            }
+        }
+    }
+    let ev = Rc::new(greenfiber::sync::Event::new());
+    let ev2 = ev.clone();
+    let a = spawn(move || {
+        with_timeout(Duration::from_millis(50), || {
+            std::thread::sleep(Duration::from_millis(100)); // fires here: held
+            ev2.wait(); // never set
+        })
+    });
+    let a2 = a.clone();
+    let x = spawn(move || {
+        let _j = JoinOnDrop(Some(a2)); // X's cleanup waits for A
+        greenfiber::sleep(Duration::from_secs(60));
+    });
+    yield_now();
+    yield_now();
+    let x2 = x.clone();
+    let _killer = spawn(move || x2.kill());
+    assert_eq!(a.get(), Ok(Err(Timeout)));
+    x.join();
+}

@@ -207,13 +207,16 @@ fn parked(co: &Coroutine) -> bool {
     super::park::waiter_of(co).is_some_and(|w| w.is_parked())
 }
 
-/// The hub, with no panic under way on the thread: raises what each parked coroutine holds
-/// into its park (one that parked while a panic was under way kept it, [`raise_at_park`]).
-/// Each entry found parked now is raised once, one at a time; what is held again meanwhile (a
-/// raise caught inside a hook) waits for the next pass.
+/// The hub: raises what each parked coroutine holds into its park (one that parked while a
+/// panic was under way kept it, [`raise_at_park`]), each entry found parked now once, one at a
+/// time; what is held again meanwhile (a raise caught inside a hook) waits for the next pass.
+/// Only while no panic is under way on the thread, checked before each raise (a raise may start
+/// one) — unless `stuck`: nothing else can ever run (the hub would raise LoopExit), and a held
+/// raise may be what the unwind under way waits for; then it goes into any parked coroutine
+/// not seen unwinding, as LoopExit itself would. True if it raised anything.
 #[cold]
 #[inline(never)]
-pub(crate) fn raise_parked(hub: &Hub) {
+pub(crate) fn raise_parked(hub: &Hub, stuck: bool) -> bool {
     let due: Vec<_> = {
         let mut held = hub.held.borrow_mut();
         held.retain(|(c, _)| !c.is_dead());
@@ -222,16 +225,20 @@ pub(crate) fn raise_parked(hub: &Hub) {
         hub.held_any.set(!held.is_empty());
         due
     };
+    let mut raised = false;
     for (co, payload) in due {
         if co.is_dead() {
             continue;
         }
-        if !parked(&co) {
-            // An earlier raise of this pass woke it: it takes its raise at its next park.
+        let may = if stuck { !unwind::is_marked(&co) } else { !std::thread::panicking() };
+        if !may || !parked(&co) {
+            // A panic began meanwhile, or an earlier raise of this pass woke it: it takes its
+            // raise at its next park, or at a later pass.
             hub.held.borrow_mut().push((co, payload));
             hub.held_any.set(true);
             continue;
         }
+        raised = true;
         unwind::raising(&co);
         // SWITCH: raise it at `co`'s park; it runs until it blocks again.
         if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| co.raise(payload)))
@@ -239,4 +246,5 @@ pub(crate) fn raise_parked(hub: &Hub) {
             super::scheduler::stray(&*p);
         }
     }
+    raised
 }
