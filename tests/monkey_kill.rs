@@ -178,7 +178,7 @@ fn a_held_kill_is_not_raised_into_the_cleanup_of_the_panic_its_error_causes() {
     });
     greenfiber::sleep(Duration::from_millis(30));
     b.kill();
-    assert!(matches!(b.get(), Err(Error::Panicked { .. })), "{:?}", b.get());
+    assert_eq!(b.get(), Err(Error::Killed)); // its panic answered the kill's error
     a.join();
 }
 
@@ -281,10 +281,11 @@ fn the_hub_raises_no_held_raise_into_a_cleanup_that_an_earlier_one_of_its_pass_s
 }
 
 #[test]
-fn a_held_timeout_that_an_unwind_waits_for_is_raised_instead_of_loop_exit() {
+fn a_held_timeout_that_an_unwind_waits_for_ends_in_loop_exit_not_an_abort() {
     // A's timeout is held in a std sleep; X is killed and its cleanup joins A. While X unwinds
-    // the held timeout waits, and X's unwind waits for A: when nothing else can run, the hub
-    // raises the held timeout rather than LoopExit (as a plain timeout would have fired).
+    // the held timeout waits (raising it could land in a cleanup: held.rs), and X's unwind
+    // waits for A: nothing can run, and main, waiting for A, gets LoopExit, as it would for
+    // any wait that can never end.
     monkey::patch_all();
     struct JoinOnDrop(Option<greenfiber::Greenlet<Result<(), Timeout>>>);
     impl Drop for JoinOnDrop {
@@ -311,6 +312,55 @@ fn a_held_timeout_that_an_unwind_waits_for_is_raised_instead_of_loop_exit() {
     yield_now();
     let x2 = x.clone();
     let _killer = spawn(move || x2.kill());
-    assert_eq!(a.get(), Ok(Err(Timeout)));
-    x.join();
+    let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.get()));
+    let msg = Error::from_panic(None, &*e.expect_err("A's wait ended"));
+    assert!(format!("{msg:?}").contains("LoopExit"), "{msg:?}");
+    drop(x);
+}
+
+#[test]
+fn a_fiber_that_panics_on_the_error_of_its_swallowed_kill_or_timeout_ends_killed_or_timed_out() {
+    monkey::patch_all();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let _keep = spawn(move || l.accept().map(|(s, _)| s));
+    let g = spawn(move || {
+        let mut c = TcpStream::connect(addr).unwrap();
+        let mut buf = [0u8; 1];
+        let _ = c.read(&mut buf).unwrap(); // killed in here: the error panics
+    });
+    greenfiber::sleep(Duration::from_millis(20));
+    g.kill();
+    assert_eq!(g.get(), Err(Error::Killed));
+    let r = with_timeout(Duration::from_millis(20), || {
+        std::thread::sleep(Duration::from_millis(200)); // fires here: held
+        let mut c = TcpStream::connect(addr).unwrap();
+        let mut buf = [0u8; 1];
+        let _ = c.read(&mut buf).unwrap(); // refused: ETIMEDOUT, which panics
+    });
+    assert_eq!(r, Err(Timeout));
+}
+
+#[test]
+fn the_hubs_pass_leaves_a_fibers_other_held_raises_where_its_ending_sees_them() {
+    // X holds a timeout and then a kill while Y unwinds. When Y's unwind ends the hub raises
+    // X's kill; the timeout must not stay behind in the pass to be raised after its
+    // with_timeout ended, nor a kill be missed by the fiber's end.
+    monkey::patch_all();
+    let y = unwinding_bystander(250);
+    let x = spawn(move || {
+        with_timeout(Duration::from_millis(20), || {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(120) {
+                std::thread::sleep(Duration::from_millis(10)); // timeout, then kill: held
+            }
+            greenfiber::sleep(Duration::from_secs(1)); // Y unwinds: both kept
+        })
+        .is_err()
+    });
+    greenfiber::sleep(Duration::from_millis(60));
+    let x2 = x.clone();
+    let _k = spawn(move || x2.kill());
+    assert_eq!(x.get(), Err(Error::Killed));
+    y.join();
 }

@@ -140,7 +140,15 @@ pub fn spawn_with<T: 'static>(
             // fiber was killed.
             let killed = super::held::take_kill(&me);
             let outcome = match r {
-                Ok(_) if killed => Err(Error::Killed),
+                // A panic after a swallowed kill is most likely the fiber's answer to the error
+                // that kill gave it (`unwrap` of ECANCELED): it was killed all the same.
+                Ok(_) | Err(_) if killed => {
+                    if let Err(p) = &r {
+                        let msg = crate::error::panic_message(&**p);
+                        log::debug!("fiber {me:?}, killed in a C caller, then panicked: {msg}");
+                    }
+                    Err(Error::Killed)
+                }
                 Ok(v) => Ok(v),
                 Err(p) if p.is::<GreenletExit>() => Err(Error::Killed),
                 Err(p) => {

@@ -14,7 +14,12 @@
 //! raised outside it; a held kill is forgotten when its coroutine ends. A park that starts
 //! while a panic is under way on the thread raises nothing but a timeout set in the cleanup it
 //! is in (park.rs rule 5; see [`raise_at_park`]): the rest stays held, and the hub raises it
-//! into the park once no panic is under way ([`raise_parked`]).
+//! into the park once no panic is under way ([`raise_parked`]). So a held raise waits for as
+//! long as some coroutine of the thread is halfway through an unwind: behind a cleanup that
+//! sleeps, or for good behind one that waits for the fiber holding the raise (LoopExit then
+//! ends the wait as usual). That is the price of never aborting: raising sooner could land in
+//! the cleanup of a panic the fiber started itself (its natural answer to the error its held
+//! raise gave it), which `unwind.rs` cannot see while another unwind is under way.
 //!
 //! Each entry holds a handle to its coroutine: a coroutine that holds a raise lives until it
 //! parks again (and takes it), ends as a fiber, or dies; a raw coroutine left suspended with a
@@ -207,38 +212,44 @@ fn parked(co: &Coroutine) -> bool {
     super::park::waiter_of(co).is_some_and(|w| w.is_parked())
 }
 
-/// The hub: raises what each parked coroutine holds into its park (one that parked while a
-/// panic was under way kept it, [`raise_at_park`]), each entry found parked now once, one at a
-/// time; what is held again meanwhile (a raise caught inside a hook) waits for the next pass.
-/// Only while no panic is under way on the thread, checked before each raise (a raise may start
-/// one) — unless `stuck`: nothing else can ever run (the hub would raise LoopExit), and a held
-/// raise may be what the unwind under way waits for; then it goes into any parked coroutine
-/// not seen unwinding, as LoopExit itself would. True if it raised anything.
+/// The hub, with no panic under way on the thread: raises what each parked coroutine holds
+/// into its park (one that parked while a panic was under way kept it, [`raise_at_park`]).
+/// Each coroutine found holding something now gets one raise (its kill first), one at a time,
+/// each entry taken out of the list just before it is raised, so that what the raise runs (a
+/// `with_timeout` ending, a fiber ending) still finds the others there; what is held again
+/// meanwhile waits for the next pass. Before each raise it checks again that no panic is under
+/// way (a raise may start one).
 #[cold]
 #[inline(never)]
-pub(crate) fn raise_parked(hub: &Hub, stuck: bool) -> bool {
-    let due: Vec<_> = {
+pub(crate) fn raise_parked(hub: &Hub) {
+    let holders: Vec<Coroutine> = {
         let mut held = hub.held.borrow_mut();
         held.retain(|(c, _)| !c.is_dead());
-        let (due, rest) = std::mem::take(&mut *held).into_iter().partition(|(c, _)| parked(c));
-        *held = rest;
         hub.held_any.set(!held.is_empty());
-        due
+        let mut cs: Vec<Coroutine> = Vec::new();
+        for (c, _) in held.iter() {
+            if !cs.contains(c) {
+                cs.push(c.clone());
+            }
+        }
+        cs
     };
-    let mut raised = false;
-    for (co, payload) in due {
-        if co.is_dead() {
+    for co in holders {
+        if std::thread::panicking() {
+            return;
+        }
+        if co.is_dead() || !parked(&co) {
             continue;
         }
-        let may = if stuck { !unwind::is_marked(&co) } else { !std::thread::panicking() };
-        if !may || !parked(&co) {
-            // A panic began meanwhile, or an earlier raise of this pass woke it: it takes its
-            // raise at its next park, or at a later pass.
-            hub.held.borrow_mut().push((co, payload));
-            hub.held_any.set(true);
-            continue;
-        }
-        raised = true;
+        let payload = {
+            let mut held = hub.held.borrow_mut();
+            let at = |k: Held| held.iter().position(|(c, p)| *c == co && kind(&**p) == Some(k));
+            let i = at(Held::Kill).or_else(|| at(Held::Timeout));
+            let p = i.map(|i| held.remove(i).1);
+            hub.held_any.set(!held.is_empty());
+            p
+        };
+        let Some(payload) = payload else { continue };
         unwind::raising(&co);
         // SWITCH: raise it at `co`'s park; it runs until it blocks again.
         if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| co.raise(payload)))
@@ -246,5 +257,4 @@ pub(crate) fn raise_parked(hub: &Hub, stuck: bool) -> bool {
             super::scheduler::stray(&*p);
         }
     }
-    raised
 }

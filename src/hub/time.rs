@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::park::{Waiter, Wake};
 use super::scheduler::{self, TimerAction};
 use super::unwind;
-use crate::coroutine::current;
+use crate::coroutine::{GreenletExit, current};
 
 /// The instant `d` from now, or about 30 years from now if that cannot be represented (a
 /// `Duration::MAX` timeout is a wait without end, not an overflow panic).
@@ -106,7 +106,18 @@ pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout>
     let swallowed = super::held::take_timeout(id);
     drop(cancel);
     match r {
+        // The closure went on after its timeout was swallowed, and returned, or panicked (most
+        // likely its answer to the error the timeout gave it: `unwrap` of ETIMEDOUT). A kill,
+        // or an outer timeout, goes on.
         Ok(_) if swallowed => {
+            unwind::back_to(&me, mark);
+            Err(Timeout)
+        }
+        Err(p) if swallowed && !p.is::<GreenletExit>() && !p.is::<TimeoutFired>() => {
+            log::debug!(
+                "with_timeout: the closure panicked after its timeout: {}",
+                crate::error::panic_message(&*p)
+            );
             unwind::back_to(&me, mark);
             Err(Timeout)
         }
