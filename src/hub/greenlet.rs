@@ -145,7 +145,7 @@ pub fn spawn_with<T: 'static>(
                 Ok(_) | Err(_) if killed => {
                     if let Err(p) = &r {
                         let msg = crate::error::panic_message(&**p);
-                        log::debug!("fiber {me:?}, killed in a C caller, then panicked: {msg}");
+                        log::warn!("fiber {me:?}, killed in a C caller, then panicked: {msg}");
                     }
                     Err(Error::Killed)
                 }

@@ -16,8 +16,8 @@
 //! is in (park.rs rule 5; see [`raise_at_park`]): the rest stays held, and the hub raises it
 //! into the park once no panic is under way ([`raise_parked`]). So a held raise waits for as
 //! long as some coroutine of the thread is halfway through an unwind: behind a cleanup that
-//! sleeps, or for good behind one that waits for the fiber holding the raise (LoopExit then
-//! ends the wait as usual). That is the price of never aborting: raising sooner could land in
+//! sleeps; behind one that waits for the fiber holding the raise, only until nothing else can
+//! run, when the hub raises it before any LoopExit ([`raise_parked`]). That is the price of never aborting: raising sooner could land in
 //! the cleanup of a panic the fiber started itself (its natural answer to the error its held
 //! raise gave it), which `unwind.rs` cannot see while another unwind is under way.
 //!
@@ -212,16 +212,21 @@ fn parked(co: &Coroutine) -> bool {
     super::park::waiter_of(co).is_some_and(|w| w.is_parked())
 }
 
-/// The hub, with no panic under way on the thread: raises what each parked coroutine holds
-/// into its park (one that parked while a panic was under way kept it, [`raise_at_park`]).
-/// Each coroutine found holding something now gets one raise (its kill first), one at a time,
-/// each entry taken out of the list just before it is raised, so that what the raise runs (a
-/// `with_timeout` ending, a fiber ending) still finds the others there; what is held again
-/// meanwhile waits for the next pass. Before each raise it checks again that no panic is under
-/// way (a raise may start one).
+/// The hub: raises what each parked coroutine holds into its park (one that parked while a
+/// panic was under way kept it, [`raise_at_park`]). Each coroutine found holding something now
+/// gets one raise (its kill first), one at a time, each entry taken out of the list just before
+/// it is raised, so that what the raise runs (a `with_timeout` ending, a fiber ending) still
+/// finds the others there; what is held again meanwhile waits for the next pass.
+///
+/// Only while no panic is under way on the thread, checked before each raise (a raise may
+/// start one), unless `stuck`: nothing else can ever run, and the hub would raise LoopExit.
+/// A held raise may then be what the unwind under way waits for (a cleanup that joins the
+/// holder), as the raise would have been without the hook, so it goes first, into a holder not
+/// seen unwinding, with the same risk LoopExit itself takes there (`unwind.rs`'s blind spot).
+/// True if it raised anything.
 #[cold]
 #[inline(never)]
-pub(crate) fn raise_parked(hub: &Hub) {
+pub(crate) fn raise_parked(hub: &Hub, stuck: bool) -> bool {
     let holders: Vec<Coroutine> = {
         let mut held = hub.held.borrow_mut();
         held.retain(|(c, _)| !c.is_dead());
@@ -234,11 +239,10 @@ pub(crate) fn raise_parked(hub: &Hub) {
         }
         cs
     };
+    let mut raised = false;
     for co in holders {
-        if std::thread::panicking() {
-            return;
-        }
-        if co.is_dead() || !parked(&co) {
+        let may = if stuck { !unwind::is_marked(&co) } else { !std::thread::panicking() };
+        if !may || co.is_dead() || !parked(&co) {
             continue;
         }
         let payload = {
@@ -250,11 +254,17 @@ pub(crate) fn raise_parked(hub: &Hub) {
             p
         };
         let Some(payload) = payload else { continue };
+        raised = true;
         unwind::raising(&co);
         // SWITCH: raise it at `co`'s park; it runs until it blocks again.
         if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| co.raise(payload)))
         {
             super::scheduler::stray(&*p);
         }
+        if stuck {
+            // One is enough to get things moving; the hub looks again.
+            break;
+        }
     }
+    raised
 }

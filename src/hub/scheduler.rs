@@ -184,7 +184,7 @@ impl Hub {
                 self.raise_deferred();
             }
             if self.held_any.get() && !std::thread::panicking() {
-                super::held::raise_parked(self);
+                super::held::raise_parked(self, false);
             }
             // 3. Timers.
             let mut now = None;
@@ -331,6 +331,10 @@ impl Hub {
     /// Nothing can ever run again: wake the coroutine that is stuck with LoopExit.
     #[cold]
     fn loop_exit(&self) {
+        // A raise held for a parked coroutine (held.rs) may be what everyone waits for.
+        if self.held_any.get() && super::held::raise_parked(self, true) {
+            return;
+        }
         let main = main_coroutine();
         // Main if it is parked, else the parked fiber with the lowest id: the one that has
         // waited longest. One that may be unwinding only if there is no other: LoopExit raised

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::park::{Waiter, Wake};
 use super::scheduler::{self, TimerAction};
 use super::unwind;
-use crate::coroutine::{GreenletExit, current};
+use crate::coroutine::current;
 
 /// The instant `d` from now, or about 30 years from now if that cannot be represented (a
 /// `Duration::MAX` timeout is a wait without end, not an overflow panic).
@@ -67,7 +67,7 @@ pub(crate) struct TimeoutFired {
 /// ([`Greenlet::kill`](crate::Greenlet::kill)), unless this `with_timeout` is itself inside
 /// that cleanup. A timeout that fires inside a patched libc call (feature `monkey`) makes that
 /// call fail instead, and the closure's later patched waits fail at once; if the closure then
-/// returns, the result is still `Err(Timeout)`.
+/// returns, the result is still `Err(Timeout)` (a panic it raises goes on).
 pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout> {
     let key = Cell::new(None);
     let me = current();
@@ -106,18 +106,10 @@ pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout>
     let swallowed = super::held::take_timeout(id);
     drop(cancel);
     match r {
-        // The closure went on after its timeout was swallowed, and returned, or panicked (most
-        // likely its answer to the error the timeout gave it: `unwrap` of ETIMEDOUT). A kill,
-        // or an outer timeout, goes on.
+        // The closure went on after its timeout was swallowed, and returned: it timed out all
+        // the same. (A panic goes on, even one that answers the error the timeout gave it: it
+        // may as well be a bug of its own.)
         Ok(_) if swallowed => {
-            unwind::back_to(&me, mark);
-            Err(Timeout)
-        }
-        Err(p) if swallowed && !p.is::<GreenletExit>() && !p.is::<TimeoutFired>() => {
-            log::debug!(
-                "with_timeout: the closure panicked after its timeout: {}",
-                crate::error::panic_message(&*p)
-            );
             unwind::back_to(&me, mark);
             Err(Timeout)
         }
