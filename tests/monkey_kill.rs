@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 
 use greenfiber::{Error, Timeout, monkey, spawn, with_timeout, yield_now};
 
+/// A peer that accepts one connection and never writes: a read from it waits.
+fn silent_peer() -> (std::net::SocketAddr, greenfiber::Greenlet<std::io::Result<TcpStream>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    (addr, spawn(move || l.accept().map(|(s, _)| s)))
+}
+
 #[test]
 fn a_killed_loop_of_std_sleeps_ends_soon_and_is_reported_killed() {
     monkey::patch_all();
@@ -99,9 +106,7 @@ fn with_timeout_around_a_std_read_reports_the_timeout_and_bounds_later_reads() {
 #[test]
 fn a_kill_swallowed_by_a_std_call_is_raised_at_the_next_greenfiber_wait() {
     monkey::patch_all();
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let _keep = spawn(move || l.accept().map(|(s, _)| s));
+    let (addr, _keep) = silent_peer();
     let seen = Rc::new(Cell::new(None));
     let after = Rc::new(Cell::new(false));
     let (s2, a2) = (seen.clone(), after.clone());
@@ -166,9 +171,7 @@ fn a_held_kill_is_not_raised_into_the_cleanup_of_the_panic_its_error_causes() {
     // halfway through an unwind, and a destructor of B parks during that panic. Raising the
     // held kill there aborted the process.
     monkey::patch_all();
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let _keep = spawn(move || l.accept().map(|(s, _)| s));
+    let (addr, _keep) = silent_peer();
     let a = unwinding_bystander(300);
     let b = spawn(move || {
         let _g = SlowCleanup(5);
@@ -319,9 +322,7 @@ fn a_held_timeout_that_an_unwind_waits_for_is_raised_before_any_loop_exit() {
 #[test]
 fn a_fiber_that_panics_on_the_error_of_its_swallowed_kill_ends_killed() {
     monkey::patch_all();
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let _keep = spawn(move || l.accept().map(|(s, _)| s));
+    let (addr, _keep) = silent_peer();
     let g = spawn(move || {
         let mut c = TcpStream::connect(addr).unwrap();
         let mut buf = [0u8; 1];
