@@ -303,3 +303,32 @@ fn channel_kill_mid_wait_loses_no_item() {
     p2.kill();
     assert_eq!(ch.try_get(), Err(Empty));
 }
+
+#[test]
+fn channel_try_put_and_put_timeout_need_a_getter_and_give_the_item_back_without_one() {
+    // gevent's test__queue.py: Channel put_nowait raises Full with nobody waiting, and a put
+    // interrupted by its timeout leaves nothing behind.
+    let ch = Rc::new(Channel::new());
+    assert_eq!(ch.try_put(1u32).map_err(|f| f.0), Err(1));
+    let t = Instant::now();
+    assert_eq!(ch.put_timeout(2u32, Duration::from_millis(20)).map_err(|f| f.0), Err(2));
+    assert!(t.elapsed() >= Duration::from_millis(20));
+    assert_eq!(ch.putters_waiting(), 0);
+    assert!(ch.try_get().is_err(), "the timed-out put left its item behind");
+    // With a getter waiting, try_put hands the item over and returns after it ran.
+    let got = Rc::new(Cell::new(0));
+    let (c2, g2) = (ch.clone(), got.clone());
+    let getter = spawn(move || g2.set(c2.get()));
+    yield_now();
+    assert!(ch.try_put(3).is_ok());
+    assert_eq!(got.get(), 3);
+    getter.join();
+    // A getter that comes within the timeout takes the item.
+    let c3 = ch.clone();
+    let late = spawn(move || {
+        greenfiber::sleep(Duration::from_millis(5));
+        c3.get()
+    });
+    assert!(ch.put_timeout(4, Duration::from_secs(5)).is_ok());
+    assert_eq!(late.get(), Ok(4));
+}

@@ -12,8 +12,8 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::Empty;
 use super::waiters::{Outcome, WaitList};
+use super::{Empty, Full};
 
 /// A rendezvous channel for fibers (gevent's `Channel`): `put` returns only after a getter has
 /// taken the item and run with it (until it blocked or yielded).
@@ -53,13 +53,36 @@ impl<T> Channel<T> {
     /// Hands `item` to a getter — the first waiting one, or the next to come — and returns after
     /// that getter has run.
     pub fn put(&self, item: T) {
+        let put = self.put_deadline(item, None);
+        debug_assert!(put.is_ok(), "a put without deadline meets a getter");
+    }
+
+    /// As [`put`](Channel::put), waiting at most `d` for a getter; `Err(Full(item))` gives the
+    /// item back if none came.
+    pub fn put_timeout(&self, item: T, d: Duration) -> Result<(), Full<T>> {
+        self.put_deadline(item, super::deadline(d))
+    }
+
+    /// Hands `item` to a getter waiting now, and returns after that getter has run;
+    /// `Err(Full(item))` if nobody waits.
+    pub fn try_put(&self, item: T) -> Result<(), Full<T>> {
         match self.getters.grant_one(item) {
-            // The getter is queued ahead of us: yielding lets it run first.
-            Ok(()) => crate::hub::yield_now(),
-            Err(item) => {
-                // Rule 4 in hub/park.rs: no switch between the check above and the enqueue.
-                let o = self.putters.wait_for("a channel put", Some(item), None, |_| {});
-                debug_assert!(matches!(o, Outcome::Granted(None)));
+            Ok(()) => {
+                // The getter is queued ahead of us: yielding lets it run first.
+                crate::hub::yield_now();
+                Ok(())
+            }
+            Err(item) => Err(Full(item)),
+        }
+    }
+
+    fn put_deadline(&self, item: T, deadline: Option<Instant>) -> Result<(), Full<T>> {
+        let Err(Full(item)) = self.try_put(item) else { return Ok(()) };
+        // Rule 4 in hub/park.rs: no switch between try_put's check and the enqueue.
+        match self.putters.wait_for("a channel put", Some(item), deadline, |_| {}) {
+            Outcome::Granted(_) => Ok(()),
+            Outcome::TimedOut(item) => {
+                Err(Full(item.expect("greenfiber: a put timed out without its offer")))
             }
         }
     }
