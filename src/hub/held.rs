@@ -184,28 +184,25 @@ fn take(hub: &Hub, mut which: impl FnMut(&Coroutine, &Payload) -> bool) -> bool 
 #[inline(never)]
 pub(crate) fn raise_at_park(hub: &Hub, co: &Coroutine, unwinding: bool) {
     let panicking = unwinding || std::thread::panicking();
-    let payload = {
-        let mut held = hub.held.borrow_mut();
-        held.retain(|(c, _)| !c.is_dead());
-        let at = |k: Held| {
-            held.iter().position(|(c, p)| {
-                c == co
-                    && kind(&**p) == Some(k)
-                    && (!panicking || unwind::is_cleanup_timeout(co, &**p))
-            })
-        };
-        let i = at(Held::Kill).or_else(|| at(Held::Timeout));
-        let p = i.map(|i| held.remove(i).1);
-        hub.held_any.set(!held.is_empty());
-        p
-    };
-    let Some(payload) = payload else { return };
+    let may = |p: &Payload| !panicking || unwind::is_cleanup_timeout(co, &**p);
+    let Some(payload) = take_next(hub, co, may) else { return };
     if unwinding {
         unwind::unwinds_again(co);
     } else {
         unwind::raising(co);
     }
     std::panic::resume_unwind(payload);
+}
+
+/// Takes out the raise `co` holds that goes next, its kill before a timeout, among those `may`
+/// lets through; entries of coroutines that died go too.
+fn take_next(hub: &Hub, co: &Coroutine, may: impl Fn(&Payload) -> bool) -> Option<Payload> {
+    let mut held = hub.held.borrow_mut();
+    held.retain(|(c, _)| !c.is_dead());
+    let at = |k: Held| held.iter().position(|(c, p)| c == co && kind(&**p) == Some(k) && may(p));
+    let next = at(Held::Kill).or_else(|| at(Held::Timeout)).map(|i| held.remove(i).1);
+    hub.held_any.set(!held.is_empty());
+    next
 }
 
 fn parked(co: &Coroutine) -> bool {
@@ -245,22 +242,9 @@ pub(crate) fn raise_parked(hub: &Hub, stuck: bool) -> bool {
         if !may || co.is_dead() || !parked(&co) {
             continue;
         }
-        let payload = {
-            let mut held = hub.held.borrow_mut();
-            let at = |k: Held| held.iter().position(|(c, p)| *c == co && kind(&**p) == Some(k));
-            let i = at(Held::Kill).or_else(|| at(Held::Timeout));
-            let p = i.map(|i| held.remove(i).1);
-            hub.held_any.set(!held.is_empty());
-            p
-        };
-        let Some(payload) = payload else { continue };
+        let Some(payload) = take_next(hub, &co, |_| true) else { continue };
         raised = true;
-        unwind::raising(&co);
-        // SWITCH: raise it at `co`'s park; it runs until it blocks again.
-        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| co.raise(payload)))
-        {
-            super::scheduler::stray(&*p);
-        }
+        super::scheduler::raise_from_hub(&co, payload);
         if stuck {
             // One is enough to get things moving; the hub looks again.
             break;

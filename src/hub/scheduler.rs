@@ -285,12 +285,7 @@ impl Hub {
                 // that frame cancels this timer before it ends, so a timer that fires finds it
                 // in place.
                 unsafe { (*key).set(None) };
-                // SWITCH: raise the timeout in `co`; it runs until it blocks again.
-                unwind::raising(&co);
-                let fired = super::time::TimeoutFired { id, mark };
-                if let Err(p) = catch_unwind(AssertUnwindSafe(|| co.throw(fired))) {
-                    stray(&*p);
-                }
+                raise_from_hub(&co, Box::new(super::time::TimeoutFired { id, mark }));
             }
         }
     }
@@ -319,11 +314,7 @@ impl Hub {
             };
             let Some((co, payload)) = next else { break };
             if !co.is_dead() {
-                // SWITCH: raise it in `co`; it runs until it blocks again.
-                unwind::raising(&co);
-                if let Err(p) = catch_unwind(AssertUnwindSafe(|| co.raise(payload))) {
-                    stray(&*p);
-                }
+                raise_from_hub(&co, payload);
             }
         }
     }
@@ -428,12 +419,22 @@ impl Registry {
     }
 }
 
+/// The hub raises `payload` (a timeout, a kill, a kept or held raise) in `co` where it is
+/// suspended; `co` runs until it blocks again. A stray end that comes back instead is logged.
+pub(crate) fn raise_from_hub(co: &Coroutine, payload: Box<dyn Any + Send>) {
+    unwind::raising(co);
+    // SWITCH: raise it in `co`; it runs until it blocks again.
+    if let Err(p) = catch_unwind(AssertUnwindSafe(|| co.raise(payload))) {
+        stray(&*p);
+    }
+}
+
 /// Something other than a fiber's `()` reached the hub's loop: the end of a raw coroutine
 /// whose parent chain leads to the hub (one made in a fiber that ended first), with a value or
 /// a panic. The hub has nobody to pass it to: it is logged, and the hub goes on.
 #[cold]
 #[inline(never)]
-pub(crate) fn stray(p: &(dyn Any + Send)) {
+fn stray(p: &(dyn Any + Send)) {
     log::error!(
         "greenfiber: the hub was sent what it cannot take (a coroutine whose parent chain \
          leads to the hub ended with a value or a panic; give such coroutines a parent that \

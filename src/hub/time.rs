@@ -105,22 +105,16 @@ pub fn with_timeout<T>(d: Duration, f: impl FnOnce() -> T) -> Result<T, Timeout>
     // A firing that a C caller swallowed (held.rs): the closure went on, but timed out.
     let swallowed = super::held::take_timeout(id);
     drop(cancel);
-    match r {
+    let out = match r {
         // The closure went on after its timeout was swallowed, and returned: it timed out all
         // the same. (A panic goes on, even one that answers the error the timeout gave it: it
         // may as well be a bug of its own.)
-        Ok(_) if swallowed => {
-            unwind::back_to(&me, mark);
-            Err(Timeout)
-        }
-        Ok(v) => {
-            unwind::back_to(&me, mark);
-            Ok(v)
-        }
-        Err(p) if p.downcast_ref::<TimeoutFired>().is_some_and(|t| t.id == id) => {
-            unwind::back_to(&me, mark);
-            Err(Timeout)
-        }
+        Ok(_) if swallowed => Err(Timeout),
+        Ok(v) => Ok(v),
+        Err(p) if p.downcast_ref::<TimeoutFired>().is_some_and(|t| t.id == id) => Err(Timeout),
         Err(p) => resume_unwind(p),
-    }
+    };
+    // Every unwind begun inside the closure ended here.
+    unwind::back_to(&me, mark);
+    out
 }
