@@ -14,7 +14,8 @@
 //! - `create`: create a coroutine, switch into it, it returns, drop it (pooled stack);
 //! - `yield`: two fibers alternating `yield_now` (N yields in all);
 //! - `queue`: a `Queue` ping-pong between main and a fiber (N round trips);
-//! - `spawn`: spawn N fibers that each yield once, then join them all.
+//! - `spawn`: spawn N fibers that each yield once, then join them all;
+//! - `spawn100`: the same in batches of 100 (stacks, cores and allocations come back warm).
 //!
 //! Prints `OP: T ns/op`.
 use std::hint::black_box;
@@ -28,7 +29,7 @@ fn main() {
     let (n, op) = match args.as_slice() {
         [n, op] => (n.parse::<u64>().expect("N is a number"), op.as_str()),
         _ => {
-            eprintln!("usage: op_loops N rt|corosensei|create|yield|queue|spawn");
+            eprintln!("usage: op_loops N rt|corosensei|create|yield|queue|spawn|spawn100");
             std::process::exit(2);
         }
     };
@@ -101,8 +102,21 @@ fn main() {
                 .collect();
             joinall(&gs, None);
         }
+        "spawn100" => {
+            for b in 0..n / 100 {
+                let gs: Vec<_> = (0..100)
+                    .map(|i| {
+                        spawn(move || {
+                            yield_now();
+                            b + i
+                        })
+                    })
+                    .collect();
+                joinall(&gs, None);
+            }
+        }
         other => {
-            eprintln!("unknown OP {other:?}: rt|corosensei|create|yield|queue|spawn");
+            eprintln!("unknown OP {other:?}: rt|corosensei|create|yield|queue|spawn|spawn100");
             std::process::exit(2);
         }
     }
