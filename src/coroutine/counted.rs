@@ -1,33 +1,22 @@
-//! `CoreRef`: the counted pointer behind every [`Coroutine`](super::Coroutine), and the
-//! per-thread free list its `Core`s are allocated from.
+//! `CoreRef`: the counted pointer behind every [`Coroutine`](super::Coroutine).
 //!
-//! A `CoreRef` is `Rc<Core>` with one difference: when the last handle goes, the core's memory
-//! goes back to its thread's free list ([`FreeCores`]) instead of to `free`, and the next
-//! coroutine created on that thread takes it from there. Creating and dropping coroutines is
-//! what fibers do all day (one per spawn, one per connection); a free list makes their
-//! bookkeeping a pointer pop and push, where glibc's `malloc`/`free` cost ~130 instructions a
-//! pair, and several hundred once tens of thousands are freed at once and tcache overflows.
+//! A `CoreRef` is `Rc<Core>` with two differences: its memory is a block from the thread's free
+//! lists (`blocks.rs`), so creating and dropping coroutines — what fibers do all day, one per
+//! spawn, one per connection — costs no `malloc`; and the release of a core drops its parent
+//! link last, not nested (`ThreadState::drop_parent_link`), so a long chain of parents does not
+//! overflow the stack.
 //!
 //! ```text
-//!   CoreRef ──> Counted { handles: Cell<usize>, core: Core }      (one allocation)
-//!                 last handle dropped: drop `core` in place, then
-//!                 this thread's FreeCores: head ──> freed ──> freed ──> null
-//!                                      (the first word of a freed block holds the link)
+//!   CoreRef ──> Counted { handles: Cell<usize>, core: Core }      (one block, 144-byte class)
+//!                 last handle dropped: drop `core` in place, then the block goes back to
+//!                 this thread's free list for its size class (blocks.rs)
 //! ```
-//!
-//! Like the stack pool, the list keeps its high-water mark: a thread that once had 100,000
-//! coroutines keeps ~100,000 × `size_of::<Counted>()` (136) bytes for later ones (about 3% of the
-//! stack page each of them also kept). It is freed when the thread's state is torn down.
 //!
 //! # Rules (cited by the `SAFETY` comments)
 //! 1. A handle never leaves its thread (it is `!Send` and `!Sync`; rule 1 of `coroutine/mod.rs`),
 //!    so the count is a plain `Cell` and the last handle is dropped on the core's own thread.
-//! 2. `handles` counts the live `CoreRef`s; the block is alive while it is non-zero. A block on a
-//!    free list holds no `Core`, only the link in its first word.
-//! 3. Every block has the layout of `Counted`, whether it came from the free list or from the
-//!    global allocator, so either may release it.
+//! 2. `handles` counts the live `CoreRef`s; the block holds a live `Core` while it is non-zero.
 
-use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::mem::offset_of;
@@ -35,6 +24,7 @@ use std::ops::Deref;
 use std::ptr::{self, NonNull};
 
 use super::Core;
+use super::blocks::{alloc_block, free_block};
 use super::thread;
 
 /// A `Core` and the number of handles to it.
@@ -52,27 +42,13 @@ pub(crate) struct CoreRef {
 }
 
 impl CoreRef {
-    /// A handle to `core`, in a block from `free` if it has one.
-    pub(crate) fn new_in(free: &FreeCores, core: Core) -> CoreRef {
-        let block = free.take().unwrap_or_else(Self::fresh);
-        // SAFETY: `block` is unused memory with `Counted`'s layout (rule 3): fresh, or taken
-        // off the free list, whose blocks hold no `Core` (rule 2). Writing does not drop it.
+    /// A handle to `core`, in a block from this thread's free list (`blocks.rs`).
+    pub(crate) fn new(core: Core) -> CoreRef {
+        let block = alloc_block::<Counted>();
+        // SAFETY: `block` is unused memory with `Counted`'s size and alignment (`alloc_block`).
+        // Writing does not drop it.
         unsafe { block.as_ptr().write(Counted { handles: Cell::new(1), core }) };
         CoreRef { ptr: block, _thread_bound: PhantomData }
-    }
-
-    /// A handle to `core` in a block from the global allocator: for a thread's main coroutine,
-    /// created while the thread's state (and its free list) is being built.
-    pub(crate) fn new(core: Core) -> CoreRef {
-        CoreRef::new_in(&FreeCores::new(), core)
-    }
-
-    #[cold]
-    fn fresh() -> NonNull<Counted> {
-        let layout = Layout::new::<Counted>();
-        // SAFETY: `Counted` is not zero-sized.
-        let p = unsafe { alloc(layout) } as *mut Counted;
-        NonNull::new(p).unwrap_or_else(|| handle_alloc_error(layout))
     }
 
     /// The core's address: the coroutine's identity (`ThreadState::current` holds it).
@@ -139,8 +115,7 @@ impl Deref for CoreRef {
     }
 }
 
-/// Drops the core and gives its block to this thread's free list (or back to the allocator
-/// once the thread's state has been torn down).
+/// Drops the core and gives its block back (`blocks.rs`).
 ///
 /// # Safety
 /// No handle to `block` is left, and this runs on the core's thread.
@@ -155,13 +130,9 @@ unsafe fn release(block: NonNull<Counted>) {
     let parent = unsafe { (*block.as_ptr()).core.parent.take() };
     // SAFETY: as above.
     unsafe { ptr::drop_in_place(&raw mut (*block.as_ptr()).core) };
-    // SAFETY: the core was just dropped and no handle is left (this function's contract).
-    let kept = thread::if_live(|ts| unsafe { ts.free_cores.put(block) });
-    if kept.is_none() {
-        // SAFETY: rule 3: the block has `Counted`'s layout and came from the global allocator
-        // (directly, or through a free list it was taken from).
-        unsafe { dealloc(block.as_ptr() as *mut u8, Layout::new::<Counted>()) };
-    }
+    // SAFETY: the block came from `alloc_block::<Counted>`; its core was just dropped and no
+    // handle is left (this function's contract).
+    unsafe { free_block(block) };
     let Some(p) = parent else { return };
     if p.0.count() > 1 {
         // Not the parent's last handle: only a decrement, nothing released in turn.
@@ -175,48 +146,6 @@ unsafe fn release(block: NonNull<Counted>) {
         while let Some(p) = next {
             next = if p.0.count() == 1 { p.0.parent.take() } else { None };
             drop(p);
-        }
-    }
-}
-
-/// A thread's list of freed core blocks (rule 2: each holds only the link to the next).
-pub(crate) struct FreeCores {
-    head: Cell<*mut Counted>,
-}
-
-impl FreeCores {
-    pub(crate) fn new() -> FreeCores {
-        FreeCores { head: Cell::new(ptr::null_mut()) }
-    }
-
-    #[inline]
-    fn take(&self) -> Option<NonNull<Counted>> {
-        let head = NonNull::new(self.head.get())?;
-        // SAFETY: rule 2: a block on the list holds the next link in its first word, which
-        // is aligned for a pointer (`Counted` starts with a `usize`).
-        self.head.set(unsafe { (head.as_ptr() as *mut *mut Counted).read() });
-        Some(head)
-    }
-
-    /// Puts `block` on the list.
-    ///
-    /// # Safety
-    /// `block` has `Counted`'s layout (rule 3), its core has been dropped, no handle to it is
-    /// left, and it is on no list.
-    #[inline]
-    unsafe fn put(&self, block: NonNull<Counted>) {
-        // SAFETY: the contract: nobody uses `block` any more, so its first word is free for the
-        // link (rule 2); it is aligned for a pointer (`Counted` starts with a `usize`).
-        unsafe { (block.as_ptr() as *mut *mut Counted).write(self.head.get()) };
-        self.head.set(block.as_ptr());
-    }
-}
-
-impl Drop for FreeCores {
-    fn drop(&mut self) {
-        while let Some(block) = self.take() {
-            // SAFETY: rule 3: every block has `Counted`'s layout, from the global allocator.
-            unsafe { dealloc(block.as_ptr() as *mut u8, Layout::new::<Counted>()) };
         }
     }
 }

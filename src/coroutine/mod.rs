@@ -22,8 +22,9 @@
 //! # Files
 //! - `switch.rs`: the symmetric switch over corosensei's resume/suspend (with a diagram).
 //! - `tree.rs`: parent links; `thread.rs`: per-thread state; `exit.rs`: `GreenletExit`.
-//! - `handle.rs`: `Coroutine`, the public handle; `counted.rs`: the counted pointer behind it
-//!   and the per-thread free list its cores come from.
+//! - `handle.rs`: `Coroutine`, the public handle; `counted.rs`: the counted pointer behind it;
+//!   `blocks.rs`: the per-thread free lists its cores come from, which `local_rc.rs`
+//!   (`LocalRc`, an `Rc` on those blocks) offers the hub for fibers' records.
 //! - `stack_pool.rs`, `stack.rs`, `overflow.rs`: guarded stacks and the overflow report.
 //!
 //! # State of a coroutine
@@ -59,10 +60,12 @@
 //! 5. `Core::yielder` is set when the coroutine starts and is valid until it finishes; only the
 //!    running coroutine uses its own yielder.
 
+mod blocks;
 mod builder;
 mod counted;
 mod exit;
 mod handle;
+mod local_rc;
 mod overflow;
 mod stack;
 mod stack_pool;
@@ -76,6 +79,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 pub use builder::Builder;
 pub use exit::GreenletExit;
 pub use handle::Coroutine;
+pub(crate) use local_rc::LocalRc;
 use stack::FiberStack;
 use switch::Expect;
 

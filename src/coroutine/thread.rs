@@ -11,7 +11,8 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::mem::{MaybeUninit, align_of, size_of};
 use std::ptr;
 
-use super::counted::{CoreRef, FreeCores};
+use super::blocks::FreeBlocks;
+use super::counted::CoreRef;
 use super::switch::Msg;
 use super::{Core, Coroutine};
 
@@ -43,8 +44,8 @@ pub(crate) struct ThreadState {
     pub(crate) pending: Cell<bool>,
     /// Source of coroutine ids on this thread (main is 0).
     pub(crate) next_id: Cell<u64>,
-    /// Blocks of freed cores, for the next coroutines created here (`counted.rs`).
-    pub(crate) free_cores: FreeCores,
+    /// Freed blocks of cores and fibers' records, for the next ones made here (`blocks.rs`).
+    pub(crate) blocks: FreeBlocks,
     /// The releases under way, one per coroutine whose stack runs one, with the parent links
     /// queued for it ([`drop_parent_link`](Self::drop_parent_link)). Usually empty; more than
     /// one only while a release waits in a killed coroutine's destructor that switched away.
@@ -75,7 +76,7 @@ impl ThreadState {
             retired: Cell::new(None),
             pending: Cell::new(false),
             next_id: Cell::new(1),
-            free_cores: FreeCores::new(),
+            blocks: FreeBlocks::new(),
             drains: RefCell::new(Vec::new()),
             stray: RefCell::new(Vec::new()),
         }

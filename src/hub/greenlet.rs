@@ -3,14 +3,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::park::{WaitList, Wake};
 use super::scheduler;
 use super::timers::TimerKey;
 use super::unwind;
-use crate::coroutine::{Coroutine, GreenletExit, current};
+use crate::coroutine::{Coroutine, GreenletExit, LocalRc, current};
 use crate::error::Error;
 
 /// A handle to a spawned fiber and its outcome. Cheap to clone; `!Send`.
@@ -26,7 +25,7 @@ use crate::error::Error;
 /// ```
 pub struct Greenlet<T> {
     co: Coroutine,
-    inner: Rc<Inner<T>>,
+    inner: LocalRc<Inner<T>>,
 }
 
 type Link<T> = Box<dyn FnOnce(&Greenlet<T>)>;
@@ -58,7 +57,7 @@ enum Ended {
 /// Captured by a fiber's closure: if the closure is dropped before the fiber ran (a kill
 /// before its start, through its `Greenlet` or its Layer 1 coroutine), the fiber ends as
 /// killed all the same, so its joiners and links are not left waiting.
-struct Unfinished<T: 'static>(Option<Rc<Inner<T>>>);
+struct Unfinished<T: 'static>(Option<LocalRc<Inner<T>>>);
 
 impl<T: 'static> Drop for Unfinished<T> {
     fn drop(&mut self) {
@@ -123,7 +122,7 @@ pub fn spawn_with<T: 'static>(
     f: impl FnOnce() -> T + 'static,
 ) -> Greenlet<T> {
     scheduler::with(|hub| {
-        let inner = Rc::new(Inner {
+        let inner = LocalRc::new(Inner {
             ended: Cell::new(Ended::No),
             result: RefCell::new(None),
             joiners: WaitList::new(),
@@ -174,7 +173,7 @@ impl<T: 'static> Inner<T> {
     /// goes on the ready queue before the joiners, so if it does not block it has run by the
     /// time `join` returns (gevent's `test__order.py`; gevent's `join` is itself a link, run
     /// after those added before it); one added while a joiner waited, after them.
-    fn finish(this: Rc<Inner<T>>, outcome: Result<T, Error>) {
+    fn finish(this: LocalRc<Inner<T>>, outcome: Result<T, Error>) {
         this.ended.set(if outcome.is_ok() { Ended::Returned } else { Ended::Failed });
         *this.result.borrow_mut() = Some(outcome);
         // The registry's handle is the coroutine the links see. Without a hub (a fiber
