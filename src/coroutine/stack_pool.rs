@@ -68,7 +68,10 @@ impl SizeClass {
     /// The class that serves a request for `size` usable bytes, or `None` if the size is too
     /// large to represent.
     fn for_request(size: usize, page: usize) -> Option<SizeClass> {
-        let pages = size.div_ceil(page).max(MIN_CLASS_PAGES).checked_next_power_of_two()?;
+        debug_assert!(page.is_power_of_two());
+        // `size.div_ceil(page)` without a division: `page` is a power of two (`page_size`).
+        let whole = (size >> page.trailing_zeros()) + usize::from(size & (page - 1) != 0);
+        let pages = whole.max(MIN_CLASS_PAGES).checked_next_power_of_two()?;
         let index = (pages.trailing_zeros() - MIN_CLASS_PAGES.trailing_zeros()) as usize;
         let slot_size = pages.checked_add(1)?.checked_mul(page)?;
         Some(SizeClass { index, slot_size })
@@ -221,6 +224,26 @@ thread_local! {
 pub(crate) fn take(size: usize) -> FiberStack {
     let class = SizeClass::for_request(size, page_size())
         .unwrap_or_else(|| panic!("greenfiber: a coroutine stack of {size} bytes is too large"));
+    // The common case first: a free slot of this class in this thread's pool.
+    let reused = POOL.try_with(|pool| {
+        let mut pool = pool.0.borrow_mut();
+        pool.classes.get_mut(class.index).and_then(|c| c.free.pop())
+    });
+    let slot = match reused {
+        Ok(Some(slot)) => slot,
+        _ => take_slow(class),
+    };
+    // SAFETY: `slot` was just popped from a free list or carved (each index once), so nothing
+    // else owns it; carving installed its guard page and free slots keep theirs (rules 2 and 3
+    // in stack.rs).
+    unsafe { FiberStack::from_slot(slot) }
+}
+
+/// [`take`] when this thread's pool has no free slot of the class: carve one, adopt what exited
+/// threads left, or map a new arena.
+#[cold]
+#[inline(never)]
+fn take_slow(class: SizeClass) -> Slot {
     let mut taken = None;
     let in_thread_pool = POOL.try_with(|pool| {
         // The borrow does not escape this closure, and nothing in `Pool::take` can reenter
@@ -233,17 +256,13 @@ pub(crate) fn take(size: usize) -> FiberStack {
         // This thread's pool is gone (thread-local teardown): serve from the shared one.
         taken = Some(orphans().take(class, |_| {}));
     }
-    let slot = taken.expect("set above").unwrap_or_else(|e| {
+    taken.expect("set above").unwrap_or_else(|e| {
         panic!(
             "greenfiber: cannot map memory for coroutine stacks ({} stacks of {} bytes): {e}",
             class.slots_per_arena(),
             class.slot_size
         )
-    });
-    // SAFETY: `slot` was just popped from a free list or carved (each index once), so nothing
-    // else owns it; carving installed its guard page and free slots keep theirs (rules 2 and 3
-    // in stack.rs).
-    unsafe { FiberStack::from_slot(slot) }
+    })
 }
 
 /// Gives a stack back to this thread's pool for reuse, clearing its owner name. The same as
