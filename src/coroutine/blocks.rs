@@ -72,6 +72,16 @@ impl FreeBlocks {
         FreeBlocks { heads: std::array::from_fn(|_| Cell::new(ptr::null_mut())) }
     }
 
+    /// [`alloc_block`] from these lists (the caller has the thread's state at hand).
+    #[inline]
+    pub(crate) fn alloc<T>(&self) -> NonNull<T> {
+        const { assert!(size_of::<T>() > 0, "blocks are never zero-sized") };
+        match class_of::<T>().and_then(|index| self.take(index)) {
+            Some(block) => block.cast(),
+            None => fresh::<T>(),
+        }
+    }
+
     #[inline]
     fn take(&self, index: usize) -> Option<NonNull<u8>> {
         let head = NonNull::new(self.heads[index].get())?;
@@ -109,13 +119,7 @@ impl Drop for FreeBlocks {
 /// class if it has a block, else from the global allocator with that class's layout.
 #[inline]
 pub(crate) fn alloc_block<T>() -> NonNull<T> {
-    const { assert!(size_of::<T>() > 0, "blocks are never zero-sized") };
-    if let Some(index) = class_of::<T>()
-        && let Some(Some(block)) = thread::if_live(|ts| ts.blocks.take(index))
-    {
-        return block.cast();
-    }
-    fresh::<T>()
+    thread::if_live(|ts| ts.blocks.alloc::<T>()).unwrap_or_else(fresh::<T>)
 }
 
 #[cold]

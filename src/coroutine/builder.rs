@@ -61,21 +61,24 @@ impl Builder {
         let core = thread::with(|ts| {
             let id = ts.next_id.get();
             ts.next_id.set(id + 1);
-            CoreRef::new(Core {
-                id,
-                name,
-                is_main: false,
-                started: Cell::new(false),
-                dead: Cell::new(false),
-                in_chain: Cell::new(false),
-                parent: Cell::new(Some(parent)),
-                expect: Cell::new(Expect::of::<A>()),
-                yielder: Cell::new(std::ptr::null()),
-                raw: UnsafeCell::new(None),
-                park_slot: Cell::new(std::ptr::null()),
-                hub_flags: Cell::new(0),
-                cut_short: Cell::new(false),
-            })
+            CoreRef::new_with(
+                &ts.blocks,
+                Core {
+                    id,
+                    name,
+                    is_main: false,
+                    started: Cell::new(false),
+                    dead: Cell::new(false),
+                    in_chain: Cell::new(false),
+                    parent: Cell::new(Some(parent)),
+                    expect: Cell::new(Expect::of::<A>()),
+                    yielder: Cell::new(std::ptr::null()),
+                    raw: UnsafeCell::new(None),
+                    park_slot: Cell::new(std::ptr::null()),
+                    hub_flags: Cell::new(0),
+                    cut_short: Cell::new(false),
+                },
+            )
         });
         if let Some(name) = &core.name {
             // SAFETY: the name's bytes live in `core`, which outlives the stack's use: the stack

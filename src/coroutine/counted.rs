@@ -24,7 +24,7 @@ use std::ops::Deref;
 use std::ptr::{self, NonNull};
 
 use super::Core;
-use super::blocks::{alloc_block, free_block};
+use super::blocks::{FreeBlocks, alloc_block, free_block};
 use super::thread;
 
 /// A `Core` and the number of handles to it.
@@ -44,7 +44,16 @@ pub(crate) struct CoreRef {
 impl CoreRef {
     /// A handle to `core`, in a block from this thread's free list (`blocks.rs`).
     pub(crate) fn new(core: Core) -> CoreRef {
-        let block = alloc_block::<Counted>();
+        CoreRef::new_in(alloc_block::<Counted>(), core)
+    }
+
+    /// [`new`](CoreRef::new) with the thread's free blocks at hand.
+    pub(crate) fn new_with(blocks: &FreeBlocks, core: Core) -> CoreRef {
+        CoreRef::new_in(blocks.alloc::<Counted>(), core)
+    }
+
+    #[inline]
+    fn new_in(block: NonNull<Counted>, core: Core) -> CoreRef {
         // SAFETY: `block` is unused memory with `Counted`'s size and alignment (`alloc_block`).
         // Writing does not drop it.
         unsafe { block.as_ptr().write(Counted { handles: Cell::new(1), core }) };
