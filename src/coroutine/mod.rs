@@ -55,7 +55,8 @@
 //!    `drive` to resume it, by `drive` to recycle its stack once it returned, and to drop the
 //!    closure of a coroutine that never started.
 //! 4. A value in flight lives in the sender's slot, and the sender stays suspended until the
-//!    receiver has taken it: `arrive` takes the value before anything else runs.
+//!    receiver has taken it: `arrive` moves the value out before anything else runs, exactly
+//!    once (it nulls `ThreadState::value` as it does), and the sender never drops it.
 //! 5. `Core::yielder` is set when the coroutine starts and is valid until it finishes; only the
 //!    running coroutine uses its own yielder.
 

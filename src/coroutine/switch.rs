@@ -32,9 +32,11 @@
 //! stack: each `resume()` frame lives on the resumer's own stack.
 //!
 //! Values cross without allocation. The sender checks, before anything moves, that the receiver
-//! waits for the value's type (boxing it first if the receiver takes any type), keeps
-//! `Some(value)` in a slot on its own stack and puts the slot's address in the thread state; the
-//! receiver takes the value out before anything else runs (rule 4 in `coroutine/mod.rs`). So a
+//! waits for the value's type (boxing it first if the receiver takes any type), keeps the value
+//! in a slot on its own stack that it never drops (`ManuallyDrop`) and puts the slot's address
+//! in the thread state; the receiver moves the value out with one read before anything else
+//! runs (rule 4 in `coroutine/mod.rs`): the null it leaves in `ThreadState::value` makes that
+//! read happen once. So a
 //! switch between two coroutines that agree on the type — a fiber and its hub, a generator and
 //! its consumer — costs a few loads and stores on top of corosensei's own switch. Everything
 //! else (a panic, a `throw`, a value the receiver did not expect) travels as a [`Msg`] and is
@@ -43,6 +45,7 @@
 //! return slot (`ThreadState::ret`), else it is boxed (free for zero-sized types).
 
 use std::any::{Any, TypeId, type_name};
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::ptr;
 
@@ -147,10 +150,11 @@ pub(crate) fn switch_value<T: 'static, R: 'static>(
         if t.dead.get() || ptr::eq(t, me) || t.expect.get().type_id != TypeId::of::<T>() {
             return switch_value_slow(ts, target, value);
         }
-        let mut slot = Some(value);
-        // Rule 4: `slot` stays in this frame until the receiver has taken the value; `target`
-        // is borrowed by this frame, which keeps it alive until it arrives (rule 2).
-        Ok(go::<R>(ts, me, t, &mut slot as *mut Option<T> as *mut ()))
+        let mut slot = ManuallyDrop::new(value);
+        // Rule 4: `slot` stays in this frame until the receiver has moved the value out (this
+        // frame never drops it); `target` is borrowed by this frame, which keeps it alive until
+        // it arrives (rule 2).
+        Ok(go::<R>(ts, me, t, &mut slot as *mut ManuallyDrop<T> as *mut ()))
     })
 }
 
@@ -170,13 +174,14 @@ fn switch_value_slow<T: 'static, R: 'static>(
     }
     let expect = recv.0.expect.get();
     if expect.type_id == TypeId::of::<T>() {
-        let mut slot = Some(value);
+        let mut slot = ManuallyDrop::new(value);
         // Rule 4 and rule 2 as in `switch_value`; `recv` lives in this frame.
-        return Ok(go::<R>(ts, me, &recv.0, &mut slot as *mut Option<T> as *mut ()));
+        return Ok(go::<R>(ts, me, &recv.0, &mut slot as *mut ManuallyDrop<T> as *mut ()));
     }
     if expect.type_id == TypeId::of::<Box<dyn Any>>() {
-        let mut slot: Option<Box<dyn Any>> = Some(Box::new(value));
-        return Ok(go::<R>(ts, me, &recv.0, &mut slot as *mut Option<Box<dyn Any>> as *mut ()));
+        let mut slot: ManuallyDrop<Box<dyn Any>> = ManuallyDrop::new(Box::new(value));
+        let p = &mut slot as *mut ManuallyDrop<Box<dyn Any>> as *mut ();
+        return Ok(go::<R>(ts, me, &recv.0, p));
     }
     Err(SwitchError { expected: (expect.name)(), received: type_name::<T>() })
 }
@@ -196,7 +201,7 @@ pub(crate) fn transfer<R: 'static>(target: &Coroutine, msg: Msg) -> R {
     })
 }
 
-/// Puts the message in flight to `target` (`value`: the sender's checked `Option<T>`, or null
+/// Puts the message in flight to `target` (`value`: the sender's checked `T`, or null
 /// for a message already in `ts.slow`), drives control there, and takes what comes back.
 #[inline(always)]
 fn go<R: 'static>(ts: &ThreadState, me: *const Core, target: &Core, value: *mut ()) -> R {
@@ -223,28 +228,38 @@ fn trace_switch(from: &Core, to: &Core) {
 /// the handles kept for this arrival (which may kill a coroutine whose last handle it was).
 #[inline(always)]
 fn arrive<R: 'static>(ts: &ThreadState, me: *const Core) -> R {
-    // Rule 4: take the value before anything else can run.
+    // Rule 4: take the value before anything else can run; the null left behind means no
+    // second read of it can happen.
     let value = ts.value.replace(ptr::null_mut());
-    let got = if value.is_null() {
-        Err(ts.slow.take().expect("greenfiber: arrived without a message"))
-    } else {
-        // SAFETY: `me` is alive (rule 2); nothing changed `expect` since the sender read it:
-        // no user code runs between a send and its arrival.
-        debug_assert!(unsafe { &*me }.expect.get().type_id == TypeId::of::<R>());
-        // SAFETY: rule 4: `value` is the sender's live `Option<T>` (on its stack, or in the
-        // thread's return slot), and the sender checked that `T` is the `R` this coroutine
-        // waits for (its `expect`, set by `go::<R>`, or the argument type of `body::<R, _, _>`).
-        Ok(unsafe { (*(value as *mut Option<R>)).take() })
-    };
+    if value.is_null() {
+        return arrive_slow::<R>(ts, me);
+    }
+    // SAFETY: `me` is alive (rule 2); nothing changed `expect` since the sender read it:
+    // no user code runs between a send and its arrival.
+    debug_assert!(unsafe { &*me }.expect.get().type_id == TypeId::of::<R>());
+    // SAFETY: rule 4: `value` is the address of the sender's `T`, which the sender never drops
+    // (on its stack in a `ManuallyDrop`, or in the thread's return slot) and which nobody has
+    // moved out yet (`ts.value` was not null); the sender checked that `T` is the `R` this
+    // coroutine waits for (its `expect`, set by `go::<R>`, or the argument type of
+    // `body::<R, _, _>`). This read moves it here.
+    let v = unsafe { ptr::read(value as *const R) };
     ts.set_current(me);
     if ts.pending.get() {
         ts.release();
     }
-    match got {
-        Ok(Some(v)) => v,
-        Ok(None) => unreachable!("greenfiber: switch value taken twice"),
-        Err(msg) => deliver::<R>(msg),
+    v
+}
+
+/// `arrive` of a message that is not a checked value (it is in `ts.slow`).
+#[cold]
+#[inline(never)]
+fn arrive_slow<R: 'static>(ts: &ThreadState, me: *const Core) -> R {
+    let msg = ts.slow.take().expect("greenfiber: arrived without a message");
+    ts.set_current(me);
+    if ts.pending.get() {
+        ts.release();
     }
+    deliver::<R>(msg)
 }
 
 /// What a [`Msg`] means for a receiver waiting for an `R`: the value, or a panic.
@@ -357,14 +372,13 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
                 // `me` is dead, so the receiver is a live ancestor, never `me`.
                 let recv = first_live(&parent);
                 let sent = if recv.0.expect.get().type_id == TypeId::of::<R>() {
-                    ts.ret.put(Some(r))
+                    ts.ret.put(r)
                 } else {
-                    Err(Some(r))
+                    Err(r)
                 };
                 match sent {
                     Ok(slot) => (recv, slot),
                     Err(r) => {
-                        let r = r.expect("greenfiber: a return value taken twice");
                         ts.slow.set(Some(Msg::Boxed(Box::new(r), type_name::<R>())));
                         (recv, ptr::null_mut())
                     }

@@ -25,8 +25,9 @@ pub(crate) struct ThreadState {
     /// Where the message in flight goes. The sender keeps the target alive until it arrives:
     /// through a handle its suspended frame holds, or through `hold`.
     pub(crate) target: Cell<*const Core>,
-    /// The value in flight: the sender's `Option<T>`, where `T` is the type the receiver waits
-    /// for (checked by the sender). Null when the message is in `slow` instead.
+    /// The value in flight: the address of the sender's `T`, where `T` is the type the receiver
+    /// waits for (checked by the sender), which the sender never drops: the receiver moves it
+    /// out. Null when the message is in `slow` instead, and once the receiver has moved it.
     pub(crate) value: Cell<*mut ()>,
     /// A message that is not a checked value: a return value or a payload to raise.
     pub(crate) slow: Cell<Option<Msg>>,
@@ -166,9 +167,9 @@ impl ThreadState {
 
 /// Room for one value in flight that outlives its sender's stack: a return value.
 ///
-/// Only one message is in flight at a time and its receiver takes the value before anything
+/// Only one message is in flight at a time and its receiver moves the value out before anything
 /// else runs (rule 4), so the slot is free whenever a coroutine finishes. What is left behind
-/// is a taken `Option` (`None`), which needs no drop.
+/// are the bytes of a moved-out value, which are never dropped.
 #[repr(C, align(16))]
 pub(crate) struct ReturnSlot(UnsafeCell<MaybeUninit<[u8; ReturnSlot::BYTES]>>);
 
@@ -183,7 +184,7 @@ impl ReturnSlot {
         }
         let p = self.0.get() as *mut V;
         // SAFETY: the slot is large and aligned enough for a `V` (checked above) and holds no
-        // value that still needs a drop (see the type's docs): at worst a taken `None`.
+        // value that still needs a drop (see the type's docs): at worst a moved-out one.
         unsafe { p.write(v) };
         Ok(p as *mut ())
     }
