@@ -64,7 +64,8 @@ impl Coroutine {
             dead: Cell::new(false),
             in_chain: Cell::new(true),
             parent: Cell::new(None),
-            expect: Cell::new(Expect::of::<()>()),
+            // Rule 6: main is running.
+            expect: Cell::new(Expect::nothing()),
             yielder: Cell::new(std::ptr::null()),
             raw: UnsafeCell::new(None),
             park_slot: Cell::new(std::ptr::null()),
@@ -295,7 +296,7 @@ impl Coroutine {
             c.kill_unstarted();
             return;
         }
-        c.dead.set(true);
+        c.set_dead();
         // SAFETY: rule 3: suspended at its own `suspend()` and not in the chain, so no
         // `resume()` of it is active and nothing else borrows `raw`.
         if let Some(mut raw) = unsafe { (*c.raw.get()).take() } {

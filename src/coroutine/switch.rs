@@ -66,8 +66,9 @@ pub(crate) enum Msg {
 }
 
 /// The type a coroutine waits to receive: the `R` of its pending `switch`, or the argument type
-/// of a coroutine not started yet. `Box<dyn Any>` accepts anything (used by `throw`). One static
-/// per type, so noting what a coroutine waits for is a single pointer store.
+/// of a coroutine not started yet; [`Expect::nothing`] while it runs and once it is dead (rule 6
+/// in `coroutine/mod.rs`). `Box<dyn Any>` accepts anything (used by `throw`). One static per
+/// type, so noting what a coroutine waits for is a single pointer store.
 ///
 /// Senders compare `type_id`, not the pointer: each crate (and codegen unit) that instantiates
 /// `of::<R>` may get its own copy of the constant, so a pointer compare fails between user code
@@ -83,7 +84,18 @@ impl Expect {
     pub(crate) fn of<R: 'static>() -> &'static Expect {
         &const { Expect { type_id: TypeId::of::<R>(), name: type_name::<R> } }
     }
+
+    /// What a running or dead coroutine waits for: a type that is private to this module and
+    /// has no values, so no sender's `T` is it. The fast path's one type check thereby also
+    /// sends a switch to the current coroutine or to a dead one down the slow path.
+    #[inline(always)]
+    pub(crate) fn nothing() -> &'static Expect {
+        Expect::of::<Nothing>()
+    }
 }
+
+/// See [`Expect::nothing`].
+enum Nothing {}
 
 /// `value` as an `R`: itself if `T` is `R`, boxed if `R` is `Box<dyn Any>`, else an error.
 fn convert<T: 'static, R: 'static>(value: T) -> Result<R, SwitchError> {
@@ -138,7 +150,8 @@ fn exit_as_value(msg: Msg) -> Msg {
 /// `switch`/`try_switch`: checks the receiver waits for a `T`, then sends `value`.
 ///
 /// The fast path — a live target other than the current coroutine that waits for exactly a
-/// `T` — is the whole cost of a switch besides corosensei's.
+/// `T` — is the whole cost of a switch besides corosensei's. One type check finds it: the
+/// current coroutine and dead ones wait for [`Expect::nothing`] (rule 6).
 #[inline(always)]
 pub(crate) fn switch_value<T: 'static, R: 'static>(
     target: &Coroutine,
@@ -147,9 +160,11 @@ pub(crate) fn switch_value<T: 'static, R: 'static>(
     thread::with(|ts| {
         let me = ts.current_ptr();
         let t = &*target.0;
-        if t.dead.get() || ptr::eq(t, me) || t.expect.get().type_id != TypeId::of::<T>() {
+        if t.expect.get().type_id != TypeId::of::<T>() {
             return switch_value_slow(ts, target, value);
         }
+        // Rule 6: a coroutine that waits for a `T` is neither dead nor running.
+        debug_assert!(!t.dead.get() && !ptr::eq(t, me));
         let mut slot = ManuallyDrop::new(value);
         // Rule 4: `slot` stays in this frame until the receiver has moved the value out (this
         // frame never drops it); `target` is borrowed by this frame, which keeps it alive until
@@ -203,6 +218,8 @@ pub(crate) fn transfer<R: 'static>(target: &Coroutine, msg: Msg) -> R {
 
 /// Puts the message in flight to `target` (`value`: the sender's checked `T`, or null
 /// for a message already in `ts.slow`), drives control there, and takes what comes back.
+/// `target` is not `me`: no coroutine sends to itself (rule 6 on the fast path; the other
+/// senders check).
 #[inline(always)]
 fn go<R: 'static>(ts: &ThreadState, me: *const Core, target: &Core, value: *mut ()) -> R {
     // SAFETY: rule 2: the running coroutine's core is alive.
@@ -213,7 +230,7 @@ fn go<R: 'static>(ts: &ThreadState, me: *const Core, target: &Core, value: *mut 
     }
     ts.target.set(target);
     ts.value.set(value);
-    drive(ts, me_ref);
+    drive(ts, me_ref, target);
     // SWITCH: other coroutines ran; only `ts` and `me` are known to be unchanged.
     arrive::<R>(ts, me)
 }
@@ -244,6 +261,9 @@ fn arrive<R: 'static>(ts: &ThreadState, me: *const Core) -> R {
     // `body::<R, _, _>`). This read moves it here.
     let v = unsafe { ptr::read(value as *const R) };
     ts.set_current(me);
+    // Rule 6: running, it waits for nothing.
+    // SAFETY: rule 2: the running coroutine's core is alive.
+    unsafe { &*me }.expect.set(Expect::nothing());
     if ts.pending.get() {
         ts.release();
     }
@@ -256,6 +276,9 @@ fn arrive<R: 'static>(ts: &ThreadState, me: *const Core) -> R {
 fn arrive_slow<R: 'static>(ts: &ThreadState, me: *const Core) -> R {
     let msg = ts.slow.take().expect("greenfiber: arrived without a message");
     ts.set_current(me);
+    // Rule 6, as in `arrive`.
+    // SAFETY: rule 2: the running coroutine's core is alive.
+    unsafe { &*me }.expect.set(Expect::nothing());
     if ts.pending.get() {
         ts.release();
     }
@@ -287,19 +310,15 @@ fn deliver<R: 'static>(msg: Msg) -> R {
 }
 
 /// The trampoline: moves control toward the message's target until a message for `me` arrives.
+/// `t` is the target of the message `me` just sent, which is not `me` (see `go`).
 #[inline(always)]
-fn drive(ts: &ThreadState, me: &Core) {
+fn drive(ts: &ThreadState, me: &Core, mut t: &Core) {
     loop {
-        let t = ts.target.get();
-        if ptr::eq(t, me) {
-            return;
-        }
-        // SAFETY: rule 2: the sender keeps the message's target alive until it arrives, and
-        // only the target takes the message (in `arrive`).
-        let t = unsafe { &*t };
+        debug_assert!(!ptr::eq(t, me), "greenfiber: a coroutine sent a message to itself");
         if t.in_chain.get() {
-            // `t` is below us in the resume chain: go down one link. `me` is not main, because
-            // main is the bottom of the chain and nothing is below it.
+            // `t` is below us in the resume chain (it is not `me`, which is on top): go down
+            // one link. `me` is not main, because main is the bottom of the chain and nothing
+            // is below it.
             me.in_chain.set(false);
             // SAFETY: rule 5: `me` is running and not main, so its yielder is set and valid.
             unsafe { (*me.yielder.get()).suspend(()) };
@@ -314,6 +333,14 @@ fn drive(ts: &ThreadState, me: &Core) {
                 finished(t);
             }
         }
+        // Whoever sent last sent to someone else than itself, as `me` did.
+        let next = ts.target.get();
+        if ptr::eq(next, me) {
+            return;
+        }
+        // SAFETY: rule 2: the sender keeps the message's target alive until it arrives, and
+        // only the target takes the message (in `arrive`).
+        t = unsafe { &*next };
     }
 }
 
@@ -364,7 +391,7 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         Err(msg) => Err(route(&parent, msg)),
         Ok(r) => Ok(r),
     };
-    me.dead.set(true);
+    me.set_dead();
     log::trace!("coroutine {} finished", me.label());
     thread::with(|ts| {
         let (recv, value) = match outcome {
