@@ -157,20 +157,24 @@ pub(crate) fn switch_value<T: 'static, R: 'static>(
     target: &Coroutine,
     value: T,
 ) -> Result<R, SwitchError> {
-    thread::with(|ts| {
-        let me = ts.current_ptr();
-        let t = &*target.0;
-        if t.expect.get().type_id != TypeId::of::<T>() {
-            return switch_value_slow(ts, target, value);
-        }
-        // Rule 6: a coroutine that waits for a `T` is neither dead nor running.
-        debug_assert!(!t.dead.get() && !ptr::eq(t, me));
-        let mut slot = ManuallyDrop::new(value);
-        // Rule 4: `slot` stays in this frame until the receiver has moved the value out (this
-        // frame never drops it); `target` is borrowed by this frame, which keeps it alive until
-        // it arrives (rule 2).
-        Ok(go::<R>(ts, me, t, &mut slot as *mut ManuallyDrop<T> as *mut ()))
-    })
+    thread::with(
+        // Inlined into `Coroutine::switch`, itself inlined into its caller (see there).
+        #[inline(always)]
+        |ts| {
+            let me = ts.current_ptr();
+            let t = &*target.0;
+            if t.expect.get().type_id != TypeId::of::<T>() {
+                return switch_value_slow(ts, target, value);
+            }
+            // Rule 6: a coroutine that waits for a `T` is neither dead nor running.
+            debug_assert!(!t.dead.get() && !ptr::eq(t, me));
+            let mut slot = ManuallyDrop::new(value);
+            // Rule 4: `slot` stays in this frame until the receiver has moved the value out
+            // (this frame never drops it); `target` is borrowed by this frame, which keeps it
+            // alive until it arrives (rule 2).
+            Ok(go::<R>(ts, me, t, &mut slot as *mut ManuallyDrop<T> as *mut ()))
+        },
+    )
 }
 
 /// A switch to a dead coroutine (the value goes to its first live ancestor), to the current
