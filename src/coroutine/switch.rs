@@ -326,7 +326,9 @@ fn drive(ts: &ThreadState, me: &Core, mut t: &Core) {
             me.in_chain.set(false);
             // SAFETY: rule 5: `me` is running and not main, so its yielder is set and valid.
             unsafe { (*me.yielder.get()).suspend(()) };
-            me.in_chain.set(true);
+            // Only the `resume` below brings a coroutine back from its `suspend`, and it puts
+            // the coroutine back in the chain first.
+            debug_assert!(me.in_chain.get());
         } else {
             t.in_chain.set(true);
             // SAFETY: rule 3: `t` is neither running nor in the chain, so no `resume()` of it
