@@ -228,10 +228,12 @@ pub(crate) fn transfer<R: 'static>(target: &Coroutine, msg: Msg) -> R {
 fn go<R: 'static>(ts: &ThreadState, me: *const Core, target: &Core, value: *mut ()) -> R {
     // SAFETY: rule 2: the running coroutine's core is alive.
     let me_ref = unsafe { &*me };
-    me_ref.expect.set(Expect::of::<R>());
+    // First, as the logger may switch itself (a socket write that waits, under monkey
+    // patching): that switch leaves `me` waiting for nothing (rule 6) when it comes back here.
     if log::log_enabled!(log::Level::Trace) {
         trace_switch(me_ref, target);
     }
+    me_ref.expect.set(Expect::of::<R>());
     ts.target.set(target);
     ts.value.set(value);
     drive(ts, me_ref, target);
