@@ -54,9 +54,11 @@
 //! 3. `Core::raw` is touched only while its coroutine is neither running nor in the chain: by
 //!    `drive` to resume it, by `drive` to recycle its stack once it returned, and to drop the
 //!    closure of a coroutine that never started.
-//! 4. A value in flight lives in the sender's slot, and the sender stays suspended until the
-//!    receiver has taken it: `arrive` moves the value out before anything else runs, exactly
-//!    once (it nulls `ThreadState::value` as it does), and the sender never drops it.
+//! 4. A value in flight lives in the thread's value slot if its type fits there, else in the
+//!    sender's frame, which stays suspended until the receiver has taken it: `arrive` moves the
+//!    value out before anything else runs, exactly once (it nulls `ThreadState::value` as it
+//!    does), and the sender never drops it. Nothing is put in flight before the switch's trace
+//!    line is logged (a logger may switch).
 //! 5. `Core::yielder` is set when the coroutine starts and is valid until it finishes; only the
 //!    running coroutine uses its own yielder.
 //! 6. `Core::expect` is [`Expect::nothing`](switch::Expect::nothing), which no sender's type

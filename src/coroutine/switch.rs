@@ -32,27 +32,28 @@
 //! stack: each `resume()` frame lives on the resumer's own stack.
 //!
 //! Values cross without allocation. The sender checks, before anything moves, that the receiver
-//! waits for the value's type (boxing it first if the receiver takes any type), keeps the value
-//! in a slot on its own stack that it never drops (`ManuallyDrop`) and puts the slot's address
-//! in the thread state; the receiver moves the value out with one read before anything else
-//! runs (rule 4 in `coroutine/mod.rs`): the null it leaves in `ThreadState::value` makes that
-//! read happen once. So a
+//! waits for the value's type (boxing it first if the receiver takes any type), and puts the
+//! value in the thread's value slot (`ThreadState::slot`) if the type fits there (64 bytes),
+//! else in a slot on its own stack that it never drops, whose address goes in the thread state;
+//! the receiver, which knows the same type, moves the value out with one read before anything
+//! else runs (rule 4 in `coroutine/mod.rs`): the null it leaves in `ThreadState::value` makes
+//! that read happen once. So a
 //! switch between two coroutines that agree on the type — a fiber and its hub, a generator and
 //! its consumer — costs a few loads and stores on top of corosensei's own switch. Everything
 //! else (a panic, a `throw`, a value the receiver did not expect) travels as a [`Msg`] and is
 //! checked on arrival. A return value cannot stay on the returning stack, which is about to be
-//! recycled: when the parent waits for its type and it is small it crosses in the thread's
-//! return slot (`ThreadState::ret`), else it is boxed (free for zero-sized types).
+//! recycled: when the parent waits for its type and it fits the thread's value slot it crosses
+//! there like a switched value, else it is boxed (free for zero-sized types).
 
 use std::any::{Any, TypeId, type_name};
-use std::mem::ManuallyDrop;
+use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::ptr;
 
 use corosensei::CoroutineResult;
 
 use super::exit::GreenletExit;
-use super::thread::{self, ThreadState};
+use super::thread::{self, ThreadState, ValueSlot};
 use super::{Core, Coroutine, stack_pool};
 use crate::error::SwitchError;
 
@@ -168,11 +169,8 @@ pub(crate) fn switch_value<T: 'static, R: 'static>(
             }
             // Rule 6: a coroutine that waits for a `T` is neither dead nor running.
             debug_assert!(!t.dead.get() && !ptr::eq(t, me));
-            let mut slot = ManuallyDrop::new(value);
-            // Rule 4: `slot` stays in this frame until the receiver has moved the value out
-            // (this frame never drops it); `target` is borrowed by this frame, which keeps it
-            // alive until it arrives (rule 2).
-            Ok(go::<R>(ts, me, t, &mut slot as *mut ManuallyDrop<T> as *mut ()))
+            // Rule 2: `target` is borrowed by this frame, which keeps it alive until it arrives.
+            Ok(go::<T, R>(ts, me, t, Payload::Value(value)))
         },
     )
 }
@@ -192,15 +190,13 @@ fn switch_value_slow<T: 'static, R: 'static>(
         return convert::<T, R>(value);
     }
     let expect = recv.0.expect.get();
+    // Rule 2: `recv` lives in this frame until the message arrived.
     if expect.type_id == TypeId::of::<T>() {
-        let mut slot = ManuallyDrop::new(value);
-        // Rule 4 and rule 2 as in `switch_value`; `recv` lives in this frame.
-        return Ok(go::<R>(ts, me, &recv.0, &mut slot as *mut ManuallyDrop<T> as *mut ()));
+        return Ok(go::<T, R>(ts, me, &recv.0, Payload::Value(value)));
     }
     if expect.type_id == TypeId::of::<Box<dyn Any>>() {
-        let mut slot: ManuallyDrop<Box<dyn Any>> = ManuallyDrop::new(Box::new(value));
-        let p = &mut slot as *mut ManuallyDrop<Box<dyn Any>> as *mut ();
-        return Ok(go::<R>(ts, me, &recv.0, p));
+        let boxed: Box<dyn Any> = Box::new(value);
+        return Ok(go::<Box<dyn Any>, R>(ts, me, &recv.0, Payload::Value(boxed)));
     }
     Err(SwitchError { expected: (expect.name)(), received: type_name::<T>() })
 }
@@ -214,27 +210,50 @@ pub(crate) fn transfer<R: 'static>(target: &Coroutine, msg: Msg) -> R {
         if ptr::eq(recv.0.as_ptr(), me) {
             return deliver::<R>(msg);
         }
-        ts.slow.set(Some(msg));
         // Rule 2: `recv` lives in this frame until the message arrived.
-        go::<R>(ts, me, &recv.0, ptr::null_mut())
+        go::<(), R>(ts, me, &recv.0, Payload::Msg(msg))
     })
 }
 
-/// Puts the message in flight to `target` (`value`: the sender's checked `T`, or null
-/// for a message already in `ts.slow`), drives control there, and takes what comes back.
+/// What a sender puts in flight.
+enum Payload<T> {
+    /// A value of the type the receiver waits for (checked by the sender).
+    Value(T),
+    /// A message the receiver checks on arrival.
+    Msg(Msg),
+}
+
+/// Puts the message in flight to `target`, drives control there, and takes what comes back.
 /// `target` is not `me`: no coroutine sends to itself (rule 6 on the fast path; the other
 /// senders check).
 #[inline(always)]
-fn go<R: 'static>(ts: &ThreadState, me: *const Core, target: &Core, value: *mut ()) -> R {
+fn go<T: 'static, R: 'static>(
+    ts: &ThreadState,
+    me: *const Core,
+    target: &Core,
+    what: Payload<T>,
+) -> R {
     // SAFETY: rule 2: the running coroutine's core is alive.
     let me_ref = unsafe { &*me };
     // First, as the logger may switch itself (a socket write that waits, under monkey
-    // patching): that switch leaves `me` waiting for nothing (rule 6) when it comes back here.
+    // patching): that switch leaves `me` waiting for nothing (rule 6) when it comes back here,
+    // and uses the thread's value slot and `ts.slow`, so nothing may be in flight yet either.
     if log::log_enabled!(log::Level::Trace) {
         trace_switch(me_ref, target);
     }
     me_ref.expect.set(Expect::of::<R>());
     ts.target.set(target);
+    // Where a value that does not fit the thread's slot waits: this frame, which is suspended
+    // until the receiver has moved it out (rule 4) and never drops it.
+    let mut frame_slot = MaybeUninit::<T>::uninit();
+    let value = match what {
+        Payload::Value(v) if ValueSlot::fits::<T>() => ts.slot.put(v),
+        Payload::Value(v) => frame_slot.write(v) as *mut T as *mut (),
+        Payload::Msg(msg) => {
+            ts.slow.set(Some(msg));
+            ptr::null_mut()
+        }
+    };
     ts.value.set(value);
     drive(ts, me_ref, target);
     // SWITCH: other coroutines ran; only `ts` and `me` are known to be unchanged.
@@ -260,12 +279,14 @@ fn arrive<R: 'static>(ts: &ThreadState, me: *const Core) -> R {
     // SAFETY: `me` is alive (rule 2); nothing changed `expect` since the sender read it:
     // no user code runs between a send and its arrival.
     debug_assert!(unsafe { &*me }.expect.get().type_id == TypeId::of::<R>());
-    // SAFETY: rule 4: `value` is the address of the sender's `T`, which the sender never drops
-    // (on its stack in a `ManuallyDrop`, or in the thread's return slot) and which nobody has
-    // moved out yet (`ts.value` was not null); the sender checked that `T` is the `R` this
-    // coroutine waits for (its `expect`, set by `go::<R>`, or the argument type of
-    // `body::<R, _, _>`). This read moves it here.
-    let v = unsafe { ptr::read(value as *const R) };
+    // SAFETY: rule 4: the value in flight is a `T` that nobody has moved out yet (`ts.value`
+    // was not null) and that the sender never drops; the sender checked that `T` is the `R`
+    // this coroutine waits for (its `expect`, set by `go::<_, R>`, or the argument type of
+    // `body::<R, _, _>`). So it is in the thread's slot if an `R` fits there, else at `value`
+    // (in the sender's suspended frame). This read moves it here.
+    let v = unsafe {
+        if ValueSlot::fits::<R>() { ts.slot.take::<R>() } else { ptr::read(value as *const R) }
+    };
     ts.set_current(me);
     // Rule 6: running, it waits for nothing.
     // SAFETY: rule 2: the running coroutine's core is alive.
@@ -380,7 +401,7 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         f(arg)
     }));
     // A return value goes to the parent like a switched value when the parent waits for an
-    // `R` and it fits the thread's return slot (the stack it was made on is about to be
+    // `R` and it fits the thread's value slot (the stack it was made on is about to be
     // recycled); else it travels boxed and is checked on arrival.
     let outcome = match result {
         Ok(r) => Ok(r),
@@ -406,17 +427,11 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
             Ok(r) => {
                 // `me` is dead, so the receiver is a live ancestor, never `me`.
                 let recv = first_live(&parent);
-                let sent = if recv.0.expect.get().type_id == TypeId::of::<R>() {
-                    ts.ret.put(r)
+                if ValueSlot::fits::<R>() && recv.0.expect.get().type_id == TypeId::of::<R>() {
+                    (recv, ts.slot.put(r))
                 } else {
-                    Err(r)
-                };
-                match sent {
-                    Ok(slot) => (recv, slot),
-                    Err(r) => {
-                        ts.slow.set(Some(Msg::Boxed(Box::new(r), type_name::<R>())));
-                        (recv, ptr::null_mut())
-                    }
+                    ts.slow.set(Some(Msg::Boxed(Box::new(r), type_name::<R>())));
+                    (recv, ptr::null_mut())
                 }
             }
             Err((recv, msg)) => {
@@ -429,7 +444,7 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         };
         drop(parent);
         // This frame is about to end: `hold` keeps the target alive until it arrives. Rule 4
-        // for a value in the return slot: `arrive` takes it before anything else runs.
+        // for a value in the thread's slot: `arrive` takes it before anything else runs.
         ts.target.set(recv.0.as_ptr());
         ts.value.set(value);
         ts.hold.set(Some(recv));
