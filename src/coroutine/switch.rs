@@ -472,7 +472,7 @@ mod tests {
         }
         struct Big(#[allow(dead_code)] [u64; 32], Counted);
         #[repr(align(64))]
-        struct Aligned(u8, Counted);
+        struct Aligned(u8, #[allow(dead_code)] Counted);
 
         let c = Coroutine::new(|mut x: Counted| {
             let main = current().parent().unwrap();
