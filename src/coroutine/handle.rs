@@ -64,7 +64,8 @@ impl Coroutine {
             dead: Cell::new(false),
             in_chain: Cell::new(true),
             parent: Cell::new(None),
-            expect: Cell::new(Expect::of::<()>()),
+            // Rule 6: main is running.
+            expect: Cell::new(Expect::nothing()),
             yielder: Cell::new(std::ptr::null()),
             raw: UnsafeCell::new(None),
             park_slot: Cell::new(std::ptr::null()),
@@ -87,7 +88,12 @@ impl Coroutine {
     /// [`try_switch`](Coroutine::try_switch)), or if what comes back is not an `R`. A panic in
     /// a child that returns here, or a [`throw`](Coroutine::throw) aimed at this coroutine, is
     /// raised from this call.
-    #[inline]
+    // Inlined, with `try_switch` and the closure in `switch::switch_value`, so the whole fast
+    // path lands in the caller: no call, and no save and restore of six registers around it.
+    // Measured (callgrind op_loops rt): all three inlined 132 instructions per round trip; only
+    // the closure 143; only these two 150 (the closure then stays a call that returns its
+    // `Result` through memory).
+    #[inline(always)]
     pub fn switch<T: 'static, R: 'static>(&self, value: T) -> R {
         match self.try_switch(value) {
             Ok(r) => r,
@@ -97,7 +103,7 @@ impl Coroutine {
 
     /// Like [`switch`](Coroutine::switch), but a value of the wrong type is refused before
     /// switching: the target is untouched and the value is dropped.
-    #[inline]
+    #[inline(always)]
     pub fn try_switch<T: 'static, R: 'static>(&self, value: T) -> Result<R, SwitchError> {
         switch::switch_value(self, value)
     }
@@ -295,7 +301,7 @@ impl Coroutine {
             c.kill_unstarted();
             return;
         }
-        c.dead.set(true);
+        c.set_dead();
         // SAFETY: rule 3: suspended at its own `suspend()` and not in the chain, so no
         // `resume()` of it is active and nothing else borrows `raw`.
         if let Some(mut raw) = unsafe { (*c.raw.get()).take() } {

@@ -55,10 +55,18 @@
 //! 3. `Core::raw` is touched only while its coroutine is neither running nor in the chain: by
 //!    `drive` to resume it, by `drive` to recycle its stack once it returned, and to drop the
 //!    closure of a coroutine that never started.
-//! 4. A value in flight lives in the sender's slot, and the sender stays suspended until the
-//!    receiver has taken it: `arrive` takes the value before anything else runs.
+//! 4. A value in flight lives in the thread's value slot if its type fits there, else in the
+//!    sender's frame, which stays suspended until the receiver has taken it: `arrive` moves the
+//!    value out before anything else runs, exactly once (it nulls `ThreadState::value` as it
+//!    does), and the sender never drops it. Nothing is put in flight before the switch's trace
+//!    line is logged (a logger may switch).
 //! 5. `Core::yielder` is set when the coroutine starts and is valid until it finishes; only the
 //!    running coroutine uses its own yielder.
+//! 6. `Core::expect` is [`Expect::nothing`](switch::Expect::nothing), which no sender's type
+//!    matches, while its coroutine runs (`arrive` sets it as it makes a coroutine current; main
+//!    starts with it) and once it is dead (`Core::set_dead`); otherwise it is the type the
+//!    coroutine waits for. So a sender that finds its value's type there has found a live
+//!    coroutine other than itself, waiting for exactly that type.
 
 mod blocks;
 mod builder;
@@ -96,6 +104,7 @@ pub(crate) struct Core {
     in_chain: Cell<bool>,
     /// A `Cell`, not a `RefCell` (8 bytes fewer per coroutine): read with [`Core::parent_handle`].
     parent: Cell<Option<Coroutine>>,
+    /// What it waits for; nothing while it runs and once it is dead (rule 6).
     expect: Cell<&'static Expect>,
     yielder: Cell<*const Yielder>,
     raw: UnsafeCell<Option<RawCoroutine>>,
@@ -128,10 +137,16 @@ impl Core {
         }
     }
 
+    /// Marks it dead: from now on it waits for nothing (rule 6).
+    fn set_dead(&self) {
+        self.dead.set(true);
+        self.expect.set(Expect::nothing());
+    }
+
     /// Marks a coroutine that never ran as dead and drops its closure.
     fn kill_unstarted(&self) {
         debug_assert!(!self.started.get() && !self.in_chain.get());
-        self.dead.set(true);
+        self.set_dead();
         // SAFETY: rule 3: a coroutine that never started is not in the chain and not running.
         let raw = unsafe { (*self.raw.get()).take() };
         if let Some(mut raw) = raw {

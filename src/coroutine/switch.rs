@@ -32,24 +32,28 @@
 //! stack: each `resume()` frame lives on the resumer's own stack.
 //!
 //! Values cross without allocation. The sender checks, before anything moves, that the receiver
-//! waits for the value's type (boxing it first if the receiver takes any type), keeps
-//! `Some(value)` in a slot on its own stack and puts the slot's address in the thread state; the
-//! receiver takes the value out before anything else runs (rule 4 in `coroutine/mod.rs`). So a
+//! waits for the value's type (boxing it first if the receiver takes any type), and puts the
+//! value in the thread's value slot (`ThreadState::slot`) if the type fits there (64 bytes),
+//! else in a slot on its own stack that it never drops, whose address goes in the thread state;
+//! the receiver, which knows the same type, moves the value out with one read before anything
+//! else runs (rule 4 in `coroutine/mod.rs`): the null it leaves in `ThreadState::value` makes
+//! that read happen once. So a
 //! switch between two coroutines that agree on the type — a fiber and its hub, a generator and
 //! its consumer — costs a few loads and stores on top of corosensei's own switch. Everything
 //! else (a panic, a `throw`, a value the receiver did not expect) travels as a [`Msg`] and is
 //! checked on arrival. A return value cannot stay on the returning stack, which is about to be
-//! recycled: when the parent waits for its type and it is small it crosses in the thread's
-//! return slot (`ThreadState::ret`), else it is boxed (free for zero-sized types).
+//! recycled: when the parent waits for its type and it fits the thread's value slot it crosses
+//! there like a switched value, else it is boxed (free for zero-sized types).
 
 use std::any::{Any, TypeId, type_name};
+use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::ptr;
 
 use corosensei::CoroutineResult;
 
 use super::exit::GreenletExit;
-use super::thread::{self, ThreadState};
+use super::thread::{self, ThreadState, ValueSlot};
 use super::{Core, Coroutine, stack_pool};
 use crate::error::SwitchError;
 
@@ -63,8 +67,9 @@ pub(crate) enum Msg {
 }
 
 /// The type a coroutine waits to receive: the `R` of its pending `switch`, or the argument type
-/// of a coroutine not started yet. `Box<dyn Any>` accepts anything (used by `throw`). One static
-/// per type, so noting what a coroutine waits for is a single pointer store.
+/// of a coroutine not started yet; [`Expect::nothing`] while it runs and once it is dead (rule 6
+/// in `coroutine/mod.rs`). `Box<dyn Any>` accepts anything (used by `throw`). One static per
+/// type, so noting what a coroutine waits for is a single pointer store.
 ///
 /// Senders compare `type_id`, not the pointer: each crate (and codegen unit) that instantiates
 /// `of::<R>` may get its own copy of the constant, so a pointer compare fails between user code
@@ -80,7 +85,18 @@ impl Expect {
     pub(crate) fn of<R: 'static>() -> &'static Expect {
         &const { Expect { type_id: TypeId::of::<R>(), name: type_name::<R> } }
     }
+
+    /// What a running or dead coroutine waits for: a type that is private to this module and
+    /// has no values, so no sender's `T` is it. The fast path's one type check thereby also
+    /// sends a switch to the current coroutine or to a dead one down the slow path.
+    #[inline(always)]
+    pub(crate) fn nothing() -> &'static Expect {
+        Expect::of::<Nothing>()
+    }
 }
+
+/// See [`Expect::nothing`].
+enum Nothing {}
 
 /// `value` as an `R`: itself if `T` is `R`, boxed if `R` is `Box<dyn Any>`, else an error.
 fn convert<T: 'static, R: 'static>(value: T) -> Result<R, SwitchError> {
@@ -135,23 +151,28 @@ fn exit_as_value(msg: Msg) -> Msg {
 /// `switch`/`try_switch`: checks the receiver waits for a `T`, then sends `value`.
 ///
 /// The fast path — a live target other than the current coroutine that waits for exactly a
-/// `T` — is the whole cost of a switch besides corosensei's.
+/// `T` — is the whole cost of a switch besides corosensei's. One type check finds it: the
+/// current coroutine and dead ones wait for [`Expect::nothing`] (rule 6).
 #[inline(always)]
 pub(crate) fn switch_value<T: 'static, R: 'static>(
     target: &Coroutine,
     value: T,
 ) -> Result<R, SwitchError> {
-    thread::with(|ts| {
-        let me = ts.current_ptr();
-        let t = &*target.0;
-        if t.dead.get() || ptr::eq(t, me) || t.expect.get().type_id != TypeId::of::<T>() {
-            return switch_value_slow(ts, target, value);
-        }
-        let mut slot = Some(value);
-        // Rule 4: `slot` stays in this frame until the receiver has taken the value; `target`
-        // is borrowed by this frame, which keeps it alive until it arrives (rule 2).
-        Ok(go::<R>(ts, me, t, &mut slot as *mut Option<T> as *mut ()))
-    })
+    thread::with(
+        // Inlined into `Coroutine::switch`, itself inlined into its caller (see there).
+        #[inline(always)]
+        |ts| {
+            let me = ts.current_ptr();
+            let t = &*target.0;
+            if t.expect.get().type_id != TypeId::of::<T>() {
+                return switch_value_slow(ts, target, value);
+            }
+            // Rule 6: a coroutine that waits for a `T` is neither dead nor running.
+            debug_assert!(!t.dead.get() && !ptr::eq(t, me));
+            // Rule 2: `target` is borrowed by this frame, which keeps it alive until it arrives.
+            Ok(go::<T, R>(ts, me, t, Payload::Value(value)))
+        },
+    )
 }
 
 /// A switch to a dead coroutine (the value goes to its first live ancestor), to the current
@@ -169,14 +190,13 @@ fn switch_value_slow<T: 'static, R: 'static>(
         return convert::<T, R>(value);
     }
     let expect = recv.0.expect.get();
+    // Rule 2: `recv` lives in this frame until the message arrived.
     if expect.type_id == TypeId::of::<T>() {
-        let mut slot = Some(value);
-        // Rule 4 and rule 2 as in `switch_value`; `recv` lives in this frame.
-        return Ok(go::<R>(ts, me, &recv.0, &mut slot as *mut Option<T> as *mut ()));
+        return Ok(go::<T, R>(ts, me, &recv.0, Payload::Value(value)));
     }
     if expect.type_id == TypeId::of::<Box<dyn Any>>() {
-        let mut slot: Option<Box<dyn Any>> = Some(Box::new(value));
-        return Ok(go::<R>(ts, me, &recv.0, &mut slot as *mut Option<Box<dyn Any>> as *mut ()));
+        let boxed: Box<dyn Any> = Box::new(value);
+        return Ok(go::<Box<dyn Any>, R>(ts, me, &recv.0, Payload::Value(boxed)));
     }
     Err(SwitchError { expected: (expect.name)(), received: type_name::<T>() })
 }
@@ -190,25 +210,52 @@ pub(crate) fn transfer<R: 'static>(target: &Coroutine, msg: Msg) -> R {
         if ptr::eq(recv.0.as_ptr(), me) {
             return deliver::<R>(msg);
         }
-        ts.slow.set(Some(msg));
         // Rule 2: `recv` lives in this frame until the message arrived.
-        go::<R>(ts, me, &recv.0, ptr::null_mut())
+        go::<(), R>(ts, me, &recv.0, Payload::Msg(msg))
     })
 }
 
-/// Puts the message in flight to `target` (`value`: the sender's checked `Option<T>`, or null
-/// for a message already in `ts.slow`), drives control there, and takes what comes back.
+/// What a sender puts in flight.
+enum Payload<T> {
+    /// A value of the type the receiver waits for (checked by the sender).
+    Value(T),
+    /// A message the receiver checks on arrival.
+    Msg(Msg),
+}
+
+/// Puts the message in flight to `target`, drives control there, and takes what comes back.
+/// `target` is not `me`: no coroutine sends to itself (rule 6 on the fast path; the other
+/// senders check).
 #[inline(always)]
-fn go<R: 'static>(ts: &ThreadState, me: *const Core, target: &Core, value: *mut ()) -> R {
+fn go<T: 'static, R: 'static>(
+    ts: &ThreadState,
+    me: *const Core,
+    target: &Core,
+    what: Payload<T>,
+) -> R {
     // SAFETY: rule 2: the running coroutine's core is alive.
     let me_ref = unsafe { &*me };
-    me_ref.expect.set(Expect::of::<R>());
+    // First, as the logger may switch itself (a socket write that waits, under monkey
+    // patching): that switch leaves `me` waiting for nothing (rule 6) when it comes back here,
+    // and uses the thread's value slot and `ts.slow`, so nothing may be in flight yet either.
     if log::log_enabled!(log::Level::Trace) {
         trace_switch(me_ref, target);
     }
+    me_ref.expect.set(Expect::of::<R>());
     ts.target.set(target);
+    // Where a value that does not fit the thread's slot waits: this frame, which is suspended
+    // until the receiver has moved it out (rule 4) and never drops it.
+    let mut frame_slot = MaybeUninit::<T>::uninit();
+    let value = match what {
+        Payload::Value(v) if ValueSlot::fits::<T>() => ts.slot.put(v),
+        Payload::Value(v) => frame_slot.write(v) as *mut T as *mut (),
+        Payload::Msg(msg) => {
+            ts.slow.set(Some(msg));
+            ptr::null_mut()
+        }
+    };
     ts.value.set(value);
-    drive(ts, me_ref);
+    drive(ts, me_ref, target);
     // SWITCH: other coroutines ran; only `ts` and `me` are known to be unchanged.
     arrive::<R>(ts, me)
 }
@@ -223,28 +270,46 @@ fn trace_switch(from: &Core, to: &Core) {
 /// the handles kept for this arrival (which may kill a coroutine whose last handle it was).
 #[inline(always)]
 fn arrive<R: 'static>(ts: &ThreadState, me: *const Core) -> R {
-    // Rule 4: take the value before anything else can run.
+    // Rule 4: take the value before anything else can run; the null left behind means no
+    // second read of it can happen.
     let value = ts.value.replace(ptr::null_mut());
-    let got = if value.is_null() {
-        Err(ts.slow.take().expect("greenfiber: arrived without a message"))
-    } else {
-        // SAFETY: `me` is alive (rule 2); nothing changed `expect` since the sender read it:
-        // no user code runs between a send and its arrival.
-        debug_assert!(unsafe { &*me }.expect.get().type_id == TypeId::of::<R>());
-        // SAFETY: rule 4: `value` is the sender's live `Option<T>` (on its stack, or in the
-        // thread's return slot), and the sender checked that `T` is the `R` this coroutine
-        // waits for (its `expect`, set by `go::<R>`, or the argument type of `body::<R, _, _>`).
-        Ok(unsafe { (*(value as *mut Option<R>)).take() })
+    if value.is_null() {
+        return arrive_slow::<R>(ts, me);
+    }
+    // SAFETY: `me` is alive (rule 2); nothing changed `expect` since the sender read it:
+    // no user code runs between a send and its arrival.
+    debug_assert!(unsafe { &*me }.expect.get().type_id == TypeId::of::<R>());
+    // SAFETY: rule 4: the value in flight is a `T` that nobody has moved out yet (`ts.value`
+    // was not null) and that the sender never drops; the sender checked that `T` is the `R`
+    // this coroutine waits for (its `expect`, set by `go::<_, R>`, or the argument type of
+    // `body::<R, _, _>`). So it is in the thread's slot if an `R` fits there, else at `value`
+    // (in the sender's suspended frame). This read moves it here.
+    let v = unsafe {
+        if ValueSlot::fits::<R>() { ts.slot.take::<R>() } else { ptr::read(value as *const R) }
     };
     ts.set_current(me);
+    // Rule 6: running, it waits for nothing.
+    // SAFETY: rule 2: the running coroutine's core is alive.
+    unsafe { &*me }.expect.set(Expect::nothing());
     if ts.pending.get() {
         ts.release();
     }
-    match got {
-        Ok(Some(v)) => v,
-        Ok(None) => unreachable!("greenfiber: switch value taken twice"),
-        Err(msg) => deliver::<R>(msg),
+    v
+}
+
+/// `arrive` of a message that is not a checked value (it is in `ts.slow`).
+#[cold]
+#[inline(never)]
+fn arrive_slow<R: 'static>(ts: &ThreadState, me: *const Core) -> R {
+    let msg = ts.slow.take().expect("greenfiber: arrived without a message");
+    ts.set_current(me);
+    // Rule 6, as in `arrive`.
+    // SAFETY: rule 2: the running coroutine's core is alive.
+    unsafe { &*me }.expect.set(Expect::nothing());
+    if ts.pending.get() {
+        ts.release();
     }
+    deliver::<R>(msg)
 }
 
 /// What a [`Msg`] means for a receiver waiting for an `R`: the value, or a panic.
@@ -272,23 +337,21 @@ fn deliver<R: 'static>(msg: Msg) -> R {
 }
 
 /// The trampoline: moves control toward the message's target until a message for `me` arrives.
+/// `t` is the target of the message `me` just sent, which is not `me` (see `go`).
 #[inline(always)]
-fn drive(ts: &ThreadState, me: &Core) {
+fn drive(ts: &ThreadState, me: &Core, mut t: &Core) {
     loop {
-        let t = ts.target.get();
-        if ptr::eq(t, me) {
-            return;
-        }
-        // SAFETY: rule 2: the sender keeps the message's target alive until it arrives, and
-        // only the target takes the message (in `arrive`).
-        let t = unsafe { &*t };
+        debug_assert!(!ptr::eq(t, me), "greenfiber: a coroutine sent a message to itself");
         if t.in_chain.get() {
-            // `t` is below us in the resume chain: go down one link. `me` is not main, because
-            // main is the bottom of the chain and nothing is below it.
+            // `t` is below us in the resume chain (it is not `me`, which is on top): go down
+            // one link. `me` is not main, because main is the bottom of the chain and nothing
+            // is below it.
             me.in_chain.set(false);
             // SAFETY: rule 5: `me` is running and not main, so its yielder is set and valid.
             unsafe { (*me.yielder.get()).suspend(()) };
-            me.in_chain.set(true);
+            // Only the `resume` below brings a coroutine back from its `suspend`, and it puts
+            // the coroutine back in the chain first.
+            debug_assert!(me.in_chain.get());
         } else {
             t.in_chain.set(true);
             // SAFETY: rule 3: `t` is neither running nor in the chain, so no `resume()` of it
@@ -299,6 +362,14 @@ fn drive(ts: &ThreadState, me: &Core) {
                 finished(t);
             }
         }
+        // Whoever sent last sent to someone else than itself, as `me` did.
+        let next = ts.target.get();
+        if ptr::eq(next, me) {
+            return;
+        }
+        // SAFETY: rule 2: the sender keeps the message's target alive until it arrives, and
+        // only the target takes the message (in `arrive`).
+        t = unsafe { &*next };
     }
 }
 
@@ -330,7 +401,7 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         f(arg)
     }));
     // A return value goes to the parent like a switched value when the parent waits for an
-    // `R` and it fits the thread's return slot (the stack it was made on is about to be
+    // `R` and it fits the thread's value slot (the stack it was made on is about to be
     // recycled); else it travels boxed and is checked on arrival.
     let outcome = match result {
         Ok(r) => Ok(r),
@@ -349,25 +420,18 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         Err(msg) => Err(route(&parent, msg)),
         Ok(r) => Ok(r),
     };
-    me.dead.set(true);
+    me.set_dead();
     log::trace!("coroutine {} finished", me.label());
     thread::with(|ts| {
         let (recv, value) = match outcome {
             Ok(r) => {
                 // `me` is dead, so the receiver is a live ancestor, never `me`.
                 let recv = first_live(&parent);
-                let sent = if recv.0.expect.get().type_id == TypeId::of::<R>() {
-                    ts.ret.put(Some(r))
+                if ValueSlot::fits::<R>() && recv.0.expect.get().type_id == TypeId::of::<R>() {
+                    (recv, ts.slot.put(r))
                 } else {
-                    Err(Some(r))
-                };
-                match sent {
-                    Ok(slot) => (recv, slot),
-                    Err(r) => {
-                        let r = r.expect("greenfiber: a return value taken twice");
-                        ts.slow.set(Some(Msg::Boxed(Box::new(r), type_name::<R>())));
-                        (recv, ptr::null_mut())
-                    }
+                    ts.slow.set(Some(Msg::Boxed(Box::new(r), type_name::<R>())));
+                    (recv, ptr::null_mut())
                 }
             }
             Err((recv, msg)) => {
@@ -380,11 +444,63 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         };
         drop(parent);
         // This frame is about to end: `hold` keeps the target alive until it arrives. Rule 4
-        // for a value in the return slot: `arrive` takes it before anything else runs.
+        // for a value in the thread's slot: `arrive` takes it before anything else runs.
         ts.target.set(recv.0.as_ptr());
         ts.value.set(value);
         ts.hold.set(Some(recv));
         ts.pending.set(true);
     });
     // Returning hands control to our corosensei resumer, whose drive() forwards the message.
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use crate::coroutine::{Coroutine, current};
+
+    #[test]
+    fn switched_values_of_every_size_and_alignment_arrive_whole_and_drop_once() {
+        // Values that fit cross in the thread's value slot, others wait in the sender's frame:
+        // either way the receiver gets the value itself, and it is dropped once, by the receiver.
+        thread_local!(static DROPS: Cell<u32> = const { Cell::new(0) });
+        struct Counted([u64; 2]);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                DROPS.with(|d| d.set(d.get() + 1));
+            }
+        }
+        struct Big(#[allow(dead_code)] [u64; 32], Counted);
+        #[repr(align(64))]
+        struct Aligned(u8, #[allow(dead_code)] Counted);
+
+        let c = Coroutine::new(|mut x: Counted| {
+            let main = current().parent().unwrap();
+            loop {
+                let n = x.0[0];
+                drop(x);
+                let b: Big = main.switch(Counted([n + 1, 0]));
+                let (first, last) = (b.1.0[0], b.0[31]);
+                drop(b);
+                let mut a: Aligned = main.switch(Big([first; 32], Counted([last * 2, 0])));
+                assert_eq!(&a as *const Aligned as usize % 64, 0);
+                a.0 += 1;
+                x = main.switch(a);
+            }
+        });
+        for n in 0..3u64 {
+            let drops = DROPS.with(Cell::get);
+            let x: Counted = c.switch(Counted([n, 0]));
+            assert_eq!(x.0[0], n + 1);
+            let b: Big = c.switch(Big([x.0[0]; 32], Counted([7, 0])));
+            assert_eq!((b.0, b.1.0[0]), ([7; 32], 2 * (n + 1)));
+            let a: Aligned = c.switch(Aligned(5, Counted([0, 0])));
+            assert_eq!(a.0, 6);
+            assert_eq!(&a as *const Aligned as usize % 64, 0);
+            drop((x, b, a));
+            // Five values crossed (the `Aligned` went there and back): each dropped once, by
+            // its last receiver, none on the way.
+            assert_eq!(DROPS.with(Cell::get) - drops, 5);
+        }
+    }
 }

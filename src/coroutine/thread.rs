@@ -26,14 +26,17 @@ pub(crate) struct ThreadState {
     /// Where the message in flight goes. The sender keeps the target alive until it arrives:
     /// through a handle its suspended frame holds, or through `hold`.
     pub(crate) target: Cell<*const Core>,
-    /// The value in flight: the sender's `Option<T>`, where `T` is the type the receiver waits
-    /// for (checked by the sender). Null when the message is in `slow` instead.
+    /// Whether a value is in flight: null when the message is in `slow` instead, and once the
+    /// receiver has moved the value out. Else the value, of the type the receiver waits for
+    /// (checked by the sender), is in `slot` if that type fits there, and this is
+    /// [`ValueSlot::IN_SLOT`]; if not, it is at this address, in the sender's suspended frame.
+    /// The sender never drops it: the receiver moves it out.
     pub(crate) value: Cell<*mut ()>,
     /// A message that is not a checked value: a return value or a payload to raise.
     pub(crate) slow: Cell<Option<Msg>>,
-    /// Where a finishing coroutine leaves a small return value for its parent: its own stack
-    /// is about to go back to the pool, so the value cannot stay there (see `switch::body`).
-    pub(crate) ret: ReturnSlot,
+    /// Where a value in flight whose type fits waits: a switched value, or the return value of a
+    /// finishing coroutine, whose own stack is about to go back to the pool (see `switch.rs`).
+    pub(crate) slot: ValueSlot,
     /// A handle that keeps the message's target alive when the sender's frame does not (a
     /// finishing coroutine's parent).
     pub(crate) hold: Cell<Option<Coroutine>>,
@@ -71,7 +74,7 @@ impl ThreadState {
             target: Cell::new(ptr::null()),
             value: Cell::new(ptr::null_mut()),
             slow: Cell::new(None),
-            ret: ReturnSlot(UnsafeCell::new(MaybeUninit::uninit())),
+            slot: ValueSlot(UnsafeCell::new(MaybeUninit::uninit())),
             hold: Cell::new(None),
             retired: Cell::new(None),
             pending: Cell::new(false),
@@ -165,28 +168,46 @@ impl ThreadState {
     }
 }
 
-/// Room for one value in flight that outlives its sender's stack: a return value.
+/// Room for the value in flight when its type fits: the sender's `put` and the receiver's
+/// `take` need no pointer between them, and a return value outlives its sender's stack.
 ///
-/// Only one message is in flight at a time and its receiver takes the value before anything
-/// else runs (rule 4), so the slot is free whenever a coroutine finishes. What is left behind
-/// is a taken `Option` (`None`), which needs no drop.
+/// Only one message is in flight at a time and its receiver moves the value out before anything
+/// else runs (rule 4), so the slot is free whenever a value is sent. What is left behind are
+/// the bytes of a moved-out value, which are never dropped.
 #[repr(C, align(16))]
-pub(crate) struct ReturnSlot(UnsafeCell<MaybeUninit<[u8; ReturnSlot::BYTES]>>);
+pub(crate) struct ValueSlot(UnsafeCell<MaybeUninit<[u8; ValueSlot::BYTES]>>);
 
-impl ReturnSlot {
+impl ValueSlot {
     const BYTES: usize = 64;
 
-    /// Moves `v` into the slot and returns its address, or gives `v` back if it does not fit.
-    #[inline]
-    pub(crate) fn put<V>(&self, v: V) -> Result<*mut (), V> {
-        if size_of::<V>() > Self::BYTES || align_of::<V>() > align_of::<ReturnSlot>() {
-            return Err(v);
-        }
-        let p = self.0.get() as *mut V;
-        // SAFETY: the slot is large and aligned enough for a `V` (checked above) and holds no
-        // value that still needs a drop (see the type's docs): at worst a taken `None`.
-        unsafe { p.write(v) };
-        Ok(p as *mut ())
+    /// What `ThreadState::value` holds while the value in flight is in the slot: not null,
+    /// and never read through (a receiver whose type fits takes the value from the slot).
+    pub(crate) const IN_SLOT: *mut () = ptr::dangling_mut();
+
+    /// True if a `V` fits the slot (decided at compile time).
+    #[inline(always)]
+    pub(crate) const fn fits<V>() -> bool {
+        size_of::<V>() <= Self::BYTES && align_of::<V>() <= align_of::<ValueSlot>()
+    }
+
+    /// Moves `v`, whose type fits, into the slot; returns [`IN_SLOT`](Self::IN_SLOT).
+    #[inline(always)]
+    pub(crate) fn put<V>(&self, v: V) -> *mut () {
+        assert!(Self::fits::<V>(), "greenfiber: a value put in a slot it does not fit");
+        // SAFETY: the slot is large and aligned enough for a `V` (asserted above) and holds no
+        // value that still needs a drop (see the type's docs): at worst a moved-out one.
+        unsafe { (self.0.get() as *mut V).write(v) };
+        Self::IN_SLOT
+    }
+
+    /// Moves the value out of the slot.
+    ///
+    /// # Safety
+    /// The slot holds a `V` that was `put` there and not taken since.
+    #[inline(always)]
+    pub(crate) unsafe fn take<V>(&self) -> V {
+        // SAFETY: the caller's contract; the slot keeps the bytes, which are never dropped.
+        unsafe { (self.0.get() as *const V).read() }
     }
 }
 
