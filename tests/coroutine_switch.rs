@@ -138,7 +138,7 @@ fn try_switch_refuses_before_switching_and_target_stays_usable() {
 
 #[test]
 fn return_values_of_every_size_and_alignment_arrive_whole_and_drop_once() {
-    // Small values cross in the thread's return slot, large or over-aligned ones boxed: either
+    // Small values cross in the thread's value slot, large or over-aligned ones boxed: either
     // way the parent gets the value itself and it is dropped exactly once.
     thread_local!(static DROPS: Cell<u32> = const { Cell::new(0) });
     struct Counted(u64);
