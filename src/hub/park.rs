@@ -147,16 +147,18 @@ impl Waiter {
     /// With the LoopExit message when nothing else can ever run; when called in the hub.
     #[inline]
     pub(crate) fn park(&self, deadline: Option<Instant>) -> Wake {
-        scheduler::with(|hub| self.park_in(hub, deadline, false))
+        scheduler::with(|hub| self.park_in(hub, deadline))
     }
 
-    /// Queues the current coroutine behind every other ready one and lets them run.
-    #[inline]
-    pub(crate) fn yield_now(&self) {
-        scheduler::with(|hub| self.park_in(hub, None, true));
+    #[inline(never)]
+    fn park_in(&self, hub: &Hub, deadline: Option<Instant>) -> Wake {
+        self.park_at(hub, deadline, false)
     }
 
-    fn park_in(&self, hub: &Hub, deadline: Option<Instant>, ready: bool) -> Wake {
+    /// The park itself, inlined into its two users: `park_in` and [`yield_current`] (`ready`:
+    /// queue this coroutine first, behind every other ready one).
+    #[inline(always)]
+    fn park_at(&self, hub: &Hub, deadline: Option<Instant>, ready: bool) -> Wake {
         if self.co == hub.co {
             panic!(
                 "greenfiber: cannot block inside the hub (a hub callback or timer action tried to \
@@ -272,6 +274,16 @@ impl Drop for Parked<'_> {
         self.w.co.park_slot().set(self.prev);
         self.w.state.set(State::Idle);
     }
+}
+
+/// `yield_now`: the current coroutine goes behind every other ready one, which run meanwhile.
+/// Its own copy of the park, with the waiter made and dropped in the same frame.
+#[inline(never)]
+pub(crate) fn yield_current() {
+    scheduler::with(|hub| {
+        let w = Waiter::new("yield");
+        w.park_at(hub, None, true);
+    });
 }
 
 /// A park's deadline that did not fire: its timer goes.
