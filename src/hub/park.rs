@@ -471,13 +471,19 @@ impl<V> WaitList<V> {
             value: Cell::new(offer),
         };
         self.push_back(&node);
-        let _guard = Enqueued { list: self, node: &node, hand_on: Some(hand_on) };
+        let mut guard = Enqueued { list: self, node: &node, hand_on: Some(hand_on) };
         loop {
             // SWITCH (inside park): any coroutine may run and grant this entry; `node` is ours
             // and pinned in this frame, the list may have changed.
             let wake = node.waiter.park(deadline);
             if node.granted.get() {
-                return Outcome::Granted(node.value.take());
+                // Claimed: what the guard's drop does for a granted entry whose value was taken,
+                // done here without the call (unwinds still go through the guard).
+                let v = node.value.take();
+                self.unclaimed.set(self.unclaimed.get() - 1);
+                drop(guard.hand_on.take());
+                std::mem::forget(guard);
+                return Outcome::Granted(v);
             }
             if wake == Wake::TimedOut {
                 // The guard unlinks the entry when this frame ends.
