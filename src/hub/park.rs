@@ -268,7 +268,10 @@ impl Drop for Parked<'_> {
     // Always inlined: every park runs it, and out of line it cost ~20 instructions a yield.
     #[inline(always)]
     fn drop(&mut self) {
-        if let Some(k) = self.w.timer.take() {
+        // The tag alone first: most parks have no timer, and `take` would move the whole key.
+        if self.w.timer.get().is_some()
+            && let Some(k) = self.w.timer.take()
+        {
             cancel_timer(k);
         }
         self.w.co.park_slot().set(self.prev);
