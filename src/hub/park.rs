@@ -484,8 +484,10 @@ impl<V> WaitList<V> {
                 // done here without the call (unwinds still go through the guard).
                 let v = node.value.take();
                 self.unclaimed.set(self.unclaimed.get() - 1);
-                drop(guard.hand_on.take());
+                // Disarmed before the closure is dropped: a panic there must not claim twice.
+                let hand_on = guard.hand_on.take();
                 std::mem::forget(guard);
+                drop(hand_on);
                 return Outcome::Granted(v);
             }
             if wake == Wake::TimedOut {
