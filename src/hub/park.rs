@@ -147,16 +147,18 @@ impl Waiter {
     /// With the LoopExit message when nothing else can ever run; when called in the hub.
     #[inline]
     pub(crate) fn park(&self, deadline: Option<Instant>) -> Wake {
-        scheduler::with(|hub| self.park_in(hub, deadline, false))
+        scheduler::with(|hub| self.park_in(hub, deadline))
     }
 
-    /// Queues the current coroutine behind every other ready one and lets them run.
-    #[inline]
-    pub(crate) fn yield_now(&self) {
-        scheduler::with(|hub| self.park_in(hub, None, true));
+    #[inline(never)]
+    fn park_in(&self, hub: &Hub, deadline: Option<Instant>) -> Wake {
+        self.park_at(hub, deadline, false)
     }
 
-    fn park_in(&self, hub: &Hub, deadline: Option<Instant>, ready: bool) -> Wake {
+    /// The park itself, inlined into its two users: `park_in` and [`yield_current`] (`ready`:
+    /// queue this coroutine first, behind every other ready one).
+    #[inline(always)]
+    fn park_at(&self, hub: &Hub, deadline: Option<Instant>, ready: bool) -> Wake {
         if self.co == hub.co {
             panic!(
                 "greenfiber: cannot block inside the hub (a hub callback or timer action tried to \
@@ -266,12 +268,25 @@ impl Drop for Parked<'_> {
     // Always inlined: every park runs it, and out of line it cost ~20 instructions a yield.
     #[inline(always)]
     fn drop(&mut self) {
-        if let Some(k) = self.w.timer.take() {
+        // The tag alone first: most parks have no timer, and `take` would move the whole key.
+        if self.w.timer.get().is_some()
+            && let Some(k) = self.w.timer.take()
+        {
             cancel_timer(k);
         }
         self.w.co.park_slot().set(self.prev);
         self.w.state.set(State::Idle);
     }
+}
+
+/// `yield_now`: the current coroutine goes behind every other ready one, which run meanwhile.
+/// Its own copy of the park, with the waiter made and dropped in the same frame.
+#[inline(never)]
+pub(crate) fn yield_current() {
+    scheduler::with(|hub| {
+        let w = Waiter::new("yield");
+        w.park_at(hub, None, true);
+    });
 }
 
 /// A park's deadline that did not fire: its timer goes.
@@ -459,13 +474,21 @@ impl<V> WaitList<V> {
             value: Cell::new(offer),
         };
         self.push_back(&node);
-        let _guard = Enqueued { list: self, node: &node, hand_on: Some(hand_on) };
+        let mut guard = Enqueued { list: self, node: &node, hand_on: Some(hand_on) };
         loop {
             // SWITCH (inside park): any coroutine may run and grant this entry; `node` is ours
             // and pinned in this frame, the list may have changed.
             let wake = node.waiter.park(deadline);
             if node.granted.get() {
-                return Outcome::Granted(node.value.take());
+                // Claimed: what the guard's drop does for a granted entry whose value was taken,
+                // done here without the call (unwinds still go through the guard).
+                let v = node.value.take();
+                self.unclaimed.set(self.unclaimed.get() - 1);
+                // Disarmed before the closure is dropped: a panic there must not claim twice.
+                let hand_on = guard.hand_on.take();
+                std::mem::forget(guard);
+                drop(hand_on);
+                return Outcome::Granted(v);
             }
             if wake == Wake::TimedOut {
                 // The guard unlinks the entry when this frame ends.

@@ -84,7 +84,7 @@ pub(crate) struct Hub {
     pub(crate) remote_waits: RefCell<HashMap<u64, WaiterRef>>,
     pub(crate) next_remote_id: Cell<u64>,
     /// Callbacks to run from the hub (the kills `Greenlet::kill` asks for).
-    pub(crate) callbacks: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    pub(crate) callbacks: Callbacks,
     /// The message for the coroutine woken with `Wake::LoopExit`.
     pub(crate) loop_exit: Cell<Option<String>>,
     /// Live spawned fibers, for `fibers()` and the LoopExit message.
@@ -147,7 +147,7 @@ impl Hub {
             remote,
             remote_waits: RefCell::new(HashMap::new()),
             next_remote_id: Cell::new(1),
-            callbacks: RefCell::new(VecDeque::new()),
+            callbacks: Callbacks::default(),
             loop_exit: Cell::new(None),
             fibers: RefCell::new(Registry::default()),
             next_timeout_id: Cell::new(1),
@@ -204,7 +204,7 @@ impl Hub {
                 }
             }
             // 4. The reactor.
-            let busy = !self.ready.borrow().is_empty() || !self.callbacks.borrow().is_empty();
+            let busy = !self.ready.borrow().is_empty() || !self.callbacks.is_empty();
             let waits_outside = self.io_waits.get() > 0
                 || !self.remote_waits.borrow().is_empty()
                 || self.remote.has_pending();
@@ -248,7 +248,7 @@ impl Hub {
     /// is empty, the round's budget is spent or a callback waits for the hub.
     #[inline]
     pub(crate) fn next_ready(&self) -> Option<Coroutine> {
-        while self.budget.get() > 0 && self.callbacks.borrow().is_empty() {
+        while self.budget.get() > 0 && self.callbacks.is_empty() {
             let co = self.ready.borrow_mut().pop_front()?;
             if runnable(&co) {
                 self.budget.set(self.budget.get() - 1);
@@ -261,7 +261,7 @@ impl Hub {
     /// Runs the callbacks queued so far, in order.
     fn run_callbacks(&self) {
         loop {
-            let cb = self.callbacks.borrow_mut().pop_front();
+            let cb = self.callbacks.pop_front();
             let Some(cb) = cb else { break };
             if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
                 log::error!("a hub callback panicked: {}", crate::error::panic_message(&*p));
@@ -379,6 +379,50 @@ impl Drop for Hub {
         std::mem::forget(std::mem::take(&mut *self.deferred.borrow_mut()));
         std::mem::forget(std::mem::take(&mut self.fibers.borrow_mut().slots));
         std::mem::forget(self.co.clone());
+    }
+}
+
+/// The hub's callbacks, with a flag that says whether any is queued: the check every hand-off
+/// makes (`next_ready`), without borrowing the queue.
+#[derive(Default)]
+pub(crate) struct Callbacks {
+    queue: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    /// True while `queue` is not empty.
+    any: Cell<bool>,
+}
+
+impl Callbacks {
+    /// The queue, to add a callback to with [`push_back`](CallbacksMut::push_back).
+    pub(crate) fn borrow_mut(&self) -> CallbacksMut<'_> {
+        CallbacksMut { queue: self.queue.borrow_mut(), any: &self.any }
+    }
+
+    /// True if no callback is queued.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.any.get()
+    }
+
+    /// Takes the first callback out.
+    fn pop_front(&self) -> Option<Box<dyn FnOnce()>> {
+        let mut queue = self.queue.borrow_mut();
+        let cb = queue.pop_front();
+        self.any.set(!queue.is_empty());
+        cb
+    }
+}
+
+/// The callback queue, borrowed to add to it.
+pub(crate) struct CallbacksMut<'a> {
+    queue: std::cell::RefMut<'a, VecDeque<Box<dyn FnOnce()>>>,
+    any: &'a Cell<bool>,
+}
+
+impl CallbacksMut<'_> {
+    /// Queues `cb` behind the others.
+    pub(crate) fn push_back(&mut self, cb: Box<dyn FnOnce()>) {
+        self.queue.push_back(cb);
+        self.any.set(true);
     }
 }
 
