@@ -383,6 +383,16 @@ fn finished(t: &Core) {
     stack_pool::give(raw.into_stack());
 }
 
+/// Logs for a coroutine that is ending, past its closure's `catch_unwind`. A logger may switch
+/// away (a hooked socket write that waits) and be raised into meanwhile (a kill, a throw): the
+/// raise (or the logger's own panic) is dropped here, unlogged (logging it could switch and be
+/// raised into again), as the coroutine ends anyway, instead of unwinding out of its root
+/// function into corosensei's `resume`.
+#[inline(always)]
+fn log_ending(log: impl FnOnce()) {
+    let _dropped = catch_unwind(AssertUnwindSafe(log));
+}
+
 /// The root function of every coroutine: runs `f` and sends the outcome to the parent.
 ///
 /// # Safety
@@ -407,7 +417,8 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         Ok(r) => Ok(r),
         Err(p) if p.is::<GreenletExit>() => Err(Msg::Boxed(p, type_name::<GreenletExit>())),
         Err(p) => {
-            log::debug!("coroutine {} panicked: {}", me.label(), crate::error::panic_message(&*p));
+            let msg = crate::error::panic_message(&*p);
+            log_ending(|| log::debug!("coroutine {} panicked: {msg}", me.label()));
             Err(Msg::Raise(p))
         }
     };
@@ -420,8 +431,10 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         Err(msg) => Err(route(&parent, msg)),
         Ok(r) => Ok(r),
     };
+    // Logged while it is alive: dead, it waits for nothing (rule 6), and a logger that
+    // switched would make it wait for something.
+    log_ending(|| log::trace!("coroutine {} finished", me.label()));
     me.set_dead();
-    log::trace!("coroutine {} finished", me.label());
     thread::with(|ts| {
         let (recv, value) = match outcome {
             Ok(r) => {
