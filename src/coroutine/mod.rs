@@ -62,7 +62,7 @@
 //!    line is logged (a logger may switch).
 //! 5. `Core::yielder` is set when the coroutine starts and is valid until it finishes; only the
 //!    running coroutine uses its own yielder.
-//! 6. `Core::expect` is [`Expect::nothing`](switch::Expect::nothing), which no sender's type
+//! 6. `Core::expect` is `Expect::nothing` (`switch.rs`), which no sender's type
 //!    matches, while its coroutine runs (`arrive` sets it as it makes a coroutine current; main
 //!    starts with it) and once it is dead (`Core::set_dead`); otherwise it is the type the
 //!    coroutine waits for. So a sender that finds its value's type there has found a live
