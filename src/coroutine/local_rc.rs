@@ -49,7 +49,9 @@ impl<T> Clone for LocalRc<T> {
     #[inline]
     fn clone(&self) -> LocalRc<T> {
         let c = &self.block().count;
-        c.set(c.get() + 1);
+        // As `Rc` does: a count that would wrap (handles leaked with `mem::forget`) aborts
+        // rather than free the value under the handles still using it.
+        c.set(c.get().checked_add(1).unwrap_or_else(|| std::process::abort()));
         LocalRc { ptr: self.ptr, _owns: PhantomData }
     }
 }
