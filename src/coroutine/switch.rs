@@ -122,6 +122,24 @@ pub(crate) fn first_live(target: &Coroutine) -> Coroutine {
     t
 }
 
+/// The first live coroutine above `me` (a dead one), by its parent links, without handles.
+///
+/// # Safety
+/// `me` is alive, and no user code runs while this walks (it could change the links).
+unsafe fn first_live_ancestor(me: &Core) -> *const Core {
+    let mut t = me;
+    loop {
+        let p = t.parent_ptr().expect("greenfiber: a dead coroutine without a parent");
+        // SAFETY: `t`'s parent link keeps its parent alive, and `t` is alive: `me` by the
+        // caller's contract, an ancestor by the link walked to reach it (unchanged meanwhile).
+        let parent = unsafe { &*p };
+        if !parent.dead.get() {
+            return p;
+        }
+        t = parent;
+    }
+}
+
 /// Where `msg` really goes: dead targets pass it to their parents; a raise into a coroutine
 /// that never started kills it without running it and passes on to its parent (greenlet). A
 /// `GreenletExit` thrown at a dead coroutine is eaten by it: it arrives as a value
@@ -411,44 +429,53 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
             Err(Msg::Raise(p))
         }
     };
-    let parent = me.parent_handle().expect("greenfiber: a coroutine without a parent");
     // A raise is routed while this coroutine still lives: routing kills never-started
     // ancestors, and dropping their closures may kill coroutines (their last handles), whose
     // ends come back here, to the current coroutine, not past it (greenlet releases such a
     // parent's `run` in the context of the coroutine that dies).
     let outcome = match outcome {
-        Err(msg) => Err(route(&parent, msg)),
         Ok(r) => Ok(r),
+        Err(msg) => {
+            let parent = me.parent_handle().expect("greenfiber: a coroutine without a parent");
+            let routed = route(&parent, msg);
+            Err((parent, routed))
+        }
     };
     me.set_dead();
     log::trace!("coroutine {} finished", me.label());
-    thread::with(|ts| {
-        let (recv, value) = match outcome {
-            Ok(r) => {
-                // `me` is dead, so the receiver is a live ancestor, never `me`.
-                let recv = first_live(&parent);
-                if ValueSlot::fits::<R>() && recv.0.expect.get().type_id == TypeId::of::<R>() {
-                    (recv, ts.slot.put(r))
-                } else {
-                    ts.slow.set(Some(Msg::Boxed(Box::new(r), type_name::<R>())));
-                    (recv, ptr::null_mut())
-                }
-            }
-            Err((recv, msg)) => {
-                // Routed while alive; the receiver may have died meanwhile (a coroutine the
-                // routing killed ended into it): on to its first live ancestor.
-                let recv = first_live(&recv);
-                ts.slow.set(Some(msg));
-                (recv, ptr::null_mut())
-            }
-        };
-        drop(parent);
-        // This frame is about to end: `hold` keeps the target alive until it arrives. Rule 4
-        // for a value in the thread's slot: `arrive` takes it before anything else runs.
-        ts.target.set(recv.0.as_ptr());
-        ts.value.set(value);
-        ts.hold.set(Some(recv));
-        ts.pending.set(true);
+    thread::with(|ts| match outcome {
+        Ok(r) => {
+            // From here until the receiver has arrived no user code runs, so the parent links
+            // from `me` stay as they are, and they keep the receiver alive (rule 2): no handle
+            // to it is needed.
+            // SAFETY: `me` is alive (rule 2) and no user code runs while the walk goes on.
+            let recv = unsafe { first_live_ancestor(me) };
+            // SAFETY: as above: `recv` is kept alive by the parent links from `me`.
+            let waits_for_r = unsafe { &*recv }.expect.get().type_id == TypeId::of::<R>();
+            // `me` is dead, so the receiver is a live ancestor, never `me`. Rule 4 for a value
+            // in the thread's slot: `arrive` takes it before anything else runs.
+            let value = if ValueSlot::fits::<R>() && waits_for_r {
+                ts.slot.put(r)
+            } else {
+                ts.slow.set(Some(Msg::Boxed(Box::new(r), type_name::<R>())));
+                ptr::null_mut()
+            };
+            ts.target.set(recv);
+            ts.value.set(value);
+        }
+        Err((parent, (recv, msg))) => {
+            // Routed while alive; the receiver may have died meanwhile (a coroutine the
+            // routing killed ended into it): on to its first live ancestor.
+            let recv = first_live(&recv);
+            ts.slow.set(Some(msg));
+            drop(parent);
+            // This frame is about to end, and routing ran user code (closures dropped): `hold`
+            // keeps the target alive until it arrives.
+            ts.target.set(recv.0.as_ptr());
+            ts.value.set(ptr::null_mut());
+            ts.hold.set(Some(recv));
+            ts.pending.set(true);
+        }
     });
     // Returning hands control to our corosensei resumer, whose drive() forwards the message.
 }

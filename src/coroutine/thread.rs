@@ -24,7 +24,8 @@ pub(crate) struct ThreadState {
     /// rule 2 keeps the running coroutine alive through its handles or through `retired`.
     current: Cell<*const Core>,
     /// Where the message in flight goes. The sender keeps the target alive until it arrives:
-    /// through a handle its suspended frame holds, or through `hold`.
+    /// through a handle its suspended frame holds, through `hold`, or, for a finished
+    /// coroutine's return value, through its parent links (rule 2).
     pub(crate) target: Cell<*const Core>,
     /// Whether a value is in flight: null when the message is in `slow` instead, and once the
     /// receiver has moved the value out. Else the value, of the type the receiver waits for
@@ -37,8 +38,8 @@ pub(crate) struct ThreadState {
     /// Where a value in flight whose type fits waits: a switched value, or the return value of a
     /// finishing coroutine, whose own stack is about to go back to the pool (see `switch.rs`).
     pub(crate) slot: ValueSlot,
-    /// A handle that keeps the message's target alive when the sender's frame does not (a
-    /// finishing coroutine's parent).
+    /// A handle that keeps the message's target alive when neither the sender's frame nor
+    /// the parent links do (where a finishing coroutine's raise was routed).
     pub(crate) hold: Cell<Option<Coroutine>>,
     /// The last handle of the running coroutine, dropped while it ran: released (and the
     /// coroutine killed if it is still suspended then) once another coroutine runs.
