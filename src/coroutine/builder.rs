@@ -55,13 +55,16 @@ impl Builder {
     /// Creates the coroutine. It runs `f` at the first switch to it.
     pub fn build<A: 'static, R: 'static>(self, f: impl FnOnce(A) -> R + 'static) -> Coroutine {
         overflow::install();
-        let stack = stack_pool::take(self.stack_size.unwrap_or(stack_pool::DEFAULT_STACK_SIZE));
         let parent = self.parent.unwrap_or_else(current);
         let name = self.name.map(String::into_boxed_str);
-        let core = thread::with(|ts| {
+        let (core, stack) = thread::with(|ts| {
+            let stack = match self.stack_size {
+                None => ts.stacks.take(),
+                Some(size) => stack_pool::take(size),
+            };
             let id = ts.next_id.get();
             ts.next_id.set(id + 1);
-            CoreRef::new_with(
+            let core = CoreRef::new_with(
                 &ts.blocks,
                 Core {
                     id,
@@ -78,7 +81,8 @@ impl Builder {
                     hub_flags: Cell::new(0),
                     cut_short: Cell::new(false),
                 },
-            )
+            );
+            (core, stack)
         });
         if let Some(name) = &core.name {
             // SAFETY: the name's bytes live in `core`, which outlives the stack's use: the stack

@@ -13,6 +13,7 @@ use std::ptr;
 
 use super::blocks::FreeBlocks;
 use super::counted::CoreRef;
+use super::stack_pool::StackCache;
 use super::switch::Msg;
 use super::{Core, Coroutine};
 
@@ -50,6 +51,8 @@ pub(crate) struct ThreadState {
     pub(crate) next_id: Cell<u64>,
     /// Freed blocks of cores and fibers' records, for the next ones made here (`blocks.rs`).
     pub(crate) blocks: FreeBlocks,
+    /// Free stacks of the default size, for the next coroutines made here (`stack_pool.rs`).
+    pub(crate) stacks: StackCache,
     /// The releases under way, one per coroutine whose stack runs one, with the parent links
     /// queued for it ([`drop_parent_link`](Self::drop_parent_link)). Usually empty; more than
     /// one only while a release waits in a killed coroutine's destructor that switched away.
@@ -81,6 +84,7 @@ impl ThreadState {
             pending: Cell::new(false),
             next_id: Cell::new(1),
             blocks: FreeBlocks::new(),
+            stacks: StackCache::new(),
             drains: RefCell::new(Vec::new()),
             stray: RefCell::new(Vec::new()),
         }
