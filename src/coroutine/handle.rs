@@ -431,7 +431,7 @@ impl Drop for Coroutine {
         let c = &*self.0;
         // A dead coroutine out of the chain is neither running nor suspended (its stack went
         // back to the pool, or it never had one): `drop_last` would have nothing to do.
-        if self.0.count() == 1 && !(c.dead.get() && !c.in_chain.get()) {
+        if self.0.count() == 1 && (!c.dead.get() || c.in_chain.get()) {
             self.drop_last();
         }
     }
