@@ -47,12 +47,18 @@ impl CoreRef {
         CoreRef::new_in(alloc_block::<Counted>(), core)
     }
 
-    /// [`new`](CoreRef::new) with the thread's free blocks at hand.
-    pub(crate) fn new_with(blocks: &FreeBlocks, core: Core) -> CoreRef {
-        CoreRef::new_in(blocks.alloc::<Counted>(), core)
+    /// A handle to the core `make` returns when given the address that core will have (a
+    /// coroutine's root closure needs it), in a block from the thread's free blocks. A panic in
+    /// `make` leaks the block.
+    #[inline(always)]
+    pub(crate) fn new_at(blocks: &FreeBlocks, make: impl FnOnce(*const Core) -> Core) -> CoreRef {
+        let block = blocks.alloc::<Counted>();
+        // SAFETY: an address inside the block's allocation; nothing is read or referenced.
+        let at = unsafe { &raw const (*block.as_ptr()).core };
+        CoreRef::new_in(block, make(at))
     }
 
-    #[inline]
+    #[inline(always)]
     fn new_in(block: NonNull<Counted>, core: Core) -> CoreRef {
         // SAFETY: `block` is unused memory with `Counted`'s size and alignment (`alloc_block`).
         // Writing does not drop it.

@@ -49,6 +49,9 @@ pub(crate) struct ThreadState {
     pub(crate) pending: Cell<bool>,
     /// Source of coroutine ids on this thread (main is 0).
     pub(crate) next_id: Cell<u64>,
+    /// Whether `Builder::build` has made sure of the overflow reporter on this thread
+    /// (`overflow::install`), so the next ones need not ask.
+    pub(crate) overflow_ready: Cell<bool>,
     /// Freed blocks of cores and fibers' records, for the next ones made here (`blocks.rs`).
     pub(crate) blocks: FreeBlocks,
     /// Free stacks of the default size, for the next coroutines made here (`stack_pool.rs`).
@@ -83,6 +86,7 @@ impl ThreadState {
             retired: Cell::new(None),
             pending: Cell::new(false),
             next_id: Cell::new(1),
+            overflow_ready: Cell::new(false),
             blocks: FreeBlocks::new(),
             stacks: StackCache::new(),
             drains: RefCell::new(Vec::new()),
