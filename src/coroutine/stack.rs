@@ -374,6 +374,16 @@ impl FiberStack {
     }
 }
 
+impl FiberStack {
+    /// The slot, which the caller now owns (rule 2): it does not go back to the pool.
+    pub(super) fn into_slot(self) -> Slot {
+        let mut stack = ManuallyDrop::new(self);
+        // SAFETY: `stack.slot` is taken once, here, and `stack` is never dropped, so its `Drop`
+        // does not take it again.
+        unsafe { ManuallyDrop::take(&mut stack.slot) }
+    }
+}
+
 impl Drop for FiberStack {
     fn drop(&mut self) {
         // SAFETY: `self.slot` is taken once, here, and never touched again.

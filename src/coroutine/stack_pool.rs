@@ -286,17 +286,18 @@ pub(crate) fn give(stack: FiberStack) {
 /// [`StackCache`] if it has the default size, else on this thread's free list (or the shared
 /// one while this thread's pool is being torn down).
 pub(super) fn recycle(slot: Slot) {
-    slot.name.clear();
     let mut slot = Some(slot);
     let _ = thread::if_live(|ts| ts.stacks.put(&mut slot));
-    let Some(slot) = slot else { return };
-    recycle_in_pool(slot);
+    if let Some(slot) = slot {
+        recycle_in_pool(slot);
+    }
 }
 
 /// [`recycle`] past the thread's cache.
 #[cold]
 #[inline(never)]
 fn recycle_in_pool(slot: Slot) {
+    slot.name.clear();
     let mut slot = Some(slot);
     let in_thread_pool =
         POOL.try_with(|pool| pool.0.borrow_mut().put(slot.take().expect("taken once")));
@@ -359,10 +360,23 @@ impl StackCache {
         Some(unsafe { FiberStack::from_slot(slot) })
     }
 
-    /// Takes the slot in `slot` if it has the default size (leaving `None`).
+    /// Gives a stack back: to this cache if it has the default size, else to the pool. The
+    /// same as dropping it, with the thread's state at hand.
+    #[inline]
+    pub(crate) fn give(&self, stack: FiberStack) {
+        let mut slot = Some(stack.into_slot());
+        self.put(&mut slot);
+        if let Some(slot) = slot {
+            recycle_in_pool(slot);
+        }
+    }
+
+    /// Takes the slot in `slot`, clearing its owner name, if it has the default size (leaving
+    /// `None`).
     #[inline]
     fn put(&self, slot: &mut Option<Slot>) {
         let Some(s) = slot.take_if(|s| s.class == self.class) else { return };
+        s.name.clear();
         let top = s.start + s.size;
         let node = (top - size_of::<FreeNode>()) as *mut FreeNode;
         // SAFETY: the slot's usable bytes, read-write for the life of the process (rule 1 in
