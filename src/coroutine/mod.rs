@@ -187,19 +187,32 @@ impl Core {
 }
 
 impl Drop for Core {
+    // Inlined into the release of a core: usually its coroutine finished or was killed, and its
+    // stack went back to the pool already.
+    #[inline]
     fn drop(&mut self) {
-        if let Some(mut raw) = self.raw.get_mut().take() {
-            if !raw.started() {
-                self.drop_closure(&mut raw);
-                drop(raw);
-            } else if !raw.done() {
-                // Only reached for a coroutine that survived its kill (see Coroutine's Drop):
-                // unwinding it with corosensei's own mechanism would run through our root
-                // function, so its stack is leaked instead.
-                std::mem::forget(raw);
-            } else {
-                drop(raw);
-            }
+        if let Some(raw) = self.raw.get_mut().take() {
+            self.drop_raw(raw);
+        }
+    }
+}
+
+impl Core {
+    /// `Drop` of a core that still has its raw coroutine: one that never ran, or one that
+    /// survived its kill.
+    #[cold]
+    #[inline(never)]
+    fn drop_raw(&self, mut raw: RawCoroutine) {
+        if !raw.started() {
+            self.drop_closure(&mut raw);
+            drop(raw);
+        } else if !raw.done() {
+            // Only reached for a coroutine that survived its kill (see Coroutine's Drop):
+            // unwinding it with corosensei's own mechanism would run through our root
+            // function, so its stack is leaked instead.
+            std::mem::forget(raw);
+        } else {
+            drop(raw);
         }
     }
 }
