@@ -75,26 +75,26 @@ impl Builder {
             let parent = parent.unwrap_or_else(|| ts.current());
             let id = ts.next_id.get();
             ts.next_id.set(id + 1);
-            let core = CoreRef::new_at(&ts.blocks, |ptr| {
-                let raw = RawCoroutine::with_stack(stack, move |yielder, ()| {
-                    // SAFETY: `ptr` is this coroutine's own core, alive while it runs (rule 2).
-                    unsafe { switch::body(ptr, yielder, f) }
-                });
-                Core {
-                    id,
-                    name,
-                    is_main: false,
-                    started: Cell::new(false),
-                    dead: Cell::new(false),
-                    in_chain: Cell::new(false),
-                    parent: Cell::new(Some(parent)),
-                    expect: Cell::new(Expect::of::<A>()),
-                    yielder: Cell::new(std::ptr::null()),
-                    raw: UnsafeCell::new(Some(raw)),
-                    park_slot: Cell::new(std::ptr::null()),
-                    hub_flags: Cell::new(0),
-                    cut_short: Cell::new(false),
-                }
+            let block = CoreRef::alloc_with(&ts.blocks);
+            let ptr = block.core_ptr();
+            let raw = RawCoroutine::with_stack(stack, move |yielder, ()| {
+                // SAFETY: `ptr` is this coroutine's own core, alive while it runs (rule 2).
+                unsafe { switch::body(ptr, yielder, f) }
+            });
+            let core = block.init(Core {
+                id,
+                name,
+                is_main: false,
+                started: Cell::new(false),
+                dead: Cell::new(false),
+                in_chain: Cell::new(false),
+                parent: Cell::new(Some(parent)),
+                expect: Cell::new(Expect::of::<A>()),
+                yielder: Cell::new(std::ptr::null()),
+                raw: UnsafeCell::new(Some(raw)),
+                park_slot: Cell::new(std::ptr::null()),
+                hub_flags: Cell::new(0),
+                cut_short: Cell::new(false),
             });
             log::trace!("coroutine {} created", core.label());
             Coroutine(core)

@@ -34,6 +34,24 @@ struct Counted {
     core: Core,
 }
 
+/// A block for a core, not written yet (dropped unwritten, it leaks).
+pub(crate) struct CoreBlock(NonNull<Counted>);
+
+impl CoreBlock {
+    /// The address the core will have.
+    #[inline(always)]
+    pub(crate) fn core_ptr(&self) -> *const Core {
+        // SAFETY: an address inside the block's allocation; nothing is read or referenced.
+        unsafe { &raw const (*self.0.as_ptr()).core }
+    }
+
+    /// Writes `core` in the block: the first handle to it.
+    #[inline(always)]
+    pub(crate) fn init(self, core: Core) -> CoreRef {
+        CoreRef::new_in(self.0, core)
+    }
+}
+
 /// A counted, thread-bound pointer to a `Core`.
 pub(crate) struct CoreRef {
     ptr: NonNull<Counted>,
@@ -47,15 +65,11 @@ impl CoreRef {
         CoreRef::new_in(alloc_block::<Counted>(), core)
     }
 
-    /// A handle to the core `make` returns when given the address that core will have (a
-    /// coroutine's root closure needs it), in a block from the thread's free blocks. A panic in
-    /// `make` leaks the block.
+    /// A block from the thread's free blocks for a core that needs its own address before it
+    /// is made (a coroutine's root closure does): [`CoreBlock::init`] makes the handle.
     #[inline(always)]
-    pub(crate) fn new_at(blocks: &FreeBlocks, make: impl FnOnce(*const Core) -> Core) -> CoreRef {
-        let block = blocks.alloc::<Counted>();
-        // SAFETY: an address inside the block's allocation; nothing is read or referenced.
-        let at = unsafe { &raw const (*block.as_ptr()).core };
-        CoreRef::new_in(block, make(at))
+    pub(crate) fn alloc_with(blocks: &FreeBlocks) -> CoreBlock {
+        CoreBlock(blocks.alloc::<Counted>())
     }
 
     #[inline(always)]
