@@ -4,7 +4,7 @@ use std::cell::{Cell, UnsafeCell};
 
 use super::counted::CoreRef;
 use super::switch::{self, Expect};
-use super::{Core, Coroutine, RawCoroutine, current, overflow, stack_pool, thread};
+use super::{Core, Coroutine, RawCoroutine, overflow, stack_pool, thread};
 
 /// Configures a coroutine before it is created.
 ///
@@ -54,46 +54,50 @@ impl Builder {
 
     /// Creates the coroutine. It runs `f` at the first switch to it.
     pub fn build<A: 'static, R: 'static>(self, f: impl FnOnce(A) -> R + 'static) -> Coroutine {
-        overflow::install();
-        let stack = stack_pool::take(self.stack_size.unwrap_or(stack_pool::DEFAULT_STACK_SIZE));
-        let parent = self.parent.unwrap_or_else(current);
-        let name = self.name.map(String::into_boxed_str);
-        let core = thread::with(|ts| {
+        let Builder { stack_size, parent, name } = self;
+        let name = name.map(String::into_boxed_str);
+        thread::with(|ts| {
+            if !ts.overflow_ready.get() {
+                overflow::install();
+                ts.overflow_ready.set(true);
+            }
+            let stack = match stack_size {
+                None => ts.stacks.take(),
+                Some(size) => stack_pool::take(size),
+            };
+            if let Some(name) = &name {
+                // SAFETY: the name's bytes are the heap allocation of the `Box<str>` that the
+                // core takes below, which moving the box does not move; the stack goes back to
+                // the pool (clearing the name) before the core drops its name (rule 2, and
+                // `Core`'s `Drop` drops `raw` first).
+                unsafe { stack.set_owner_name(Some(name)) };
+            }
+            let parent = parent.unwrap_or_else(|| ts.current());
             let id = ts.next_id.get();
             ts.next_id.set(id + 1);
-            CoreRef::new_with(
-                &ts.blocks,
-                Core {
-                    id,
-                    name,
-                    is_main: false,
-                    started: Cell::new(false),
-                    dead: Cell::new(false),
-                    in_chain: Cell::new(false),
-                    parent: Cell::new(Some(parent)),
-                    expect: Cell::new(Expect::of::<A>()),
-                    yielder: Cell::new(std::ptr::null()),
-                    raw: UnsafeCell::new(None),
-                    park_slot: Cell::new(std::ptr::null()),
-                    hub_flags: Cell::new(0),
-                    cut_short: Cell::new(false),
-                },
-            )
-        });
-        if let Some(name) = &core.name {
-            // SAFETY: the name's bytes live in `core`, which outlives the stack's use: the stack
-            // goes back to the pool (clearing the name) before `core` is freed (rule 2, and
-            // `Core`'s `Drop` drops `raw` first).
-            unsafe { stack.set_owner_name(Some(name)) };
-        }
-        let ptr: *const Core = core.as_ptr();
-        let raw = RawCoroutine::with_stack(stack, move |yielder, ()| {
-            // SAFETY: `ptr` is this coroutine's own core, alive while it runs (rule 2).
-            unsafe { switch::body(ptr, yielder, f) }
-        });
-        // SAFETY: rule 3: the coroutine was just created; nothing else can reach `raw` yet.
-        unsafe { *core.raw.get() = Some(raw) };
-        log::trace!("coroutine {} created", core.label());
-        Coroutine(core)
+            let block = CoreRef::alloc_with(&ts.blocks);
+            let ptr = block.core_ptr();
+            let raw = RawCoroutine::with_stack(stack, move |yielder, ()| {
+                // SAFETY: `ptr` is this coroutine's own core, alive while it runs (rule 2).
+                unsafe { switch::body(ptr, yielder, f) }
+            });
+            let core = block.init(Core {
+                id,
+                name,
+                is_main: false,
+                started: Cell::new(false),
+                dead: Cell::new(false),
+                in_chain: Cell::new(false),
+                parent: Cell::new(Some(parent)),
+                expect: Cell::new(Expect::of::<A>()),
+                yielder: Cell::new(std::ptr::null()),
+                raw: UnsafeCell::new(Some(raw)),
+                park_slot: Cell::new(std::ptr::null()),
+                hub_flags: Cell::new(0),
+                cut_short: Cell::new(false),
+            });
+            log::trace!("coroutine {} created", core.label());
+            Coroutine(core)
+        })
     }
 }

@@ -34,6 +34,24 @@ struct Counted {
     core: Core,
 }
 
+/// A block for a core, not written yet (dropped unwritten, it leaks).
+pub(crate) struct CoreBlock(NonNull<Counted>);
+
+impl CoreBlock {
+    /// The address the core will have.
+    #[inline(always)]
+    pub(crate) fn core_ptr(&self) -> *const Core {
+        // SAFETY: an address inside the block's allocation; nothing is read or referenced.
+        unsafe { &raw const (*self.0.as_ptr()).core }
+    }
+
+    /// Writes `core` in the block: the first handle to it.
+    #[inline(always)]
+    pub(crate) fn init(self, core: Core) -> CoreRef {
+        CoreRef::new_in(self.0, core)
+    }
+}
+
 /// A counted, thread-bound pointer to a `Core`.
 pub(crate) struct CoreRef {
     ptr: NonNull<Counted>,
@@ -47,12 +65,14 @@ impl CoreRef {
         CoreRef::new_in(alloc_block::<Counted>(), core)
     }
 
-    /// [`new`](CoreRef::new) with the thread's free blocks at hand.
-    pub(crate) fn new_with(blocks: &FreeBlocks, core: Core) -> CoreRef {
-        CoreRef::new_in(blocks.alloc::<Counted>(), core)
+    /// A block from the thread's free blocks for a core that needs its own address before it
+    /// is made (a coroutine's root closure does): [`CoreBlock::init`] makes the handle.
+    #[inline(always)]
+    pub(crate) fn alloc_with(blocks: &FreeBlocks) -> CoreBlock {
+        CoreBlock(blocks.alloc::<Counted>())
     }
 
-    #[inline]
+    #[inline(always)]
     fn new_in(block: NonNull<Counted>, core: Core) -> CoreRef {
         // SAFETY: `block` is unused memory with `Counted`'s size and alignment (`alloc_block`).
         // Writing does not drop it.
@@ -136,9 +156,14 @@ unsafe fn release(block: NonNull<Counted>) {
     // above 0 (through a handle, or `ThreadState::retired`). Its drop may drop other handles.
     // The parent link goes last, and not nested in this frame (`drop_parent_link`).
     // SAFETY: no handle is left, so nobody else uses the core, which `new_in` initialised.
-    let parent = unsafe { (*block.as_ptr()).core.parent.take() };
-    // SAFETY: as above.
-    unsafe { ptr::drop_in_place(&raw mut (*block.as_ptr()).core) };
+    let core = unsafe { &mut (*block.as_ptr()).core };
+    let parent = core.parent.take();
+    if core.owns_more() {
+        // SAFETY: as above; `core` is not used again.
+        unsafe { drop_core(core) };
+    }
+    // Else nothing in it needs dropping (its `Drop` would do nothing either): it is left as
+    // it is, the way `mem::forget` leaves a value.
     // SAFETY: the block came from `alloc_block::<Counted>`; its core was just dropped and no
     // handle is left (this function's contract).
     unsafe { free_block(block) };
@@ -156,6 +181,42 @@ unsafe fn release(block: NonNull<Counted>) {
             next = if p.0.count() == 1 { p.0.parent.take() } else { None };
             drop(p);
         }
+    }
+}
+
+/// Drops a released core that still owns something.
+///
+/// # Safety
+/// As `ptr::drop_in_place`: `core` is valid and never used again.
+#[cold]
+#[inline(never)]
+unsafe fn drop_core(core: &mut Core) {
+    // SAFETY: the caller's contract.
+    unsafe { ptr::drop_in_place(core) };
+}
+
+impl Core {
+    /// Whether dropping this core would do anything besides dropping its parent link: it has
+    /// a name or a raw coroutine. A finished or killed coroutine's core usually has neither.
+    #[inline]
+    fn owns_more(&mut self) -> bool {
+        // Every field, none left out with `..`: a field added to `Core` must be looked at here.
+        let Core {
+            id: _,
+            name,
+            is_main: _,
+            started: _,
+            dead: _,
+            in_chain: _,
+            parent,
+            expect: _,
+            yielder: _,
+            raw,
+            park_slot: _,
+            hub_flags: _,
+            cut_short: _,
+        } = self;
+        name.is_some() || parent.get_mut().is_some() || raw.get_mut().is_some()
     }
 }
 

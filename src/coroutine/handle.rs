@@ -428,7 +428,10 @@ enum Killer {
 impl Drop for Coroutine {
     #[inline]
     fn drop(&mut self) {
-        if self.0.count() == 1 {
+        let c = &*self.0;
+        // A dead coroutine out of the chain is neither running nor suspended (its stack went
+        // back to the pool, or it never had one): `drop_last` would have nothing to do.
+        if self.0.count() == 1 && (!c.dead.get() || c.in_chain.get()) {
             self.drop_last();
         }
     }

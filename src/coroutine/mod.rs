@@ -51,7 +51,10 @@
 //!    next arrival elsewhere drops; dropping the last handle of a started coroutine that is not
 //!    running first kills it (unwinding it out of the chain) and leaks it if it refuses to die.
 //!    The target of the message in flight is kept alive by its sender until it arrives: by a
-//!    handle the suspended sender's frame holds, or by `ThreadState::hold`.
+//!    handle the suspended sender's frame holds, or by `ThreadState::hold`; the return value
+//!    of a finished coroutine, by its chain of parent links, which nothing changes before the
+//!    value arrives: no user code runs in between, and the finished core itself lives on by
+//!    its handles (or `retired`), which only code after the arrival drops.
 //! 3. `Core::raw` is touched only while its coroutine is neither running nor in the chain: by
 //!    `drive` to resume it, by `drive` to recycle its stack once it returned, and to drop the
 //!    closure of a coroutine that never started.
@@ -130,6 +133,14 @@ impl Core {
         handle
     }
 
+    /// The parent's core, without a handle: alive as long as this core and its parent link
+    /// are unchanged.
+    fn parent_ptr(&self) -> Option<*const Core> {
+        // SAFETY: rule 1: only this thread touches the `Cell`, and nothing replaces its value
+        // while this reads it (no user code runs here).
+        unsafe { &*self.parent.as_ptr() }.as_ref().map(|p| p.0.as_ptr())
+    }
+
     fn label(&self) -> String {
         match &self.name {
             Some(n) => format!("#{} {n:?}", self.id),
@@ -176,19 +187,32 @@ impl Core {
 }
 
 impl Drop for Core {
+    // Inlined into the release of a core: usually its coroutine finished or was killed, and its
+    // stack went back to the pool already.
+    #[inline]
     fn drop(&mut self) {
-        if let Some(mut raw) = self.raw.get_mut().take() {
-            if !raw.started() {
-                self.drop_closure(&mut raw);
-                drop(raw);
-            } else if !raw.done() {
-                // Only reached for a coroutine that survived its kill (see Coroutine's Drop):
-                // unwinding it with corosensei's own mechanism would run through our root
-                // function, so its stack is leaked instead.
-                std::mem::forget(raw);
-            } else {
-                drop(raw);
-            }
+        if let Some(raw) = self.raw.get_mut().take() {
+            self.drop_raw(raw);
+        }
+    }
+}
+
+impl Core {
+    /// `Drop` of a core that still has its raw coroutine: one that never ran, or one that
+    /// survived its kill.
+    #[cold]
+    #[inline(never)]
+    fn drop_raw(&self, mut raw: RawCoroutine) {
+        if !raw.started() {
+            self.drop_closure(&mut raw);
+            drop(raw);
+        } else if !raw.done() {
+            // Only reached for a coroutine that survived its kill (see Coroutine's Drop):
+            // unwinding it with corosensei's own mechanism would run through our root
+            // function, so its stack is leaked instead.
+            std::mem::forget(raw);
+        } else {
+            drop(raw);
         }
     }
 }

@@ -30,8 +30,9 @@
 //!    `overflow.rs`) stays valid for the rest of the process, so the signal handler may read
 //!    them without locks, and a slot can be handed to any later coroutine of any thread.
 //! 2. **A slot has exactly one owner at a time**: one [`FiberStack`], or one free list in
-//!    `stack_pool.rs`. [`FiberStack::from_slot`] is the only way in, and dropping the
-//!    `FiberStack` (or giving it back) is the only way out.
+//!    `stack_pool.rs` (a pool's, or a thread's `StackCache`, which keeps its link in the top
+//!    bytes of the free stack itself). [`FiberStack::from_slot`] is the only way in, and
+//!    dropping the `FiberStack` (or giving it back) is the only way out.
 //! 3. **A slot's guard page is installed before the slot is first handed out** (in
 //!    [`Arena::carve`], in batches) and is never removed, so reused slots need no syscall.
 //! 4. **Every frame on a stack touches its pages from the top down.** Rust emits stack probes
@@ -370,6 +371,16 @@ impl FiberStack {
         // SAFETY: the caller keeps `name` alive until it is cleared, which `stack_pool` also
         // does when the stack comes back; that is `OwnerName::set`'s contract.
         unsafe { self.slot.name.set(name) }
+    }
+}
+
+impl FiberStack {
+    /// The slot, which the caller now owns (rule 2): it does not go back to the pool.
+    pub(super) fn into_slot(self) -> Slot {
+        let mut stack = ManuallyDrop::new(self);
+        // SAFETY: `stack.slot` is taken once, here, and `stack` is never dropped, so its `Drop`
+        // does not take it again.
+        unsafe { ManuallyDrop::take(&mut stack.slot) }
     }
 }
 

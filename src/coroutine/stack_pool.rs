@@ -1,15 +1,20 @@
 //! Per-thread pools of coroutine stacks, by size class, and arena growth.
 //!
 //! ```text
-//!  take(size) --> SizeClass --> this thread's Pool
+//!  take(size) --> SizeClass --> default size: this thread's StackCache (ThreadState::stacks)
+//!                                 0. pop its last stack given back
+//!                             --> this thread's Pool
 //!                                 classes[i]: free: [slot, slot, ...]  LIFO: last given, first taken
 //!                                             arenas: [cursor]         next uncarved slot of an arena
 //!                                 1. pop a free slot
 //!                                 2. else carve the next slot of the current arena
 //!                                 3. else adopt a share of what exited threads left (ORPHANS)
 //!                                 4. else map a new arena (~256 MiB of address space) and carve
-//!  give(stack) / drop(stack) --> clear owner name --> push on this thread's free list
-//!  thread exit --> the thread's whole Pool (free slots + partly carved arenas) --> ORPHANS
+//!  give(stack) / drop(stack) --> clear owner name --> push on this thread's StackCache (default
+//!                                size, while the thread's coroutine state lives), else on its
+//!                                Pool's free list
+//!  thread exit --> the StackCache's stacks --> the Pool (or ORPHANS if it is gone first)
+//!              --> the thread's whole Pool (free slots + partly carved arenas) --> ORPHANS
 //! ```
 //!
 //! # Size classes
@@ -33,11 +38,13 @@
 //! out. The cost is that the touched pages of a free stack stay resident. A pool that has shrunk
 //! keeps the high-water mark of its touched stack pages.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
+use std::ptr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::stack::{Arena, FiberStack, Slot, page_size};
+use super::thread;
 
 /// Default usable size of a coroutine stack: 256 KiB.
 ///
@@ -224,6 +231,10 @@ thread_local! {
 pub(crate) fn take(size: usize) -> FiberStack {
     let class = SizeClass::for_request(size, page_size())
         .unwrap_or_else(|| panic!("greenfiber: a coroutine stack of {size} bytes is too large"));
+    // Stacks of the default size come back to the thread's cache: take from there first.
+    if let Some(Some(stack)) = thread::if_live(|ts| ts.stacks.pop(class.index)) {
+        return stack;
+    }
     // The common case first: a free slot of this class in this thread's pool.
     let reused = POOL.try_with(|pool| {
         let mut pool = pool.0.borrow_mut();
@@ -271,15 +282,120 @@ pub(crate) fn give(stack: FiberStack) {
     drop(stack);
 }
 
-/// Called by `FiberStack::drop`: clears the slot's owner name and puts it on this thread's free
-/// list (or the shared one while this thread's pool is being torn down).
+/// Called by `FiberStack::drop`: clears the slot's owner name and puts it on this thread's
+/// [`StackCache`] if it has the default size, else on this thread's free list (or the shared
+/// one while this thread's pool is being torn down).
 pub(super) fn recycle(slot: Slot) {
+    let mut slot = Some(slot);
+    let _ = thread::if_live(|ts| ts.stacks.put(&mut slot));
+    if let Some(slot) = slot {
+        recycle_in_pool(slot);
+    }
+}
+
+/// [`recycle`] past the thread's cache.
+#[cold]
+#[inline(never)]
+fn recycle_in_pool(slot: Slot) {
     slot.name.clear();
     let mut slot = Some(slot);
     let in_thread_pool =
         POOL.try_with(|pool| pool.0.borrow_mut().put(slot.take().expect("taken once")));
     if in_thread_pool.is_err() {
         orphans().put(slot.take().expect("not taken: the closure did not run"));
+    }
+}
+
+/// A thread's free stacks of the default size: what `Builder::build` takes and a finished
+/// coroutine gives back, in a few loads and stores and without the pool's thread-local, borrow
+/// and size-class arithmetic. Kept in the thread's coroutine state (`ThreadState::stacks`),
+/// which `build` has at hand anyway.
+///
+/// A LIFO list threaded through the free stacks themselves: each one's link, a [`FreeNode`],
+/// sits in the highest bytes of its own stack, the first page its last coroutine touched (and
+/// the first its next one will). The list owns those slots (rule 2 in `stack.rs`), so nobody
+/// else reads or writes that memory meanwhile. Dropped with the thread's state, it hands its
+/// stacks to the pool (or, if the pool is gone already, to [`ORPHANS`]).
+pub(crate) struct StackCache {
+    /// The size-class index of [`DEFAULT_STACK_SIZE`]: the only class kept here.
+    class: usize,
+    /// The last stack given back, or null.
+    head: Cell<*mut FreeNode>,
+}
+
+/// The link of a free stack in a [`StackCache`], at the top of its own stack.
+struct FreeNode {
+    slot: Slot,
+    next: *mut FreeNode,
+}
+
+impl StackCache {
+    pub(crate) fn new() -> StackCache {
+        let class = SizeClass::for_request(DEFAULT_STACK_SIZE, page_size())
+            .expect("the default stack size has a class");
+        StackCache { class: class.index, head: Cell::new(ptr::null_mut()) }
+    }
+
+    /// A stack of [`DEFAULT_STACK_SIZE`]: the last one given back to this cache, else one from
+    /// the pool ([`take`]).
+    #[inline]
+    pub(crate) fn take(&self) -> FiberStack {
+        self.pop(self.class).unwrap_or_else(|| take(DEFAULT_STACK_SIZE))
+    }
+
+    /// The last stack given back to this cache, if it keeps `class` and has one.
+    #[inline]
+    fn pop(&self, class: usize) -> Option<FiberStack> {
+        let node = self.head.get();
+        if node.is_null() || class != self.class {
+            return None;
+        }
+        // SAFETY: a node on the list was written by `put` at the top of a free slot that the
+        // list owns (rule 2 in `stack.rs`), and nothing wrote there since; reading it moves the
+        // slot out of the list, which forgets the node by setting the head past it.
+        let FreeNode { slot, next } = unsafe { node.read() };
+        self.head.set(next);
+        // SAFETY: `slot` was on this free list, so nothing else owns it, and free slots keep
+        // their guard pages (rules 2 and 3 in `stack.rs`).
+        Some(unsafe { FiberStack::from_slot(slot) })
+    }
+
+    /// Gives a stack back: to this cache if it has the default size, else to the pool. The
+    /// same as dropping it, with the thread's state at hand.
+    #[inline]
+    pub(crate) fn give(&self, stack: FiberStack) {
+        let mut slot = Some(stack.into_slot());
+        self.put(&mut slot);
+        if let Some(slot) = slot {
+            recycle_in_pool(slot);
+        }
+    }
+
+    /// Takes the slot in `slot`, clearing its owner name, if it has the default size (leaving
+    /// `None`).
+    #[inline]
+    fn put(&self, slot: &mut Option<Slot>) {
+        let Some(s) = slot.take_if(|s| s.class == self.class) else { return };
+        s.name.clear();
+        let top = s.start + s.size;
+        let node = (top - size_of::<FreeNode>()) as *mut FreeNode;
+        // SAFETY: the slot's usable bytes, read-write for the life of the process (rule 1 in
+        // `stack.rs`), end at `top`, page-aligned, so `node` is aligned and in bounds; the slot
+        // is given back, so its stack holds nothing live and the list now owns it (rule 2).
+        unsafe { node.write(FreeNode { slot: s, next: self.head.get() }) };
+        self.head.set(node);
+    }
+}
+
+impl Drop for StackCache {
+    fn drop(&mut self) {
+        let mut node = self.head.replace(ptr::null_mut());
+        while !node.is_null() {
+            // SAFETY: as in `take`: a node on the list, read once.
+            let FreeNode { slot, next } = unsafe { node.read() };
+            recycle_in_pool(slot);
+            node = next;
+        }
     }
 }
 
@@ -399,6 +515,27 @@ mod tests {
             let b = take(40 << 10);
             let a = take(40 << 10);
             assert_eq!((a.base(), b.base()), (a_base, b_base));
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn default_size_stacks_come_back_through_the_threads_cache() {
+        std::thread::spawn(|| {
+            crate::coroutine::current(); // the thread's coroutine state, which holds the cache
+            let a = take(DEFAULT_STACK_SIZE);
+            let b = take(DEFAULT_STACK_SIZE);
+            let (a_base, b_base) = (a.base(), b.base());
+            give(a);
+            give(b);
+            // LIFO, whether asked for by default (`Builder::build`) or by size.
+            let b = thread::with(|ts| ts.stacks.take());
+            let a = take(DEFAULT_STACK_SIZE);
+            assert_eq!((a.base(), b.base()), (a_base, b_base));
+            assert_ne!(take(DEFAULT_STACK_SIZE).base(), a_base, "a taken stack is not handed out");
+            give(a);
+            give(b);
         })
         .join()
         .unwrap();

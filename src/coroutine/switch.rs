@@ -54,7 +54,7 @@ use corosensei::CoroutineResult;
 
 use super::exit::GreenletExit;
 use super::thread::{self, ThreadState, ValueSlot};
-use super::{Core, Coroutine, stack_pool};
+use super::{Core, Coroutine};
 use crate::error::SwitchError;
 
 /// A message that is not a checked value.
@@ -120,6 +120,25 @@ pub(crate) fn first_live(target: &Coroutine) -> Coroutine {
         t = parent.expect("greenfiber: a dead coroutine without a parent");
     }
     t
+}
+
+/// The first live coroutine above `me` (a dead one), by its parent links, without handles.
+///
+/// # Safety
+/// `me` is alive, and no user code runs while this walks (it could change the links).
+#[inline]
+unsafe fn first_live_ancestor(me: &Core) -> *const Core {
+    let mut t = me;
+    loop {
+        let p = t.parent_ptr().expect("greenfiber: a dead coroutine without a parent");
+        // SAFETY: `t`'s parent link keeps its parent alive, and `t` is alive: `me` by the
+        // caller's contract, an ancestor by the link walked to reach it (unchanged meanwhile).
+        let parent = unsafe { &*p };
+        if !parent.dead.get() {
+            return p;
+        }
+        t = parent;
+    }
 }
 
 /// Where `msg` really goes: dead targets pass it to their parents; a raise into a coroutine
@@ -359,7 +378,7 @@ fn drive(ts: &ThreadState, me: &Core, mut t: &Core) {
             let raw =
                 unsafe { (*t.raw.get()).as_mut() }.expect("greenfiber: resume of a dead coroutine");
             if let CoroutineResult::Return(()) = raw.resume(()) {
-                finished(t);
+                finished(ts, t);
             }
         }
         // Whoever sent last sent to someone else than itself, as `me` did.
@@ -376,11 +395,11 @@ fn drive(ts: &ThreadState, me: &Core, mut t: &Core) {
 /// `t` returned from its root function: its stack goes back to the pool.
 #[cold]
 #[inline(never)]
-fn finished(t: &Core) {
+fn finished(ts: &ThreadState, t: &Core) {
     t.in_chain.set(false);
     // SAFETY: rule 3: `t` finished; the borrow of `raw` in `drive` has ended.
     let raw = unsafe { (*t.raw.get()).take() }.expect("greenfiber: no stack to recycle");
-    stack_pool::give(raw.into_stack());
+    ts.stacks.give(raw.into_stack());
 }
 
 /// Logs for a coroutine that is ending, past its closure's `catch_unwind`. A logger may switch
@@ -410,60 +429,73 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         let arg: A = thread::with(|ts| arrive::<A>(ts, core));
         f(arg)
     }));
-    // A return value goes to the parent like a switched value when the parent waits for an
-    // `R` and it fits the thread's value slot (the stack it was made on is about to be
-    // recycled); else it travels boxed and is checked on arrival.
-    let outcome = match result {
-        Ok(r) => Ok(r),
-        Err(p) if p.is::<GreenletExit>() => Err(Msg::Boxed(p, type_name::<GreenletExit>())),
-        Err(p) => {
-            let msg = crate::error::panic_message(&*p);
-            log_ending(|| log::debug!("coroutine {} panicked: {msg}", me.label()));
-            Err(Msg::Raise(p))
-        }
-    };
-    let parent = me.parent_handle().expect("greenfiber: a coroutine without a parent");
-    // A raise is routed while this coroutine still lives: routing kills never-started
-    // ancestors, and dropping their closures may kill coroutines (their last handles), whose
-    // ends come back here, to the current coroutine, not past it (greenlet releases such a
-    // parent's `run` in the context of the coroutine that dies).
-    let outcome = match outcome {
-        Err(msg) => Err(route(&parent, msg)),
-        Ok(r) => Ok(r),
+    let r = match result {
+        Ok(r) => r,
+        Err(p) => return body_raised(me, p),
     };
     // Logged while it is alive: dead, it waits for nothing (rule 6), and a logger that
     // switched would make it wait for something.
     log_ending(|| log::trace!("coroutine {} finished", me.label()));
     me.set_dead();
     thread::with(|ts| {
-        let (recv, value) = match outcome {
-            Ok(r) => {
-                // `me` is dead, so the receiver is a live ancestor, never `me`.
-                let recv = first_live(&parent);
-                if ValueSlot::fits::<R>() && recv.0.expect.get().type_id == TypeId::of::<R>() {
-                    (recv, ts.slot.put(r))
-                } else {
-                    ts.slow.set(Some(Msg::Boxed(Box::new(r), type_name::<R>())));
-                    (recv, ptr::null_mut())
-                }
-            }
-            Err((recv, msg)) => {
-                // Routed while alive; the receiver may have died meanwhile (a coroutine the
-                // routing killed ended into it): on to its first live ancestor.
-                let recv = first_live(&recv);
-                ts.slow.set(Some(msg));
-                (recv, ptr::null_mut())
-            }
+        // From here until the receiver has arrived no user code runs, so the parent links from
+        // `me` stay as they are, and they keep the receiver alive (rule 2): no handle to it is
+        // needed.
+        // SAFETY: `me` is alive (rule 2) and no user code runs while the walk goes on.
+        let recv = unsafe { first_live_ancestor(me) };
+        // SAFETY: as above: `recv` is kept alive by the parent links from `me`.
+        let waits_for_r = unsafe { &*recv }.expect.get().type_id == TypeId::of::<R>();
+        // The return value goes to the parent like a switched value when the parent waits for
+        // an `R` and it fits the thread's value slot (the stack it was made on is about to be
+        // recycled); else it travels boxed and is checked on arrival. `me` is dead, so the
+        // receiver is a live ancestor, never `me`. Rule 4 for a value in the thread's slot:
+        // `arrive` takes it before anything else runs.
+        let value = if ValueSlot::fits::<R>() && waits_for_r {
+            ts.slot.put(r)
+        } else {
+            ts.slow.set(Some(Msg::Boxed(Box::new(r), type_name::<R>())));
+            ptr::null_mut()
         };
-        drop(parent);
-        // This frame is about to end: `hold` keeps the target alive until it arrives. Rule 4
-        // for a value in the thread's slot: `arrive` takes it before anything else runs.
-        ts.target.set(recv.0.as_ptr());
+        ts.target.set(recv);
         ts.value.set(value);
+    });
+    // Returning hands control to our corosensei resumer, whose drive() forwards the message.
+}
+
+/// The end of [`body`] for a coroutine that a panic (its own, a `throw` or a kill) ended: the
+/// payload goes to its parent, raised there, except a `GreenletExit`, which arrives as a value.
+#[cold]
+#[inline(never)]
+fn body_raised(me: &Core, p: Box<dyn Any + Send>) {
+    let msg = if p.is::<GreenletExit>() {
+        Msg::Boxed(p, type_name::<GreenletExit>())
+    } else {
+        let text = crate::error::panic_message(&*p);
+        log_ending(|| log::debug!("coroutine {} panicked: {text}", me.label()));
+        Msg::Raise(p)
+    };
+    // A raise is routed while this coroutine still lives: routing kills never-started
+    // ancestors, and dropping their closures may kill coroutines (their last handles), whose
+    // ends come back here, to the current coroutine, not past it (greenlet releases such a
+    // parent's `run` in the context of the coroutine that dies).
+    let parent = me.parent_handle().expect("greenfiber: a coroutine without a parent");
+    let (recv, msg) = route(&parent, msg);
+    // Logged while alive, as in `body`.
+    log_ending(|| log::trace!("coroutine {} finished", me.label()));
+    me.set_dead();
+    thread::with(|ts| {
+        // Routed while alive; the receiver may have died meanwhile (a coroutine the routing
+        // killed ended into it): on to its first live ancestor.
+        let recv = first_live(&recv);
+        ts.slow.set(Some(msg));
+        drop(parent);
+        // This frame is about to end, and routing ran user code (closures dropped): `hold`
+        // keeps the target alive until it arrives.
+        ts.target.set(recv.0.as_ptr());
+        ts.value.set(ptr::null_mut());
         ts.hold.set(Some(recv));
         ts.pending.set(true);
     });
-    // Returning hands control to our corosensei resumer, whose drive() forwards the message.
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::ptr;
 
 use super::blocks::FreeBlocks;
 use super::counted::CoreRef;
+use super::stack_pool::StackCache;
 use super::switch::Msg;
 use super::{Core, Coroutine};
 
@@ -24,7 +25,8 @@ pub(crate) struct ThreadState {
     /// rule 2 keeps the running coroutine alive through its handles or through `retired`.
     current: Cell<*const Core>,
     /// Where the message in flight goes. The sender keeps the target alive until it arrives:
-    /// through a handle its suspended frame holds, or through `hold`.
+    /// through a handle its suspended frame holds, through `hold`, or, for a finished
+    /// coroutine's return value, through its parent links (rule 2).
     pub(crate) target: Cell<*const Core>,
     /// Whether a value is in flight: null when the message is in `slow` instead, and once the
     /// receiver has moved the value out. Else the value, of the type the receiver waits for
@@ -37,8 +39,8 @@ pub(crate) struct ThreadState {
     /// Where a value in flight whose type fits waits: a switched value, or the return value of a
     /// finishing coroutine, whose own stack is about to go back to the pool (see `switch.rs`).
     pub(crate) slot: ValueSlot,
-    /// A handle that keeps the message's target alive when the sender's frame does not (a
-    /// finishing coroutine's parent).
+    /// A handle that keeps the message's target alive when neither the sender's frame nor
+    /// the parent links do (where a finishing coroutine's raise was routed).
     pub(crate) hold: Cell<Option<Coroutine>>,
     /// The last handle of the running coroutine, dropped while it ran: released (and the
     /// coroutine killed if it is still suspended then) once another coroutine runs.
@@ -47,8 +49,13 @@ pub(crate) struct ThreadState {
     pub(crate) pending: Cell<bool>,
     /// Source of coroutine ids on this thread (main is 0).
     pub(crate) next_id: Cell<u64>,
+    /// Whether `Builder::build` has made sure of the overflow reporter on this thread
+    /// (`overflow::install`), so the next ones need not ask.
+    pub(crate) overflow_ready: Cell<bool>,
     /// Freed blocks of cores and fibers' records, for the next ones made here (`blocks.rs`).
     pub(crate) blocks: FreeBlocks,
+    /// Free stacks of the default size, for the next coroutines made here (`stack_pool.rs`).
+    pub(crate) stacks: StackCache,
     /// The releases under way, one per coroutine whose stack runs one, with the parent links
     /// queued for it ([`drop_parent_link`](Self::drop_parent_link)). Usually empty; more than
     /// one only while a release waits in a killed coroutine's destructor that switched away.
@@ -79,7 +86,9 @@ impl ThreadState {
             retired: Cell::new(None),
             pending: Cell::new(false),
             next_id: Cell::new(1),
+            overflow_ready: Cell::new(false),
             blocks: FreeBlocks::new(),
+            stacks: StackCache::new(),
             drains: RefCell::new(Vec::new()),
             stray: RefCell::new(Vec::new()),
         }
