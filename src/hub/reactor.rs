@@ -169,16 +169,78 @@ impl ReadReadiness {
     }
 }
 
+/// The FIFO of waiters parked on one direction of a source: almost always one (a socket's one
+/// reader or writer), which is kept inline, so parking and waking it cost no ring-buffer
+/// bookkeeping. Invariant: `first` is `None` only if `rest` is empty.
+#[derive(Debug)]
+struct Waiters<W> {
+    first: Option<W>,
+    rest: VecDeque<W>,
+}
+
+impl<W> Waiters<W> {
+    fn new() -> Waiters<W> {
+        Waiters { first: None, rest: VecDeque::new() }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    #[inline]
+    fn push_back(&mut self, w: W) {
+        if self.first.is_none() {
+            self.first = Some(w);
+        } else {
+            self.rest.push_back(w);
+        }
+    }
+
+    #[inline]
+    fn pop_front(&mut self) -> Option<W> {
+        let w = self.first.take()?;
+        if !self.rest.is_empty() {
+            self.first = self.rest.pop_front();
+        }
+        Some(w)
+    }
+
+    /// Takes out the first waiter equal to `w`; false if there is none.
+    fn remove(&mut self, w: &W) -> bool
+    where
+        W: PartialEq,
+    {
+        if self.first.as_ref() == Some(w) {
+            self.pop_front();
+            return true;
+        }
+        match self.rest.iter().position(|x| x == w) {
+            Some(i) => {
+                self.rest.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves every waiter into `out`, in order.
+    fn drain_into(&mut self, out: &mut Vec<W>) {
+        while let Some(w) = self.pop_front() {
+            out.push(w);
+        }
+    }
+}
+
 /// The waiters parked on one registered source.
 #[derive(Debug)]
 struct Registration<W> {
-    readers: VecDeque<W>,
-    writers: VecDeque<W>,
+    readers: Waiters<W>,
+    writers: Waiters<W>,
     read: ReadReadiness,
 }
 
 impl<W> Registration<W> {
-    fn list(&mut self, dir: Direction) -> &mut VecDeque<W> {
+    fn list(&mut self, dir: Direction) -> &mut Waiters<W> {
         match dir {
             Direction::Read => &mut self.readers,
             Direction::Write => &mut self.writers,
@@ -264,8 +326,8 @@ impl<W> Reactor<W> {
         };
         let slot = &mut self.slots[index];
         slot.reg = Some(Registration {
-            readers: VecDeque::new(),
-            writers: VecDeque::new(),
+            readers: Waiters::new(),
+            writers: Waiters::new(),
             read: ReadReadiness::new(ReadState::Unknown),
         });
         let token = Token(index | (slot.generation << INDEX_BITS));
@@ -324,8 +386,8 @@ impl<W> Reactor<W> {
         if n > 0 {
             log::debug!("reactor: deregistering {token:?} with {n} parked waiter(s)");
         }
-        parked.extend(reg.readers.drain(..));
-        parked.extend(reg.writers.drain(..));
+        reg.readers.drain_into(parked);
+        reg.writers.drain_into(parked);
         // The owner's handle outlives the registration: from now on its reads always try.
         reg.read.0.set(ReadState::Sticky);
         self.free_slot(token.0 & INDEX_MASK);
@@ -350,16 +412,7 @@ impl<W> Reactor<W> {
     where
         W: PartialEq,
     {
-        let Some(list) = self.reg_mut(token).map(|r| r.list(dir)) else {
-            return false;
-        };
-        match list.iter().position(|x| x == w) {
-            Some(i) => {
-                list.remove(i);
-                true
-            }
-            None => false,
-        }
+        self.reg_mut(token).is_some_and(|r| r.list(dir).remove(w))
     }
 
     /// The read readiness of `token`'s registration, for its owner to keep (see "Read
@@ -430,17 +483,11 @@ impl<W> Reactor<W> {
             } else if read {
                 reg.read.mark_unknown();
             }
-            // One by one: usually there is one waiter, and `extend` from a `drain` costs ~80
-            // instructions even then.
             if read {
-                while let Some(w) = reg.readers.pop_front() {
-                    woken.push(w);
-                }
+                reg.readers.drain_into(woken);
             }
             if write {
-                while let Some(w) = reg.writers.pop_front() {
-                    woken.push(w);
-                }
+                reg.writers.drain_into(woken);
             }
             log::trace!("reactor: {token:?} read={read} write={write} error={failed}");
         }
