@@ -202,13 +202,15 @@ pub(crate) fn timed_out() -> io::Error {
 /// `Read` and `Write` for a stream socket type and for a shared reference to it, each call one
 /// trip through [`Registered::do_io`] (or [`Registered::do_read`] when `short_read_drains`:
 /// TCP only, see there). The type has the fields `io: Registered<_>` and
-/// `timeouts: Rc<Timeouts>`; writes go through `send` with `MSG_NOSIGNAL` (no SIGPIPE).
+/// `timeouts: Rc<Timeouts>`; reads go straight to `recv` (as std's do, without its and mio's
+/// wrappers), writes through `send` with `MSG_NOSIGNAL` (no SIGPIPE).
 macro_rules! stream_read_write {
     ($t:ty, short_read_drains: $drains:literal) => {
         impl std::io::Read for &$t {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
                 let len = buf.len();
-                let read = |mut s: &_| std::io::Read::read(&mut s, buf);
+                // `recv` with no flags, which on a socket is `read(2)` (as std's stream `read`).
+                let read = |s: &_| crate::net::sys::recv(std::os::fd::AsRawFd::as_raw_fd(s), buf);
                 if $drains {
                     self.io.do_read(len, self.timeouts.read_wait(), read)
                 } else {
