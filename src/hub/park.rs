@@ -2,7 +2,7 @@
 //! unparks it, its deadline passes, or it is killed.
 //!
 //! ```text
-//!  fiber's stack                       hub structures (hold WaiterRef = *const Waiter)
+//!  fiber's stack                       hub structures (hold WaiterRef = NonNull<Waiter>)
 //!  +------------------------------+
 //!  | Waiter { co, state, timer,   | <-- timers: TimerAction::Wake(ref)   (deadline)
 //!  |          io, what }          | <-- reactor: waiters of (token, dir)  (socket readiness)
@@ -43,6 +43,7 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -85,7 +86,7 @@ pub(crate) struct Waiter {
 
 /// A pointer to a live [`Waiter`], as the hub's structures hold it (rule 1).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct WaiterRef(*const Waiter);
+pub(crate) struct WaiterRef(NonNull<Waiter>);
 
 impl Waiter {
     /// A waiter for the current coroutine; `what` names the wait in `fibers()` and LoopExit.
@@ -102,7 +103,7 @@ impl Waiter {
     }
 
     pub(crate) fn as_ref(&self) -> WaiterRef {
-        WaiterRef(self)
+        WaiterRef(NonNull::from(self))
     }
 
     /// What this waiter waits on.
@@ -323,7 +324,7 @@ pub(crate) unsafe fn unpark(w: WaiterRef, why: Wake) {
 pub(crate) fn unpark_in(hub: &Hub, w: WaiterRef, why: Wake) {
     // SAFETY: rule 1: every `WaiterRef` the hub or a wait list holds is alive; callers outside
     // this module go through `unpark`, whose contract says the same.
-    let waiter = unsafe { &*w.0 };
+    let waiter = unsafe { w.0.as_ref() };
     if waiter.state.get() != State::Parked {
         return;
     }
@@ -337,7 +338,7 @@ pub(crate) fn unpark_in(hub: &Hub, w: WaiterRef, why: Wake) {
 /// which costs O(n) per wake with n fibers on one socket.
 pub(crate) fn unpark_io(hub: &Hub, w: WaiterRef) {
     // SAFETY: rule 1: the reactor held `w` until this step, so its waiter is alive.
-    let waiter = unsafe { &*w.0 };
+    let waiter = unsafe { w.0.as_ref() };
     if waiter.io.take().is_some() {
         hub.io_waits.set(hub.io_waits.get() - 1);
     }

@@ -20,13 +20,15 @@
 //!
 //! A registration also remembers one thing about the read side, [`ReadState`], so that a stream
 //! read that has just emptied the socket does not cost a second `recv` that can only say `EAGAIN`
-//! (as tokio's `ScheduledIo` does):
+//! (as tokio's `ScheduledIo` does). It sits in a [`ReadReadiness`] shared with the source's owner
+//! ([`Reactor::readiness`]), so the read path checks and records a drain without looking the
+//! registration up:
 //!
 //! | state     | meaning                                               | moved on by                  |
 //! |-----------|-------------------------------------------------------|------------------------------|
-//! | `Unknown` | an event may have come since the last drain: try      | [`Reactor::mark_drained`] → `Drained` |
+//! | `Unknown` | an event may have come since the last drain: try      | [`ReadReadiness::mark_drained`] → `Drained` |
 //! | `Drained` | a read emptied the receive queue and no read event has been polled since: park without trying | a polled read event → `Unknown` |
-//! | `Sticky`  | read-closed, error or urgent data was reported: always try | — (final)               |
+//! | `Sticky`  | read-closed, error or urgent data was reported, or the registration ended: always try | — (final) |
 //!
 //! Why `Drained` is safe: a TCP read that returns fewer bytes than asked found the receive
 //! queue empty (not so for Unix streams, whose reads stop early at a message that carried file
@@ -45,9 +47,9 @@
 //!    operation (or otherwise check the fd, e.g. with a zero-timeout `poll(2)`), and only on
 //!    `WouldBlock` call [`Reactor::add_waiter`], *without switching in between*: any readiness
 //!    after the failed attempt then produces an edge that a later [`Reactor::poll`] delivers to
-//!    the waiter. The one exception: when [`Reactor::read_ready`] says `false`, a reader may skip
-//!    the attempt and wait at once; it must have called [`Reactor::mark_drained`] right after
-//!    the short read, again without switching in between.
+//!    the waiter. The one exception: when [`ReadReadiness::is_ready`] says `false`, a reader may
+//!    skip the attempt and wait at once; it must have called [`ReadReadiness::mark_drained`]
+//!    right after the short read, again without switching in between.
 //! 2. **A wake-up is a hint.** A waiter can be woken by an edge that happened before its attempt
 //!    (the event was still queued), or for the other half of a shared registration's readiness
 //!    (error/hang-up). The woken fiber retries and, on `WouldBlock`, waits again.
@@ -81,9 +83,11 @@
 //! | registered (reused) | older            | refused: `Err(w)` / `false` / `NotFound`      |
 //! | free                | any              | refused: `Err(w)` / `false` / `NotFound`      |
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,7 +117,7 @@ pub(crate) enum Direction {
 
 /// What the reactor knows about a source's read side; see "Read readiness" in the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReadState {
+pub(crate) enum ReadState {
     /// A read event may have come since the last drain: a reader tries.
     Unknown,
     /// A read emptied the receive queue and no read event was polled since: a reader parks.
@@ -122,16 +126,121 @@ enum ReadState {
     Sticky,
 }
 
+/// A registration's [`ReadState`], shared by the reactor (which undoes a drain when it polls a
+/// read event) and the source's owner (which checks for a drain before reading and records one
+/// after a short read). Once the registration ends it says "ready" for good (`Sticky`), as a
+/// stale token does: the owner's attempt then reports whatever the fd says.
+#[derive(Clone, Debug)]
+pub(crate) struct ReadReadiness(Rc<Cell<ReadState>>);
+
+impl ReadReadiness {
+    fn new(state: ReadState) -> ReadReadiness {
+        ReadReadiness(Rc::new(Cell::new(state)))
+    }
+
+    /// False if a read is known to find nothing: the last read emptied the socket
+    /// ([`mark_drained`](Self::mark_drained)) and no read event was polled since.
+    #[inline]
+    pub(crate) fn is_ready(&self) -> bool {
+        self.0.get() != ReadState::Drained
+    }
+
+    /// Records that a stream read just returned fewer bytes than asked, so the receive queue
+    /// was empty. Call it with no poll (no switch) since that read returned (rule 1). Has no
+    /// effect once read-closed, an error or urgent data was reported, or the registration ended.
+    #[inline]
+    pub(crate) fn mark_drained(&self) {
+        self.advance(ReadState::Unknown, ReadState::Drained);
+    }
+
+    /// Forgets a drain: the next read tries (after an operation such as `shutdown` that may
+    /// make a read return at once without an event being polled first).
+    #[inline]
+    pub(crate) fn mark_unknown(&self) {
+        self.advance(ReadState::Drained, ReadState::Unknown);
+    }
+
+    /// Moves the state from `from` to `to`; any other state (`Sticky`) is left as it is.
+    #[inline]
+    fn advance(&self, from: ReadState, to: ReadState) {
+        if self.0.get() == from {
+            self.0.set(to);
+        }
+    }
+}
+
+/// The FIFO of waiters parked on one direction of a source: almost always one (a socket's one
+/// reader or writer), which is kept inline, so parking and waking it cost no ring-buffer
+/// bookkeeping. Invariant: `first` is `None` only if `rest` is empty.
+#[derive(Debug)]
+struct Waiters<W> {
+    first: Option<W>,
+    rest: VecDeque<W>,
+}
+
+impl<W> Waiters<W> {
+    fn new() -> Waiters<W> {
+        Waiters { first: None, rest: VecDeque::new() }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    #[inline]
+    fn push_back(&mut self, w: W) {
+        if self.first.is_none() {
+            self.first = Some(w);
+        } else {
+            self.rest.push_back(w);
+        }
+    }
+
+    #[inline]
+    fn pop_front(&mut self) -> Option<W> {
+        let w = self.first.take()?;
+        if !self.rest.is_empty() {
+            self.first = self.rest.pop_front();
+        }
+        Some(w)
+    }
+
+    /// Takes out the first waiter equal to `w`; false if there is none.
+    fn remove(&mut self, w: &W) -> bool
+    where
+        W: PartialEq,
+    {
+        if self.first.as_ref() == Some(w) {
+            self.pop_front();
+            return true;
+        }
+        match self.rest.iter().position(|x| x == w) {
+            Some(i) => {
+                self.rest.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves every waiter into `out`, in order.
+    fn drain_into(&mut self, out: &mut Vec<W>) {
+        while let Some(w) = self.pop_front() {
+            out.push(w);
+        }
+    }
+}
+
 /// The waiters parked on one registered source.
 #[derive(Debug)]
 struct Registration<W> {
-    readers: VecDeque<W>,
-    writers: VecDeque<W>,
-    read: ReadState,
+    readers: Waiters<W>,
+    writers: Waiters<W>,
+    read: ReadReadiness,
 }
 
 impl<W> Registration<W> {
-    fn list(&mut self, dir: Direction) -> &mut VecDeque<W> {
+    fn list(&mut self, dir: Direction) -> &mut Waiters<W> {
         match dir {
             Direction::Read => &mut self.readers,
             Direction::Write => &mut self.writers,
@@ -217,9 +326,9 @@ impl<W> Reactor<W> {
         };
         let slot = &mut self.slots[index];
         slot.reg = Some(Registration {
-            readers: VecDeque::new(),
-            writers: VecDeque::new(),
-            read: ReadState::Unknown,
+            readers: Waiters::new(),
+            writers: Waiters::new(),
+            read: ReadReadiness::new(ReadState::Unknown),
         });
         let token = Token(index | (slot.generation << INDEX_BITS));
         let interest = Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY;
@@ -277,8 +386,10 @@ impl<W> Reactor<W> {
         if n > 0 {
             log::debug!("reactor: deregistering {token:?} with {n} parked waiter(s)");
         }
-        parked.extend(reg.readers.drain(..));
-        parked.extend(reg.writers.drain(..));
+        reg.readers.drain_into(parked);
+        reg.writers.drain_into(parked);
+        // The owner's handle outlives the registration: from now on its reads always try.
+        reg.read.0.set(ReadState::Sticky);
         self.free_slot(token.0 & INDEX_MASK);
         self.poll.registry().deregister(source)
     }
@@ -301,45 +412,15 @@ impl<W> Reactor<W> {
     where
         W: PartialEq,
     {
-        let Some(list) = self.reg_mut(token).map(|r| r.list(dir)) else {
-            return false;
-        };
-        match list.iter().position(|x| x == w) {
-            Some(i) => {
-                list.remove(i);
-                true
-            }
-            None => false,
-        }
+        self.reg_mut(token).is_some_and(|r| r.list(dir).remove(w))
     }
 
-    /// False if a read on `token` is known to find nothing: the last read emptied the socket
-    /// ([`mark_drained`](Self::mark_drained)) and no read event was polled since. True for a
-    /// stale token (the attempt then reports the error).
-    pub(crate) fn read_ready(&self, token: Token) -> bool {
-        self.get(token).is_none_or(|reg| reg.read != ReadState::Drained)
-    }
-
-    /// Records that a stream read on `token` just returned fewer bytes than asked, so the
-    /// receive queue was empty. Call it with no poll (no switch) since that read returned.
-    /// Has no effect once read-closed, an error or urgent data was reported.
-    pub(crate) fn mark_drained(&mut self, token: Token) {
-        self.move_read(token, ReadState::Unknown, ReadState::Drained);
-    }
-
-    /// Forgets a drain: the next read on `token` tries (after an operation such as `shutdown`
-    /// that may make a read return at once without an event being polled first).
-    pub(crate) fn mark_unknown(&mut self, token: Token) {
-        self.move_read(token, ReadState::Drained, ReadState::Unknown);
-    }
-
-    /// Moves `token`'s read state from `from` to `to`; any other state (`Sticky`), or a stale
-    /// token, is left as it is.
-    fn move_read(&mut self, token: Token, from: ReadState, to: ReadState) {
-        if let Some(reg) = self.reg_mut(token)
-            && reg.read == from
-        {
-            reg.read = to;
+    /// The read readiness of `token`'s registration, for its owner to keep (see "Read
+    /// readiness"); for a stale token, one that is always ready.
+    pub(crate) fn readiness(&self, token: Token) -> ReadReadiness {
+        match self.get(token) {
+            Some(reg) => reg.read.clone(),
+            None => ReadReadiness::new(ReadState::Sticky),
         }
     }
 
@@ -398,21 +479,15 @@ impl<W> Reactor<W> {
                 continue;
             };
             if sticky {
-                reg.read = ReadState::Sticky;
-            } else if read && reg.read == ReadState::Drained {
-                reg.read = ReadState::Unknown;
+                reg.read.0.set(ReadState::Sticky);
+            } else if read {
+                reg.read.mark_unknown();
             }
-            // One by one: usually there is one waiter, and `extend` from a `drain` costs ~80
-            // instructions even then.
             if read {
-                while let Some(w) = reg.readers.pop_front() {
-                    woken.push(w);
-                }
+                reg.readers.drain_into(woken);
             }
             if write {
-                while let Some(w) = reg.writers.pop_front() {
-                    woken.push(w);
-                }
+                reg.writers.drain_into(woken);
             }
             log::trace!("reactor: {token:?} read={read} write={write} error={failed}");
         }
@@ -608,13 +683,13 @@ mod tests {
         assert!(r.register(&mut a, &mut parked).is_err());
     }
 
-    /// Polls until `token` is read-ready or ten seconds pass (a hang guard, not a timing assert).
-    fn poll_until_read_ready(r: &mut Reactor<u32>, token: Token) -> bool {
+    /// Polls until `h` is read-ready or ten seconds pass (a hang guard, not a timing assert).
+    fn poll_until_read_ready(r: &mut Reactor<u32>, h: &ReadReadiness) -> bool {
         let give_up = Instant::now() + Duration::from_secs(10);
-        while !r.read_ready(token) && Instant::now() < give_up {
+        while !h.is_ready() && Instant::now() < give_up {
             r.poll(Some(Duration::from_millis(100)), &mut Vec::new()).unwrap();
         }
-        r.read_ready(token)
+        h.is_ready()
     }
 
     #[test]
@@ -622,21 +697,23 @@ mod tests {
         let mut r = Reactor::<u32>::new().unwrap();
         let (mut a, mut b) = mio::net::UnixStream::pair().unwrap();
         let ta = r.register(&mut a, &mut Vec::new()).unwrap();
-        assert!(r.read_ready(ta), "a new registration is not known to be drained");
-        r.mark_drained(ta);
-        assert!(!r.read_ready(ta));
+        let h = r.readiness(ta);
+        assert!(h.is_ready(), "a new registration is not known to be drained");
+        h.mark_drained();
+        assert!(!h.is_ready());
+        assert!(!r.readiness(ta).is_ready(), "one state, shared");
         // The registration's first event says writable only: it does not undo the drain.
         assert_eq!(poll_now(&mut r), []);
-        assert!(!r.read_ready(ta));
+        assert!(!h.is_ready());
 
         b.write_all(b"x").unwrap();
-        assert!(poll_until_read_ready(&mut r, ta), "a read event undoes the drain");
+        assert!(poll_until_read_ready(&mut r, &h), "a read event undoes the drain");
         // Drained again, then the data comes while a reader waits: it is woken as before.
-        r.mark_drained(ta);
+        h.mark_drained();
         r.add_waiter(ta, Direction::Read, 1).unwrap();
         b.write_all(b"y").unwrap();
         assert_eq!(poll_until_woken(&mut r), [1]);
-        assert!(r.read_ready(ta));
+        assert!(h.is_ready());
     }
 
     #[test]
@@ -644,18 +721,21 @@ mod tests {
         let mut r = Reactor::<u32>::new().unwrap();
         let (mut a, _b) = mio::net::UnixStream::pair().unwrap();
         let ta = r.register(&mut a, &mut Vec::new()).unwrap();
-        r.mark_drained(ta);
-        r.mark_unknown(ta);
-        assert!(r.read_ready(ta));
+        let h = r.readiness(ta);
+        h.mark_drained();
+        h.mark_unknown();
+        assert!(h.is_ready());
 
-        r.mark_drained(ta);
+        h.mark_drained();
         r.deregister(&mut a, ta, &mut Vec::new()).unwrap();
-        // A stale token: the attempt runs and reports whatever the fd says.
-        assert!(r.read_ready(ta));
-        r.mark_drained(ta);
-        assert!(r.read_ready(ta));
+        // The registration ended: the attempt runs and reports whatever the fd says.
+        assert!(h.is_ready());
+        h.mark_drained();
+        assert!(h.is_ready());
+        assert!(r.readiness(ta).is_ready(), "a stale token is ready");
         let ta2 = r.register(&mut a, &mut Vec::new()).unwrap();
-        assert!(r.read_ready(ta2), "a reused slot starts unknown");
+        assert!(r.readiness(ta2).is_ready(), "a reused slot starts unknown");
+        assert!(h.is_ready(), "the old handle is not the new registration's");
     }
 
     #[test]
@@ -663,6 +743,7 @@ mod tests {
         let mut r = Reactor::<u32>::new().unwrap();
         let (mut a, mut b) = mio::net::UnixStream::pair().unwrap();
         let ta = r.register(&mut a, &mut Vec::new()).unwrap();
+        let h = r.readiness(ta);
         assert_eq!(poll_now(&mut r), []);
         // Data and EOF before the poll: a read may take both, and no event will follow.
         b.write_all(b"bye").unwrap();
@@ -671,8 +752,8 @@ mod tests {
         assert_eq!(poll_until_woken(&mut r), [1]);
         let mut buf = [0; 8];
         assert_eq!(a.read(&mut buf).unwrap(), 3);
-        r.mark_drained(ta);
-        assert!(r.read_ready(ta), "after read-closed a reader always tries");
+        h.mark_drained();
+        assert!(h.is_ready(), "after read-closed a reader always tries");
         assert_eq!(a.read(&mut buf).unwrap(), 0);
     }
 
@@ -685,15 +766,16 @@ mod tests {
         s.set_nonblocking(true).unwrap();
         let mut s = mio::net::TcpStream::from_std(s);
         let ts = r.register(&mut s, &mut Vec::new()).unwrap();
+        let h = r.readiness(ts);
         assert_eq!(poll_now(&mut r), []);
-        r.mark_drained(ts);
+        h.mark_drained();
         // SAFETY: `c` is a live socket and the buffer is one valid byte.
         let sent = unsafe { libc::send(c.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
         assert_eq!(sent, 1);
-        assert!(poll_until_read_ready(&mut r, ts));
+        assert!(poll_until_read_ready(&mut r, &h));
         // A read stops short before the urgent mark with data still queued: never park on it.
-        r.mark_drained(ts);
-        assert!(r.read_ready(ts));
+        h.mark_drained();
+        assert!(h.is_ready());
     }
 
     #[test]

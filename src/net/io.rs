@@ -38,13 +38,15 @@ use mio::Token;
 use mio::event::Source;
 
 use crate::hub::park::{self, Waiter, Wake};
-use crate::hub::reactor::Direction;
+use crate::hub::reactor::{Direction, ReadReadiness};
 use crate::hub::scheduler;
 
 /// A mio source registered with this thread's reactor for as long as it lives (rule 1).
 pub(crate) struct Registered<S: Source> {
     source: S,
     token: Token,
+    /// The registration's read readiness, shared with the reactor (reactor, "Read readiness").
+    read: ReadReadiness,
     /// The token belongs to this thread's reactor.
     _not_send: PhantomData<*const ()>,
 }
@@ -54,10 +56,13 @@ impl<S: Source + AsRawFd> Registered<S> {
     /// std code waited on (the `monkey` feature) is registered as a borrowed fd already: this
     /// registration replaces that one (reactor, "Owned sources and borrowed fds").
     pub(crate) fn new(mut source: S) -> io::Result<Registered<S>> {
-        let token = scheduler::with(|hub| {
-            park::with_reactor(hub, |reactor, parked| reactor.register(&mut source, parked))
+        let (token, read) = scheduler::with(|hub| {
+            park::with_reactor(hub, |reactor, parked| {
+                let token = reactor.register(&mut source, parked)?;
+                io::Result::Ok((token, reactor.readiness(token)))
+            })
         })?;
-        Ok(Registered { source, token, _not_send: PhantomData })
+        Ok(Registered { source, token, read, _not_send: PhantomData })
     }
 }
 
@@ -101,8 +106,7 @@ impl<S: Source> Registered<S> {
         let r = 'io: {
             // In non-blocking mode (a zero wait) the read is always tried: the drained mark
             // is cleared only by a poll, which a caller that never parks may never cause.
-            if (timeout == Some(Duration::ZERO)
-                || scheduler::with(|hub| hub.reactor.borrow().read_ready(self.token)))
+            if (timeout == Some(Duration::ZERO) || self.read.is_ready())
                 && let Some(r) = attempt(|| op(&self.source))
             {
                 break 'io r;
@@ -113,14 +117,14 @@ impl<S: Source> Registered<S> {
         if let Ok(n) = r
             && is_short(n, len)
         {
-            scheduler::with(|hub| hub.reactor.borrow_mut().mark_drained(self.token));
+            self.read.mark_drained();
         }
         r
     }
 
     /// Forgets a recorded drain, for calls (`shutdown`) after which a read may return at once.
     pub(crate) fn forget_drain(&self) {
-        scheduler::with(|hub| hub.reactor.borrow_mut().mark_unknown(self.token));
+        self.read.mark_unknown();
     }
 }
 
@@ -198,13 +202,15 @@ pub(crate) fn timed_out() -> io::Error {
 /// `Read` and `Write` for a stream socket type and for a shared reference to it, each call one
 /// trip through [`Registered::do_io`] (or [`Registered::do_read`] when `short_read_drains`:
 /// TCP only, see there). The type has the fields `io: Registered<_>` and
-/// `timeouts: Rc<Timeouts>`; writes go through `send` with `MSG_NOSIGNAL` (no SIGPIPE).
+/// `timeouts: Rc<Timeouts>`; reads go straight to `recv` (as std's do, without its and mio's
+/// wrappers), writes through `send` with `MSG_NOSIGNAL` (no SIGPIPE).
 macro_rules! stream_read_write {
     ($t:ty, short_read_drains: $drains:literal) => {
         impl std::io::Read for &$t {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
                 let len = buf.len();
-                let read = |mut s: &_| std::io::Read::read(&mut s, buf);
+                // `recv` with no flags, which on a socket is `read(2)` (as std's stream `read`).
+                let read = |s: &_| crate::net::sys::recv(std::os::fd::AsRawFd::as_raw_fd(s), buf);
                 if $drains {
                     self.io.do_read(len, self.timeouts.read_wait(), read)
                 } else {

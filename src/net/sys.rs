@@ -22,8 +22,15 @@ macro_rules! syscall {
 
 /// `send(2)` with `MSG_NOSIGNAL`: a write to a socket whose peer has gone gives `EPIPE` as an
 /// error instead of raising `SIGPIPE`.
+#[inline]
 pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)).map(|n| n as usize)
+}
+
+/// `recv(2)` with no flags: on a socket, what `read(2)` does.
+#[inline]
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)).map(|n| n as usize)
 }
 
 /// The most buffers one `sendmsg` takes (`UIO_MAXIOV` on Linux).
