@@ -5,10 +5,10 @@
 #   benches/echo-instr.sh BIN KIND C SECS    e.g. benches/echo-instr.sh target/release/examples/echo_bench greenfiber 50 5
 #
 # Runs `BIN server KIND` under callgrind and `BIN client 127.0.0.1:PORT C SECS` against it,
-# dumps the server's counters when the client is done, and divides them by the round trips
-# the client made (its rt/s x SECS; start-up and connection set-up are counted too, a few
-# per cent at C=50). Kernel time (the send/recv/epoll syscalls) is not counted: compare
-# servers by this and by echo_bench together.
+# dumps the server's counters when the client is done, and divides them by the server's calls
+# to libc's send/write family (each round trip is one 64-byte reply written with one call).
+# Start-up and connection set-up are counted too (under 1% at C=50). Kernel time (the
+# syscalls themselves) is not counted: compare servers by this and by echo_bench together.
 set -euo pipefail
 BIN=$1; KIND=$2; C=$3; SECS=$4
 OUT=$(mktemp -d)
@@ -16,12 +16,30 @@ valgrind --tool=callgrind --callgrind-out-file="$OUT/cg" "$BIN" server "$KIND" >
 VG=$!
 for _ in $(seq 1 150); do grep -q '^port' "$OUT/log" && break; sleep 0.2; done
 PORT=$(awk '/^port/ {print $2}' "$OUT/log")
-RES=$("$BIN" client "127.0.0.1:$PORT" "$C" "$SECS")
+"$BIN" client "127.0.0.1:$PORT" "$C" "$SECS" > /dev/null
 callgrind_control -d "$VG" > /dev/null 2>&1
 sleep 1
 kill -9 "$VG" 2> /dev/null || true
 wait "$VG" 2> /dev/null || true
-IR=$(cat "$OUT"/cg.* | awk '/^summary:/ {s += $2} END {print s}')
-echo "$RES $IR" | awk -v k="$KIND" -v c="$C" -v secs="$SECS" \
-    '{ printf "%s C=%s: %s rt/s under callgrind, %.0f instructions per round trip\n", k, c, $2, $5 / ($2 * secs) }'
+python3 - "$KIND" "$C" "$OUT"/cg.* <<'PY'
+import re, sys
+kind, conns, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+writes = {"send", "write", "sendto", "sendmsg", "writev", "__send", "__libc_send", "__write"}
+total = calls = 0
+for f in files:
+    names, callee = {}, None
+    for line in open(f):
+        if line.startswith("summary:"):
+            total += int(line.split()[1])
+        m = re.match(r"(c?fn)=\((\d+)\)(?: (.*))?", line)
+        if m:
+            if m.group(3):
+                names[m.group(2)] = m.group(3).strip()
+            if m.group(1) == "cfn":
+                callee = names.get(m.group(2))
+            continue
+        if line.startswith("calls=") and callee in writes:
+            calls += int(line.split()[0][len("calls="):])
+print(f"{kind} C={conns}: {calls} replies, {total / max(calls, 1):.0f} instructions per round trip")
+PY
 rm -rf "$OUT"

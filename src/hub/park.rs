@@ -460,6 +460,7 @@ impl<V> WaitList<V> {
     /// `hand_on` receives that value (it must not block or panic).
     ///
     /// The caller must not switch between checking its state and this call (rule 4).
+    #[inline]
     pub(crate) fn wait_for(
         &self,
         what: &'static str,
