@@ -3,6 +3,8 @@
 //! of a coroutine's end must survive one. Its own binary, because the logger is process-wide.
 
 use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use greenfiber::Coroutine;
@@ -15,6 +17,8 @@ const IDLE: u8 = 0;
 const SWITCH_ON_SWITCH: u8 = 1;
 /// On a "finished" line: switch to main, waiting for `()`.
 const SWITCH_ON_FINISH: u8 = 2;
+/// On the line that reports a new stack arena: switch to `SIDE` (the stack pool is busy).
+const SWITCH_ON_ARENA: u8 = 3;
 
 thread_local! {
     static SIDE: Cell<Option<Coroutine>> = const { Cell::new(None) };
@@ -36,6 +40,10 @@ impl log::Log for Switching {
         } else if mode == SWITCH_ON_FINISH && line.ends_with(" finished") {
             MODE.store(IDLE, Ordering::Relaxed);
             let () = main_coroutine().switch(());
+        } else if mode == SWITCH_ON_ARENA && line.contains("mapped a stack arena") {
+            MODE.store(IDLE, Ordering::Relaxed);
+            let side = SIDE.with(Cell::take).expect("a side coroutine");
+            let () = side.switch(());
         }
     }
     fn flush(&self) {}
@@ -84,5 +92,48 @@ fn switches_survive_a_logger_that_switches() {
     assert!(!e.is_dead());
     e.kill();
     assert!(e.is_dead());
+
+    // 4. A panicking coroutine whose "finished" line switches away, then is given another
+    //    parent and killed: its panic goes to the parent it has when it dies (the killer),
+    //    raised from `kill`, not to the one it had when it panicked.
+    let got = Rc::new(Cell::new(false));
+    let g = got.clone();
+    let p = Coroutine::new(move |()| {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let () = main_coroutine().switch(());
+        }));
+        g.set(r.is_err());
+    });
+    let () = p.switch(());
+    let c = Coroutine::builder().parent(&p).build(|()| -> () { panic!("boom") });
+    MODE.store(SWITCH_ON_FINISH, Ordering::Relaxed);
+    let () = c.switch(());
+    assert!(!c.is_dead());
+    c.set_parent(&main_coroutine()).unwrap();
+    let raised =
+        catch_unwind(AssertUnwindSafe(|| c.kill())).expect_err("the panic comes to the killer");
+    assert_eq!(raised.downcast_ref::<&str>(), Some(&"boom"));
+    assert!(c.is_dead());
+    assert!(!got.get(), "the old parent got nothing");
+    drop(p);
+
+    // 5. While the stack pool maps an arena it logs: a logger that switches there lets other
+    //    coroutines take and give stacks (a non-default size, as the pool's own) meanwhile.
+    let side = Coroutine::new(move |()| {
+        for i in 0..3u8 {
+            let d = Coroutine::builder().stack_size(64 * 1024).build(|x: u8| x + 1);
+            let next: u8 = d.switch(i);
+            assert_eq!(next, i + 1);
+            assert!(d.is_dead());
+        }
+    });
+    SIDE.with(|s| s.set(Some(side.clone())));
+    MODE.store(SWITCH_ON_ARENA, Ordering::Relaxed);
+    // A size no other part uses, so its first stack maps an arena.
+    let e = Coroutine::builder().stack_size(1 << 20).build(|x: u8| x * 2);
+    assert_eq!(MODE.load(Ordering::Relaxed), IDLE, "the arena line was logged");
+    assert!(side.is_dead());
+    let six: u8 = e.switch(3u8);
+    assert_eq!(six, 6);
     MODE.store(IDLE, Ordering::Relaxed);
 }

@@ -53,8 +53,10 @@
 //!    The target of the message in flight is kept alive by its sender until it arrives: by a
 //!    handle the suspended sender's frame holds, or by `ThreadState::hold`; the return value
 //!    of a finished coroutine, by its chain of parent links, which nothing changes before the
-//!    value arrives: no user code runs in between, and the finished core itself lives on by
-//!    its handles (or `retired`), which only code after the arrival drops.
+//!    value arrives: no user code runs in between (boxing a return value that does not fit
+//!    the value slot calls the global allocator there, which must not switch coroutines), and
+//!    the finished core itself lives on by its handles (or `retired`), which only code after
+//!    the arrival drops.
 //! 3. `Core::raw` is touched only while its coroutine is neither running nor in the chain: by
 //!    `drive` to resume it, by `drive` to recycle its stack once it returned, and to drop the
 //!    closure of a coroutine that never started.

@@ -13,6 +13,8 @@
 //!  give(stack) / drop(stack) --> clear owner name --> push on this thread's StackCache (default
 //!                                size, while the thread's coroutine state lives), else on its
 //!                                Pool's free list
+//!  take / give while this thread's Pool is busy (a logger that switched while the pool maps
+//!  an arena and logs it) --> ORPHANS
 //!  thread exit --> the StackCache's stacks --> the Pool (or ORPHANS if it is gone first)
 //!              --> the thread's whole Pool (free slots + partly carved arenas) --> ORPHANS
 //! ```
@@ -237,7 +239,7 @@ pub(crate) fn take(size: usize) -> FiberStack {
     }
     // The common case first: a free slot of this class in this thread's pool.
     let reused = POOL.try_with(|pool| {
-        let mut pool = pool.0.borrow_mut();
+        let mut pool = pool.0.try_borrow_mut().ok()?;
         pool.classes.get_mut(class.index).and_then(|c| c.free.pop())
     });
     let slot = match reused {
@@ -255,19 +257,18 @@ pub(crate) fn take(size: usize) -> FiberStack {
 #[cold]
 #[inline(never)]
 fn take_slow(class: SizeClass) -> Slot {
-    let mut taken = None;
-    let in_thread_pool = POOL.try_with(|pool| {
-        // The borrow does not escape this closure, and nothing in `Pool::take` can reenter
-        // this pool: it only maps memory and logs.
-        taken = Some(pool.0.borrow_mut().take(class, |mine| {
-            mine.adopt_some(orphans().class(class.index));
-        }));
+    let mine = POOL.try_with(|pool| {
+        // Busy: this is a coroutine that a logger switched to while the pool maps an arena
+        // and logs it (a socket write that waits, under `monkey`).
+        let mut pool = pool.0.try_borrow_mut().ok()?;
+        Some(pool.take(class, |mine| mine.adopt_some(orphans().class(class.index))))
     });
-    if in_thread_pool.is_err() {
-        // This thread's pool is gone (thread-local teardown): serve from the shared one.
-        taken = Some(orphans().take(class, |_| {}));
-    }
-    taken.expect("set above").unwrap_or_else(|e| {
+    let taken = match mine {
+        Ok(Some(taken)) => taken,
+        // This thread's pool is gone (thread-local teardown) or busy: the shared one serves.
+        _ => orphans().take(class, |_| {}),
+    };
+    taken.unwrap_or_else(|e| {
         panic!(
             "greenfiber: cannot map memory for coroutine stacks ({} stacks of {} bytes): {e}",
             class.slots_per_arena(),
@@ -299,10 +300,15 @@ pub(super) fn recycle(slot: Slot) {
 fn recycle_in_pool(slot: Slot) {
     slot.name.clear();
     let mut slot = Some(slot);
-    let in_thread_pool =
-        POOL.try_with(|pool| pool.0.borrow_mut().put(slot.take().expect("taken once")));
-    if in_thread_pool.is_err() {
-        orphans().put(slot.take().expect("not taken: the closure did not run"));
+    let _ = POOL.try_with(|pool| {
+        // Busy, as in `take_slow`: the slot goes to the shared pool below.
+        if let Ok(mut pool) = pool.0.try_borrow_mut() {
+            pool.put(slot.take().expect("taken once"));
+        }
+    });
+    if let Some(slot) = slot {
+        // This thread's pool is gone (thread-local teardown) or busy.
+        orphans().put(slot);
     }
 }
 

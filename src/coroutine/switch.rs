@@ -396,10 +396,14 @@ fn drive(ts: &ThreadState, me: &Core, mut t: &Core) {
 #[cold]
 #[inline(never)]
 fn finished(ts: &ThreadState, t: &Core) {
-    t.in_chain.set(false);
-    // SAFETY: rule 3: `t` finished; the borrow of `raw` in `drive` has ended.
+    // SAFETY: rule 3: `t` finished (its `resume` returned), so no `resume()` of it is active,
+    // and the borrow of `raw` in `drive` has ended.
     let raw = unsafe { (*t.raw.get()).take() }.expect("greenfiber: no stack to recycle");
     ts.stacks.give(raw.into_stack());
+    // Out of the chain only now: should giving the stack back panic, `t` is still current and
+    // in the chain, so the unwind that drops its last handle retires it instead of freeing it
+    // (`Coroutine`'s `Drop` skips only dead coroutines out of the chain).
+    t.in_chain.set(false);
 }
 
 /// Logs for a coroutine that is ending, past its closure's `catch_unwind`. A logger may switch
@@ -474,14 +478,15 @@ fn body_raised(me: &Core, p: Box<dyn Any + Send>) {
         log_ending(|| log::debug!("coroutine {} panicked: {text}", me.label()));
         Msg::Raise(p)
     };
+    // Logged while alive, as in `body`, and before the parent is read: a logger that switched
+    // away may come back with another parent set meanwhile (a kill sets the killer).
+    log_ending(|| log::trace!("coroutine {} finished", me.label()));
     // A raise is routed while this coroutine still lives: routing kills never-started
     // ancestors, and dropping their closures may kill coroutines (their last handles), whose
     // ends come back here, to the current coroutine, not past it (greenlet releases such a
     // parent's `run` in the context of the coroutine that dies).
     let parent = me.parent_handle().expect("greenfiber: a coroutine without a parent");
     let (recv, msg) = route(&parent, msg);
-    // Logged while alive, as in `body`.
-    log_ending(|| log::trace!("coroutine {} finished", me.label()));
     me.set_dead();
     thread::with(|ts| {
         // Routed while alive; the receiver may have died meanwhile (a coroutine the routing
