@@ -174,8 +174,11 @@ impl Hub {
                 if let Err(p) = catch_unwind(AssertUnwindSafe(|| co.switch::<(), ()>(()))) {
                     stray(&*p);
                 }
-                // A kill asked for meanwhile goes before the next fiber runs.
-                self.run_callbacks();
+                // A kill asked for meanwhile goes before the next fiber runs. (The flag first:
+                // the call, with its borrow of the queue, cost ~29 instructions a fiber.)
+                if !self.callbacks.is_empty() {
+                    self.run_callbacks();
+                }
             }
             self.budget.set(0);
             // 2. Callbacks, and raises kept while their coroutine may have been unwinding.
@@ -435,6 +438,7 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// Adds a fiber; returns its slot for [`remove`](Registry::remove).
+    #[inline]
     pub(crate) fn insert(&mut self, co: Coroutine) -> usize {
         match self.free.pop() {
             Some(i) => {
@@ -449,6 +453,7 @@ impl Registry {
     }
 
     /// Removes the fiber in `slot` (a no-op if it is already gone).
+    #[inline]
     pub(crate) fn remove(&mut self, slot: usize) -> Option<Coroutine> {
         let co = self.slots.get_mut(slot)?.take();
         if co.is_some() {
