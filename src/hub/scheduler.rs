@@ -125,6 +125,16 @@ pub(crate) fn in_hub() -> bool {
     with(|hub| hub.co == crate::coroutine::current())
 }
 
+/// A fiber's end, as the hub sees it: takes the fiber in `slot` out of the registry and
+/// returns its handle (`None` during thread teardown, the hub gone), and whether any raise is
+/// held (`held.rs`). Inlined into each fiber's end (`try_with` out of line cost ~15
+/// instructions a fiber; inlined everywhere, it moved `yield` by +5).
+#[inline(always)]
+pub(crate) fn fiber_ended(slot: usize) -> (Option<Coroutine>, bool) {
+    HUB.try_with(|hub| (hub.fibers.borrow_mut().remove(slot), hub.held_any.get()))
+        .unwrap_or((None, false))
+}
+
 /// Like [`with`], but `None` during thread teardown.
 pub(crate) fn try_with<T>(f: impl FnOnce(&Hub) -> T) -> Option<T> {
     HUB.try_with(f).ok()
@@ -245,6 +255,14 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Registers a new fiber and queues it to start; returns its slot in the registry.
+    #[inline]
+    pub(crate) fn add_fiber(&self, co: &Coroutine) -> usize {
+        let slot = self.fibers.borrow_mut().insert(co.clone());
+        self.ready.borrow_mut().push_back(co.clone());
+        slot
     }
 
     /// The next coroutine this round may run, taken off the ready queue; `None` when the queue
