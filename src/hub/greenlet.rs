@@ -81,10 +81,20 @@ enum Ended {
 struct Unfinished<T: 'static>(Option<LocalRc<Inner<T>>>);
 
 impl<T: 'static> Drop for Unfinished<T> {
+    // Inlined: at a fiber's end the guard is already empty, and the drop then compiles away.
+    #[inline]
     fn drop(&mut self) {
         if let Some(inner) = self.0.take() {
-            Inner::finish(inner, Err(Error::Killed));
+            Self::killed(inner);
         }
+    }
+}
+
+impl<T: 'static> Unfinished<T> {
+    #[cold]
+    #[inline(never)]
+    fn killed(inner: LocalRc<Inner<T>>) {
+        Inner::finish(inner, Err(Error::Killed));
     }
 }
 
