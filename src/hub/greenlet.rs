@@ -32,18 +32,39 @@ type Link<T> = Box<dyn FnOnce(&Greenlet<T>)>;
 
 /// The outcome cell, shared by the handles and the fiber's own closure (which holds it until
 /// the fiber ends; it does not hold the coroutine, so there is no cycle).
+///
+/// Kept small: every spawn writes it whole into its block, and past 128 bytes that was a
+/// `memcpy` call (~35 instructions a fiber). What few fibers use lives in [`Rare`].
 struct Inner<T> {
     /// How the fiber ended, once it has; kept when [`Greenlet::take`] takes the result.
     ended: Cell<Ended>,
-    result: RefCell<Option<Result<T, Error>>>,
-    joiners: WaitList,
-    /// Links in the order added, each with whether a joiner already waited when it was added
-    /// (gevent runs links and joins in the order they were added).
-    links: RefCell<Vec<(bool, Link<T>)>>,
     /// The fiber's slot in the hub's registry.
     slot: Cell<usize>,
+    result: RefCell<Option<Result<T, Error>>>,
+    joiners: WaitList,
+    /// Links and the `spawn_later` timer, boxed on first use; taken by [`Inner::finish_as`].
+    rare: Cell<Option<Box<Rare<T>>>>,
+}
+
+/// The part of a fiber's record that most fibers never use.
+struct Rare<T> {
+    /// Links in the order added, each with whether a joiner already waited when it was added
+    /// (gevent runs links and joins in the order they were added).
+    links: Vec<(bool, Link<T>)>,
     /// The `spawn_later` timer that starts it, until it fires or a kill cancels it.
-    start: Cell<Option<TimerKey>>,
+    start: Option<TimerKey>,
+}
+
+impl<T> Inner<T> {
+    /// Runs `f` on the rare part, boxing it first if need be. `f` must not reach this
+    /// `Inner`'s rare part again (it is out of its cell meanwhile).
+    fn with_rare<R>(&self, f: impl FnOnce(&mut Rare<T>) -> R) -> R {
+        let mut rare =
+            self.rare.take().unwrap_or_else(|| Box::new(Rare { links: Vec::new(), start: None }));
+        let r = f(&mut rare);
+        self.rare.set(Some(rare));
+        r
+    }
 }
 
 /// Where a fiber is in its life, as its handles see it.
@@ -60,10 +81,20 @@ enum Ended {
 struct Unfinished<T: 'static>(Option<LocalRc<Inner<T>>>);
 
 impl<T: 'static> Drop for Unfinished<T> {
+    // Inlined: at a fiber's end the guard is already empty, and the drop then compiles away.
+    #[inline]
     fn drop(&mut self) {
         if let Some(inner) = self.0.take() {
-            Inner::finish(inner, Err(Error::Killed));
+            Self::killed(inner);
         }
+    }
+}
+
+impl<T: 'static> Unfinished<T> {
+    #[cold]
+    #[inline(never)]
+    fn killed(inner: LocalRc<Inner<T>>) {
+        Inner::finish(inner, Err(Error::Killed));
     }
 }
 
@@ -110,7 +141,7 @@ pub fn spawn_later<T: 'static>(delay: Duration, f: impl FnOnce() -> T + 'static)
             .timers
             .borrow_mut()
             .insert(super::time::after(delay), scheduler::TimerAction::Start(g.co.clone()));
-        g.inner.start.set(Some(key));
+        g.inner.with_rare(|r| r.start = Some(key));
     });
     g
 }
@@ -121,81 +152,118 @@ pub fn spawn_with<T: 'static>(
     builder: crate::coroutine::Builder,
     f: impl FnOnce() -> T + 'static,
 ) -> Greenlet<T> {
-    scheduler::with(|hub| {
-        let inner = LocalRc::new(Inner {
-            ended: Cell::new(Ended::No),
-            result: RefCell::new(None),
-            joiners: WaitList::new(),
-            links: RefCell::new(Vec::new()),
-            slot: Cell::new(usize::MAX),
-            start: Cell::new(None),
-        });
-        let unfinished = Unfinished(Some(inner.clone()));
-        let co = builder.parent(&hub.co).build(move |()| {
-            let mut unfinished = unfinished;
-            let r = catch_unwind(AssertUnwindSafe(f));
-            let me = current();
-            // A kill a C caller swallowed (held.rs): the closure went on to its end, but the
-            // fiber was killed.
-            let killed = super::held::take_kill(&me);
-            let outcome = match r {
-                // A panic after a swallowed kill is most likely the fiber's answer to the error
-                // that kill gave it (`unwrap` of ECANCELED): it was killed all the same.
-                Ok(_) | Err(_) if killed => {
-                    if let Err(p) = &r {
-                        let msg = crate::error::panic_message(&**p);
-                        log::warn!("fiber {me:?}, killed in a C caller, then panicked: {msg}");
-                    }
-                    Err(Error::Killed)
-                }
-                Ok(v) => Ok(v),
-                Err(p) if p.is::<GreenletExit>() => Err(Error::Killed),
-                Err(p) => {
-                    let e = Error::from_panic(me.name(), &*p);
-                    log::error!("fiber {me:?} panicked: {e}");
-                    Err(e)
-                }
-            };
-            let mine = unfinished.0.take().expect("greenfiber: a fiber finished twice");
-            Inner::finish(mine, outcome);
-        });
-        inner.slot.set(hub.fibers.borrow_mut().insert(co.clone()));
-        hub.ready.borrow_mut().push_back(co.clone());
-        Greenlet { co, inner }
-    })
+    let inner = LocalRc::new(Inner {
+        ended: Cell::new(Ended::No),
+        slot: Cell::new(usize::MAX),
+        result: RefCell::new(None),
+        joiners: WaitList::new(),
+        rare: Cell::new(None),
+    });
+    let unfinished = Unfinished(Some(inner.clone()));
+    // Two small hub accesses rather than one around it all: with the build inside, the
+    // thread-local access stayed a call through the key (~15 instructions a spawn).
+    let builder = scheduler::with(|hub| builder.parent(&hub.co));
+    let co = builder.build(move |()| {
+        let unfinished = unfinished;
+        let r = catch_unwind(AssertUnwindSafe(f));
+        Inner::end(unfinished, r);
+    });
+    scheduler::with(|hub| inner.slot.set(hub.add_fiber(&co)));
+    Greenlet { co, inner }
 }
 
 impl<T: 'static> Inner<T> {
-    /// Records the fiber's outcome, takes it out of the hub's registry, starts the links and
-    /// wakes the joiners.
+    /// The end of a fiber's closure, with what `f` returned or raised: the outcome, then
+    /// [`finish_as`](Inner::finish_as). One call from the closure, with the rest inlined in it.
+    #[inline(never)]
+    fn end(mut unfinished: Unfinished<T>, r: std::thread::Result<T>) {
+        let this = unfinished.0.take().expect("greenfiber: a fiber finished twice");
+        // The registry's handle is the fiber's own coroutine (the running one): no `current()`
+        // needed for the checks below, and it is the handle the links see. Without a hub (a
+        // fiber killed by a thread-local destructor at thread exit) there is none.
+        let (co, held) = scheduler::fiber_ended(this.slot.get());
+        // A kill a C caller swallowed (held.rs): the closure went on to its end, but the
+        // fiber was killed.
+        let killed = held && super::held::take_kill(co.as_ref().unwrap_or(&current()));
+        let outcome = match r {
+            Ok(v) if !killed => Ok(v),
+            r => Self::failed(r, killed, co.as_ref()),
+        };
+        Inner::finish_as(this, outcome, co);
+    }
+
+    /// The outcome of a fiber that did not return, or was killed all the same.
+    #[cold]
+    #[inline(never)]
+    fn failed(r: std::thread::Result<T>, killed: bool, co: Option<&Coroutine>) -> Result<T, Error> {
+        let me = co.cloned().unwrap_or_else(current);
+        match r {
+            // A panic after a swallowed kill is most likely the fiber's answer to the error
+            // that kill gave it (`unwrap` of ECANCELED): it was killed all the same.
+            Ok(_) | Err(_) if killed => {
+                if let Err(p) = &r {
+                    let msg = crate::error::panic_message(&**p);
+                    log::warn!("fiber {me:?}, killed in a C caller, then panicked: {msg}");
+                }
+                Err(Error::Killed)
+            }
+            Ok(v) => Ok(v),
+            Err(p) if p.is::<GreenletExit>() => Err(Error::Killed),
+            Err(p) => {
+                let e = Error::from_panic(me.name(), &*p);
+                log::error!("fiber {me:?} panicked: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Records the outcome of a fiber that never ran (see [`Unfinished`]): takes it out of the
+    /// hub's registry, then [`finish_as`](Inner::finish_as).
+    fn finish(this: LocalRc<Inner<T>>, outcome: Result<T, Error>) {
+        let co = scheduler::try_with(|hub| hub.fibers.borrow_mut().remove(this.slot.get()));
+        Inner::finish_as(this, outcome, co.flatten());
+    }
+
+    /// Records the fiber's outcome, starts the links and wakes the joiners. `co` is the
+    /// fiber's handle from the hub's registry, already taken out of it (`None` without a hub:
+    /// then nothing runs the links).
     ///
     /// Links and joiners resume in the order they came: a link added before any joiner waited
     /// goes on the ready queue before the joiners, so if it does not block it has run by the
     /// time `join` returns (gevent's `test__order.py`; gevent's `join` is itself a link, run
     /// after those added before it); one added while a joiner waited, after them.
-    fn finish(this: LocalRc<Inner<T>>, outcome: Result<T, Error>) {
+    #[inline(always)]
+    fn finish_as(this: LocalRc<Inner<T>>, outcome: Result<T, Error>, co: Option<Coroutine>) {
         this.ended.set(if outcome.is_ok() { Ended::Returned } else { Ended::Failed });
-        *this.result.borrow_mut() = Some(outcome);
-        // The registry's handle is the coroutine the links see. Without a hub (a fiber
-        // killed by a thread-local destructor at thread exit) there is none, and nothing to
-        // run the links.
-        let co = scheduler::try_with(|hub| hub.fibers.borrow_mut().remove(this.slot.get()));
-        let links = std::mem::take(&mut *this.links.borrow_mut());
-        match co {
-            Some(Some(co)) if !links.is_empty() => {
-                let g = Greenlet { co, inner: this.clone() };
-                let mut links = links.into_iter().peekable();
-                while let Some((_, l)) = links.next_if(|(after, _)| !after) {
-                    start_link(&g, l);
-                }
-                this.joiners.notify_all();
-                for (_, l) in links {
-                    start_link(&g, l);
-                }
+        // The only store: `Unfinished` lets a fiber finish once. The old `None` is forgotten
+        // rather than dropped, which spares the drop glue's checks.
+        let old = this.result.replace(Some(outcome));
+        debug_assert!(old.is_none(), "greenfiber: a fiber's outcome stored twice");
+        std::mem::forget(old);
+        match (this.rare.take(), co) {
+            (Some(rare), Some(co)) if !rare.links.is_empty() => {
+                Self::finish_links(&this, co, rare.links)
             }
             _ => {
-                this.joiners.notify_all();
+                if !this.joiners.is_empty() {
+                    this.joiners.notify_all();
+                }
             }
+        }
+    }
+
+    /// [`finish_as`](Inner::finish_as) for a fiber with links.
+    #[cold]
+    #[inline(never)]
+    fn finish_links(this: &LocalRc<Inner<T>>, co: Coroutine, links: Vec<(bool, Link<T>)>) {
+        let g = Greenlet { co, inner: this.clone() };
+        let mut links = links.into_iter().peekable();
+        while let Some((_, l)) = links.next_if(|(after, _)| !after) {
+            start_link(&g, l);
+        }
+        this.joiners.notify_all();
+        for (_, l) in links {
+            start_link(&g, l);
         }
     }
 }
@@ -318,7 +386,12 @@ impl<T: 'static> Greenlet<T> {
         let co = &self.co;
         if !co.is_started() {
             // A `spawn_later` fiber: its timer would keep the coroutine until the deadline.
-            if let Some(k) = self.inner.start.take() {
+            let start = self.inner.rare.take().and_then(|mut r| {
+                let k = r.start.take();
+                self.inner.rare.set(Some(r));
+                k
+            });
+            if let Some(k) = start {
                 let start = scheduler::with(|hub| hub.timers.borrow_mut().cancel(k));
                 drop(start);
             }
@@ -380,7 +453,8 @@ impl<T: 'static> Greenlet<T> {
             start_link(self, Box::new(f));
         } else {
             let after_a_joiner = !self.inner.joiners.is_empty();
-            self.inner.links.borrow_mut().push((after_a_joiner, Box::new(f)));
+            let link: Link<T> = Box::new(f);
+            self.inner.with_rare(|r| r.links.push((after_a_joiner, link)));
         }
     }
 
