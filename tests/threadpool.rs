@@ -163,11 +163,19 @@ fn a_result_ready_when_its_caller_is_killed_is_dropped_on_a_pool_thread() {
         }
     }
     let (tx, rx) = mpsc::channel();
+    // The job waits for `go`: finished at once, its result could be stored before the fiber
+    // looked for it, and the fiber would then take it without parking (on a loaded machine
+    // the pool thread can run between the job's submission and that look).
+    let (go, wait_go) = mpsc::channel::<()>();
     let g = spawn(move || {
-        let _r = spawn_blocking(move || Tell(tx));
+        let _r = spawn_blocking(move || {
+            wait_go.recv().unwrap();
+            Tell(tx)
+        });
         unreachable!("killed before it resumed");
     });
-    yield_now(); // the fiber submits the job and parks
+    yield_now(); // the fiber submits the job and parks: the job cannot have ended yet
+    go.send(()).unwrap();
     // The job ends while the hub is blocked: its result waits in the slot, the fiber unrun.
     std::thread::sleep(Duration::from_millis(100));
     g.kill();
