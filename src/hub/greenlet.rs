@@ -174,29 +174,50 @@ pub fn spawn_with<T: 'static>(
 
 impl<T: 'static> Inner<T> {
     /// The end of a fiber's closure, with what `f` returned or raised: the outcome, then
-    /// [`finish_as`](Inner::finish_as). One call from the closure, with the rest inlined in it.
+    /// [`finish_as`](Inner::finish_as). One call from the closure, with the common case — it
+    /// returned, and no raise is held for any fiber — inlined in it.
     #[inline(never)]
     fn end(mut unfinished: Unfinished<T>, r: std::thread::Result<T>) {
-        let this = unfinished.0.take().expect("greenfiber: a fiber finished twice");
-        // The registry's handle is the fiber's own coroutine (the running one): no `current()`
-        // needed for the checks below, and it is the handle the links see. Without a hub (a
-        // fiber killed by a thread-local destructor at thread exit) there is none.
-        let (co, held) = scheduler::fiber_ended(this.slot.get());
+        let r = match r {
+            Ok(v) => {
+                let this = unfinished.0.as_ref().expect("greenfiber: a fiber finished twice");
+                // The registry's handle is the fiber's own coroutine (the running one), the
+                // handle the links see; none without a hub (a fiber killed by a thread-local
+                // destructor at thread exit).
+                match scheduler::fiber_returned(this.slot.get()) {
+                    Some(co) => {
+                        let this = unfinished.0.take().expect("greenfiber: a fiber finished twice");
+                        return Inner::finish_as(this, Ok(v), co);
+                    }
+                    None => Ok(v),
+                }
+            }
+            r => r,
+        };
+        Self::end_slow(unfinished, r);
+    }
+
+    /// The end of a fiber that panicked or was killed, or of any while a raise is held. User
+    /// code runs here (the logger): it may wait, and be killed meanwhile. So the fiber stays in
+    /// the registry and `unfinished` stays armed until the outcome is known; a kill meanwhile
+    /// unwinds from here, and `unfinished` records it.
+    #[cold]
+    #[inline(never)]
+    fn end_slow(mut unfinished: Unfinished<T>, r: std::thread::Result<T>) {
+        let me = current();
         // A kill a C caller swallowed (held.rs): the closure went on to its end, but the
         // fiber was killed.
-        let killed = held && super::held::take_kill(co.as_ref().unwrap_or(&current()));
+        let killed = super::held::take_kill(&me);
         let outcome = match r {
             Ok(v) if !killed => Ok(v),
-            r => Self::failed(r, killed, co.as_ref()),
+            r => Self::failed(r, killed, &me),
         };
-        Inner::finish_as(this, outcome, co);
+        let this = unfinished.0.take().expect("greenfiber: a fiber finished twice");
+        Inner::finish(this, outcome);
     }
 
     /// The outcome of a fiber that did not return, or was killed all the same.
-    #[cold]
-    #[inline(never)]
-    fn failed(r: std::thread::Result<T>, killed: bool, co: Option<&Coroutine>) -> Result<T, Error> {
-        let me = co.cloned().unwrap_or_else(current);
+    fn failed(r: std::thread::Result<T>, killed: bool, me: &Coroutine) -> Result<T, Error> {
         match r {
             // A panic after a swallowed kill is most likely the fiber's answer to the error
             // that kill gave it (`unwrap` of ECANCELED): it was killed all the same.
@@ -217,8 +238,9 @@ impl<T: 'static> Inner<T> {
         }
     }
 
-    /// Records the outcome of a fiber that never ran (see [`Unfinished`]): takes it out of the
-    /// hub's registry, then [`finish_as`](Inner::finish_as).
+    /// Records the outcome of a fiber still in the hub's registry (one that never ran, see
+    /// [`Unfinished`], or one ending the slow way): takes it out, then
+    /// [`finish_as`](Inner::finish_as).
     fn finish(this: LocalRc<Inner<T>>, outcome: Result<T, Error>) {
         let co = scheduler::try_with(|hub| hub.fibers.borrow_mut().remove(this.slot.get()));
         Inner::finish_as(this, outcome, co.flatten());
