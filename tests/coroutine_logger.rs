@@ -19,9 +19,12 @@ const SWITCH_ON_SWITCH: u8 = 1;
 const SWITCH_ON_FINISH: u8 = 2;
 /// On the line that reports a new stack arena: switch to `SIDE` (the stack pool is busy).
 const SWITCH_ON_ARENA: u8 = 3;
+/// On every such line while `SIDES` has one: switch to the next (stays armed).
+const SWITCH_ON_EVERY_ARENA: u8 = 4;
 
 thread_local! {
     static SIDE: Cell<Option<Coroutine>> = const { Cell::new(None) };
+    static SIDES: std::cell::RefCell<Vec<Coroutine>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 struct Switching;
@@ -43,6 +46,11 @@ impl log::Log for Switching {
         } else if mode == SWITCH_ON_ARENA && line.contains("mapped a stack arena") {
             MODE.store(IDLE, Ordering::Relaxed);
             let side = SIDE.with(Cell::take).expect("a side coroutine");
+            let () = side.switch(());
+        } else if mode == SWITCH_ON_EVERY_ARENA
+            && line.contains("mapped a stack arena")
+            && let Some(side) = SIDES.with(|s| s.borrow_mut().pop())
+        {
             let () = side.switch(());
         }
     }
@@ -136,4 +144,40 @@ fn switches_survive_a_logger_that_switches() {
     let six: u8 = e.switch(3u8);
     assert_eq!(six, 6);
     MODE.store(IDLE, Ordering::Relaxed);
+
+    // 6. Nested: each arena line switches to the next side, which needs a stack of a size not
+    //    seen yet (so it maps an arena and logs too) while the one before still waits in its
+    //    logger. The shared pool once served a take while this thread's was busy, its mutex
+    //    held across the log line: the second side then locked it again, a deadlock. Run on a
+    //    thread of its own, so that a hang aborts the test process with a message instead of
+    //    stalling the suite (a plain failure would hang too: exiting threads give their stacks
+    //    to that same shared pool).
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let main = main_coroutine();
+        let side = |size: usize| {
+            let main = main.clone();
+            Coroutine::builder().stack_size(64 * 1024).build(move |()| {
+                let c = Coroutine::builder().stack_size(size).build(|x: u8| x + 1);
+                let two: u8 = c.switch(1u8);
+                assert_eq!(two, 2);
+                let () = main.switch(());
+            })
+        };
+        let (s1, s2) = (side(3 << 20), side(5 << 20));
+        SIDES.with(|s| s.borrow_mut().extend([s2, s1]));
+        MODE.store(SWITCH_ON_EVERY_ARENA, Ordering::Relaxed);
+        let e = Coroutine::builder().stack_size(7 << 20).build(|x: u8| x * 2);
+        MODE.store(IDLE, Ordering::Relaxed);
+        let eight: u8 = e.switch(4u8);
+        done.send(eight).unwrap();
+    });
+    match finished.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(eight) => assert_eq!(eight, 8),
+        Err(e) => {
+            eprintln!("a coroutine that needed a stack while another's arena line was logged: {e}");
+            // Not `exit`: it runs this thread's destructors, which lock that pool too.
+            std::process::abort();
+        }
+    }
 }

@@ -360,7 +360,9 @@ fn ensure_altstack() -> io::Result<()> {
             let size = altstack_size();
             let addr = stack::map_anonymous(size + page)?;
             let altstack = AltStack { addr, len: size + page };
-            stack::install_guard(addr, page)?;
+            let guarded = stack::install_guard(addr, page);
+            stack::flush_logs();
+            guarded?;
             let new =
                 libc::stack_t { ss_sp: (addr + page) as *mut c_void, ss_flags: 0, ss_size: size };
             // SAFETY: `new` describes `size` bytes of fresh read-write memory that stays

@@ -38,6 +38,12 @@
 //! 4. **Every frame on a stack touches its pages from the top down.** Rust emits stack probes
 //!    for frames larger than a page, so an overflow always hits the guard page before it can
 //!    reach the slot below. Foreign code compiled without probes could jump the guard.
+//! 5. **Nothing here logs on the spot.** Mapping and carving run while a stack pool is
+//!    borrowed or locked (`stack_pool.rs`), and a logger may switch away (a socket write that
+//!    waits, under `monkey`): a coroutine of this thread that then needed a stack would find
+//!    the pool held, the shared pool's mutex even held by its own thread (a deadlock). Lines go
+//!    through [`log_later`]; whoever called in writes them with [`flush_logs`] once it has let
+//!    go.
 //!
 //! Raw OS calls go through [`syscall!`]; they live only in this file and in `overflow.rs`.
 
@@ -52,6 +58,39 @@ use corosensei::stack::{MIN_STACK_SIZE, STACK_ALIGNMENT, Stack, StackPointer};
 
 use super::overflow::{self, OwnerName};
 use super::stack_pool;
+
+thread_local! {
+    /// Lines [`log_later`] keeps for [`flush_logs`].
+    static LATER: std::cell::RefCell<Vec<(log::Level, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keeps a log line of this module for [`flush_logs`] (rule 5); `msg` is formatted only if the
+/// level is enabled. During thread teardown, when nothing can switch any more, logs it at once.
+fn log_later(level: log::Level, msg: impl FnOnce() -> String) {
+    if !log::log_enabled!(level) {
+        return;
+    }
+    let mut line = Some(msg());
+    let _ = LATER.try_with(|l| l.borrow_mut().extend(line.take().map(|m| (level, m))));
+    if let Some(m) = line {
+        log::log!(level, "{m}");
+    }
+}
+
+/// Writes the lines [`log_later`] kept, oldest first. Call with no pool borrowed or locked:
+/// the logger may switch away, and a line is taken out of the list before it is written, so
+/// another coroutine flushing meanwhile writes each line once.
+pub(super) fn flush_logs() {
+    loop {
+        let next = LATER.try_with(|l| {
+            let mut l = l.borrow_mut();
+            (!l.is_empty()).then(|| l.remove(0))
+        });
+        let Ok(Some((level, m))) = next else { return };
+        log::log!(level, "{m}");
+    }
+}
 
 /// Calls a libc function and turns C's error convention into [`io::Result`].
 ///
@@ -182,10 +221,11 @@ pub(super) fn install_guard(addr: usize, len: usize) -> io::Result<()> {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     if GUARD_MODE.swap(GUARD_MPROTECT, Ordering::Relaxed) != GUARD_MPROTECT {
-                        log::info!(
+                        log_later(log::Level::Info, || {
                             "greenfiber: MADV_GUARD_INSTALL unsupported (kernel < 6.13); guard \
                              pages use mprotect, so each stack costs two memory mappings"
-                        );
+                                .to_string()
+                        });
                     }
                     break;
                 }
@@ -249,10 +289,12 @@ pub(super) fn install_guards(pages: &[usize]) -> io::Result<()> {
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) => {}
                 refused => {
-                    log::debug!(
-                        "greenfiber: process_madvise refused guard pages ({refused:?}); \
-                         installing them one madvise at a time"
-                    );
+                    log_later(log::Level::Debug, || {
+                        format!(
+                            "greenfiber: process_madvise refused guard pages ({refused:?}); \
+                             installing them one madvise at a time"
+                        )
+                    });
                     BATCH_GUARDS.store(GUARD_MPROTECT, Ordering::Relaxed);
                     break;
                 }
@@ -285,14 +327,16 @@ impl Arena {
         // Rule 1: arenas live for the process, and so does their name side table.
         let names: &'static [OwnerName] = Box::leak((0..slots).map(|_| OwnerName::new()).collect());
         if !overflow::register_arena(start, len, slot_size, names) {
-            log::warn!(
-                "greenfiber: overflow registry full; an overflow of the stacks at {start:#x} will \
-                 be reported as a plain SIGSEGV"
-            );
+            log_later(log::Level::Warn, || {
+                format!(
+                    "greenfiber: overflow registry full; an overflow of the stacks at {start:#x} \
+                     will be reported as a plain SIGSEGV"
+                )
+            });
         }
-        log::debug!(
-            "greenfiber: mapped a stack arena of {slots} x {slot_size} bytes at {start:#x}"
-        );
+        log_later(log::Level::Debug, || {
+            format!("greenfiber: mapped a stack arena of {slots} x {slot_size} bytes at {start:#x}")
+        });
         Ok(Arena { start, slot_size, slots, guarded: 0, names })
     }
 

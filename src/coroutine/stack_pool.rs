@@ -45,7 +45,7 @@ use std::io;
 use std::ptr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::stack::{Arena, FiberStack, Slot, page_size};
+use super::stack::{self, Arena, FiberStack, Slot, page_size};
 use super::thread;
 
 /// Default usable size of a coroutine stack: 256 KiB.
@@ -258,8 +258,8 @@ pub(crate) fn take(size: usize) -> FiberStack {
 #[inline(never)]
 fn take_slow(class: SizeClass) -> Slot {
     let mine = POOL.try_with(|pool| {
-        // Busy: this is a coroutine that a logger switched to while the pool maps an arena
-        // and logs it (a socket write that waits, under `monkey`).
+        // Busy only if something run under the borrow switched away; its logs do not (rule 5
+        // in stack.rs: they wait for `flush_logs` below).
         let mut pool = pool.0.try_borrow_mut().ok()?;
         Some(pool.take(class, |mine| mine.adopt_some(orphans().class(class.index))))
     });
@@ -268,6 +268,8 @@ fn take_slow(class: SizeClass) -> Slot {
         // This thread's pool is gone (thread-local teardown) or busy: the shared one serves.
         _ => orphans().take(class, |_| {}),
     };
+    // The pool is let go: what mapping and carving had to say may be logged now.
+    stack::flush_logs();
     taken.unwrap_or_else(|e| {
         panic!(
             "greenfiber: cannot map memory for coroutine stacks ({} stacks of {} bytes): {e}",
