@@ -65,6 +65,14 @@ impl<T> Inner<T> {
         self.rare.set(Some(rare));
         r
     }
+
+    /// Takes the `spawn_later` timer, if any (without boxing a rare part for it).
+    fn take_start(&self) -> Option<TimerKey> {
+        let mut rare = self.rare.take()?;
+        let start = rare.start.take();
+        self.rare.set(Some(rare));
+        start
+    }
 }
 
 /// Where a fiber is in its life, as its handles see it.
@@ -408,12 +416,7 @@ impl<T: 'static> Greenlet<T> {
         let co = &self.co;
         if !co.is_started() {
             // A `spawn_later` fiber: its timer would keep the coroutine until the deadline.
-            let start = self.inner.rare.take().and_then(|mut r| {
-                let k = r.start.take();
-                self.inner.rare.set(Some(r));
-                k
-            });
-            if let Some(k) = start {
+            if let Some(k) = self.inner.take_start() {
                 let start = scheduler::with(|hub| hub.timers.borrow_mut().cancel(k));
                 drop(start);
             }
