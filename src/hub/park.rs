@@ -317,7 +317,7 @@ impl Drop for Waiter {
 /// `w` must point at a live waiter: one that is registered in a hub structure (rule 1).
 #[inline]
 pub(crate) unsafe fn unpark(w: WaiterRef, why: Wake) {
-    scheduler::try_with(|hub| unpark_in(hub, w, why));
+    scheduler::try_with_inline(|hub| unpark_in(hub, w, why));
 }
 
 #[inline]

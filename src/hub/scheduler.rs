@@ -140,6 +140,12 @@ pub(crate) fn try_with<T>(f: impl FnOnce(&Hub) -> T) -> Option<T> {
     HUB.try_with(f).ok()
 }
 
+/// [`try_with`], always inlined: for the few small hot callers (a wake-up).
+#[inline(always)]
+pub(crate) fn try_with_inline<T>(f: impl FnOnce(&Hub) -> T) -> Option<T> {
+    HUB.try_with(f).ok()
+}
+
 impl Hub {
     fn new() -> Hub {
         let reactor = Reactor::new().expect("greenfiber: cannot create the epoll reactor");

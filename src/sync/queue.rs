@@ -145,12 +145,19 @@ impl<T, S: Storage<T>> Core<T, S> {
         Ok(())
     }
 
+    #[inline]
     fn put_deadline(&self, item: T, deadline: Option<Instant>) -> Result<(), Full<T>> {
-        let item = match self.put_now(item) {
-            Ok(()) => return Ok(()),
-            Err(item) => item,
-        };
-        // Rule 4 in hub/park.rs: no switch between put_now's check and the enqueue.
+        match self.put_now(item) {
+            Ok(()) => Ok(()),
+            // Rule 4 in hub/park.rs: no switch between put_now's check and the enqueue.
+            Err(item) => self.put_wait(item, deadline),
+        }
+    }
+
+    /// The wait of a put that found the queue full: out of line, so that a put that needs no
+    /// wait does not pay for the wait's frame.
+    #[inline(never)]
+    fn put_wait(&self, item: T, deadline: Option<Instant>) -> Result<(), Full<T>> {
         match self.putters.wait_for("a full queue", Some(item), deadline, |_| {}) {
             // A getter moved the offer into the queue (and counted it).
             Outcome::Granted(_) => Ok(()),
