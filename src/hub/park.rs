@@ -42,6 +42,7 @@
 
 use std::any::Any;
 use std::cell::Cell;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -54,7 +55,7 @@ use super::reactor::{Direction, Reactor};
 use super::remote::Remote;
 use super::scheduler::{self, Hub, TimerAction};
 use super::unwind;
-use crate::coroutine::{Coroutine, current};
+use crate::coroutine::{Coroutine, current_uncounted};
 
 /// Why a park ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +77,9 @@ enum State {
 
 /// One coroutine's wait record. Lives on the waiting coroutine's stack (rule 2).
 pub(crate) struct Waiter {
-    co: Coroutine,
+    /// Its coroutine, uncounted: the waiter lives in one of that coroutine's frames, which
+    /// keeps the core alive (see `current_uncounted`).
+    co: ManuallyDrop<Coroutine>,
     state: Cell<State>,
     timer: Cell<Option<super::timers::TimerKey>>,
     io: Cell<Option<(Token, Direction)>>,
@@ -93,7 +96,11 @@ impl Waiter {
     #[inline]
     pub(crate) fn new(what: &'static str) -> Waiter {
         Waiter {
-            co: current(),
+            // SAFETY: the handle stays in this waiter, a local of the frame that parks (rule 2)
+            // on the running coroutine's stack, and is used only while the waiter lives: by that
+            // frame, or through the hub's structures, which hold the waiter only while it lives
+            // (rule 1).
+            co: unsafe { current_uncounted() },
             state: Cell::new(State::Idle),
             timer: Cell::new(None),
             io: Cell::new(None),
@@ -160,7 +167,7 @@ impl Waiter {
     /// queue this coroutine first, behind every other ready one).
     #[inline(always)]
     fn park_at(&self, hub: &Hub, deadline: Option<Instant>, ready: bool) -> Wake {
-        if self.co == hub.co {
+        if *self.co == hub.co {
             panic!(
                 "greenfiber: cannot block inside the hub (a hub callback or timer action tried to \
                  wait on {})",
@@ -239,7 +246,7 @@ impl Waiter {
                  that unwind is over",
                 self.co
             );
-            hub.deferred.borrow_mut().push((self.co.clone(), payload));
+            hub.deferred.borrow_mut().push(((*self.co).clone(), payload));
             // Back to waiting: to the hub, which runs what is ready (and resumes each, looking).
         }
     }
@@ -329,7 +336,7 @@ pub(crate) fn unpark_in(hub: &Hub, w: WaiterRef, why: Wake) {
         return;
     }
     waiter.state.set(State::Woken(why));
-    hub.ready.borrow_mut().push_back(waiter.co.clone());
+    hub.ready.borrow_mut().push_back((*waiter.co).clone());
 }
 
 /// Wakes a waiter the reactor has handed back (its socket became ready, or was deregistered).
