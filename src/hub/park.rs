@@ -336,7 +336,7 @@ pub(crate) fn unpark_in(hub: &Hub, w: WaiterRef, why: Wake) {
         return;
     }
     waiter.state.set(State::Woken(why));
-    hub.ready.borrow_mut().push_back((*waiter.co).clone());
+    hub.ready.push_back((*waiter.co).clone());
 }
 
 /// Wakes a waiter the reactor has handed back (its socket became ready, or was deregistered).
