@@ -691,15 +691,16 @@ fn stray(p: &(dyn Any + Send)) {
 }
 
 /// May the hub switch into `co` now? A new fiber, or a waiter that was woken and has not run.
+///
+/// The waiter first, as most handles queued are woken waiters: a coroutine with one is parked,
+/// so started and not dead (a park's guard clears the slot however the park ends, and only the
+/// hub's own coroutine, which never parks, is abandoned at thread teardown with frames left).
 #[inline]
 fn runnable(co: &Coroutine) -> bool {
-    if co.is_dead() {
-        return false;
+    match park::waiter_of(co) {
+        Some(w) => w.is_woken(),
+        None => !co.is_started() && !co.is_dead(),
     }
-    if !co.is_started() {
-        return true;
-    }
-    park::waiter_of(co).is_some_and(|w| w.is_woken())
 }
 
 #[cfg(test)]
