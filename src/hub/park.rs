@@ -540,8 +540,8 @@ impl<V> WaitList<V> {
             Some(n) => n.prev.set(prev),
             None => self.tail.set(prev),
         }
-        node.prev.set(std::ptr::null());
-        node.next.set(std::ptr::null());
+        // `node`'s own links are left as they are: an entry out of the list is never linked in
+        // again, and its links are not read (`granted` says whether it is in the list).
         self.len.set(self.len.get() - 1);
     }
 
@@ -553,14 +553,22 @@ impl<V> WaitList<V> {
         // stays alive until its waiter runs again, which needs a switch, and the reference
         // does not outlive the caller's (non-switching) step.
         let node = unsafe { self.head.get().as_ref() }?;
-        // SAFETY: `node` is the list's first entry, Waiting.
-        unsafe { self.unlink(node) };
+        // `unlink` for the first entry, whose `prev` is null.
+        let next = node.next.get();
+        self.head.set(next);
+        // SAFETY: rule 1: a non-null `next` is an entry in the list, so its frame is alive.
+        match unsafe { next.as_ref() } {
+            Some(n) => n.prev.set(std::ptr::null()),
+            None => self.tail.set(std::ptr::null()),
+        }
+        self.len.set(self.len.get() - 1);
         node.granted.set(true);
         self.unclaimed.set(self.unclaimed.get() + 1);
         Some(node)
     }
 
     /// Grants `v` to the first waiter and wakes it; `Err(v)` if nobody waits.
+    #[inline]
     pub(crate) fn grant_one(&self, v: V) -> Result<(), V> {
         match self.pop_granted() {
             Some(node) => {
