@@ -82,9 +82,21 @@ pub(crate) struct Waiter {
     co: ManuallyDrop<Coroutine>,
     state: Cell<State>,
     timer: Cell<Option<super::timers::TimerKey>>,
-    io: Cell<Option<(Token, Direction)>>,
-    remote: Cell<Option<u64>>,
+    /// Where else it is registered: one word for both kinds, so that a waiter with neither
+    /// (every wait-list entry) is made and dropped with one store and one test.
+    reg: Cell<Registration>,
     what: &'static str,
+}
+
+/// A waiter's registration outside wait lists and timers. A waiter has at most one: a socket
+/// wait never waits for another thread, and a remote wait never for a socket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    None,
+    /// With the reactor, for readiness of a token in a direction.
+    Io(Token, Direction),
+    /// In `Hub::remote_waits`, under this id.
+    Remote(u64),
 }
 
 /// A pointer to a live [`Waiter`], as the hub's structures hold it (rule 1).
@@ -103,8 +115,7 @@ impl Waiter {
             co: unsafe { current_uncounted() },
             state: Cell::new(State::Idle),
             timer: Cell::new(None),
-            io: Cell::new(None),
-            remote: Cell::new(None),
+            reg: Cell::new(Registration::None),
             what,
         }
     }
@@ -132,17 +143,19 @@ impl Waiter {
     /// [`clear_io`](Waiter::clear_io) is called.
     pub(crate) fn set_io(&self, hub: &Hub, token: Token, dir: Direction) -> bool {
         self.clear_io(hub);
+        debug_assert!(self.reg.get() == Registration::None, "a remote wait waits on no socket");
         if hub.reactor.borrow_mut().add_waiter(token, dir, self.as_ref()).is_err() {
             return false;
         }
         hub.io_waits.set(hub.io_waits.get() + 1);
-        self.io.set(Some((token, dir)));
+        self.reg.set(Registration::Io(token, dir));
         true
     }
 
     /// Undoes [`set_io`](Waiter::set_io).
     pub(crate) fn clear_io(&self, hub: &Hub) {
-        if let Some((token, dir)) = self.io.take() {
+        if let Registration::Io(token, dir) = self.reg.get() {
+            self.reg.set(Registration::None);
             hub.reactor.borrow_mut().remove_waiter(token, dir, &self.as_ref());
             hub.io_waits.set(hub.io_waits.get() - 1);
         }
@@ -306,10 +319,10 @@ fn cancel_timer(k: super::timers::TimerKey) {
 impl Drop for Waiter {
     #[inline]
     fn drop(&mut self) {
-        if self.io.get().is_some() || self.remote.get().is_some() {
+        if self.reg.get() != Registration::None {
             scheduler::try_with(|hub| {
                 self.clear_io(hub);
-                if let Some(id) = self.remote.take() {
+                if let Registration::Remote(id) = self.reg.replace(Registration::None) {
                     hub.remote_waits.borrow_mut().remove(&id);
                 }
             });
@@ -346,7 +359,8 @@ pub(crate) fn unpark_in(hub: &Hub, w: WaiterRef, why: Wake) {
 pub(crate) fn unpark_io(hub: &Hub, w: WaiterRef) {
     // SAFETY: rule 1: the reactor held `w` until this step, so its waiter is alive.
     let waiter = unsafe { w.0.as_ref() };
-    if waiter.io.take().is_some() {
+    if matches!(waiter.reg.get(), Registration::Io(..)) {
+        waiter.reg.set(Registration::None);
         hub.io_waits.set(hub.io_waits.get() - 1);
     }
     unpark_in(hub, w, Wake::Woken);
@@ -797,7 +811,7 @@ impl RemoteWait {
             if wakers_left {
                 scheduler::with(|hub| {
                     hub.remote_waits.borrow_mut().insert(self.id, w.as_ref());
-                    w.remote.set(Some(self.id));
+                    w.reg.set(Registration::Remote(self.id));
                 });
             }
             if w.park(deadline) == Wake::TimedOut {
