@@ -141,10 +141,7 @@ pub fn spawn_later<T: 'static>(delay: Duration, f: impl FnOnce() -> T + 'static)
     let g = spawn_with(Coroutine::builder(), f);
     // Take it off the ready queue until its timer fires: it waits on a timer of the hub.
     scheduler::with(|hub| {
-        let mut ready = hub.ready.borrow_mut();
-        if let Some(i) = ready.iter().rposition(|c| *c == g.co) {
-            ready.remove(i);
-        }
+        drop(hub.ready.remove_last(&g.co));
         let key = hub
             .timers
             .borrow_mut()

@@ -42,6 +42,7 @@
 
 use std::any::Any;
 use std::cell::Cell;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -54,7 +55,7 @@ use super::reactor::{Direction, Reactor};
 use super::remote::Remote;
 use super::scheduler::{self, Hub, TimerAction};
 use super::unwind;
-use crate::coroutine::{Coroutine, current};
+use crate::coroutine::{Coroutine, current_uncounted};
 
 /// Why a park ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,12 +77,26 @@ enum State {
 
 /// One coroutine's wait record. Lives on the waiting coroutine's stack (rule 2).
 pub(crate) struct Waiter {
-    co: Coroutine,
+    /// Its coroutine, uncounted: the waiter lives in one of that coroutine's frames, which
+    /// keeps the core alive (see `current_uncounted`).
+    co: ManuallyDrop<Coroutine>,
     state: Cell<State>,
     timer: Cell<Option<super::timers::TimerKey>>,
-    io: Cell<Option<(Token, Direction)>>,
-    remote: Cell<Option<u64>>,
+    /// Where else it is registered: one word for both kinds, so that a waiter with neither
+    /// (every wait-list entry) is made and dropped with one store and one test.
+    reg: Cell<Registration>,
     what: &'static str,
+}
+
+/// A waiter's registration outside wait lists and timers. A waiter has at most one: a socket
+/// wait never waits for another thread, and a remote wait never for a socket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    None,
+    /// With the reactor, for readiness of a token in a direction.
+    Io(Token, Direction),
+    /// In `Hub::remote_waits`, under this id.
+    Remote(u64),
 }
 
 /// A pointer to a live [`Waiter`], as the hub's structures hold it (rule 1).
@@ -93,11 +108,14 @@ impl Waiter {
     #[inline]
     pub(crate) fn new(what: &'static str) -> Waiter {
         Waiter {
-            co: current(),
+            // SAFETY: the handle stays in this waiter, a local of the frame that parks (rule 2)
+            // on the running coroutine's stack, and is used only while the waiter lives: by that
+            // frame, or through the hub's structures, which hold the waiter only while it lives
+            // (rule 1).
+            co: unsafe { current_uncounted() },
             state: Cell::new(State::Idle),
             timer: Cell::new(None),
-            io: Cell::new(None),
-            remote: Cell::new(None),
+            reg: Cell::new(Registration::None),
             what,
         }
     }
@@ -125,17 +143,19 @@ impl Waiter {
     /// [`clear_io`](Waiter::clear_io) is called.
     pub(crate) fn set_io(&self, hub: &Hub, token: Token, dir: Direction) -> bool {
         self.clear_io(hub);
+        debug_assert!(self.reg.get() == Registration::None, "a remote wait waits on no socket");
         if hub.reactor.borrow_mut().add_waiter(token, dir, self.as_ref()).is_err() {
             return false;
         }
         hub.io_waits.set(hub.io_waits.get() + 1);
-        self.io.set(Some((token, dir)));
+        self.reg.set(Registration::Io(token, dir));
         true
     }
 
     /// Undoes [`set_io`](Waiter::set_io).
     pub(crate) fn clear_io(&self, hub: &Hub) {
-        if let Some((token, dir)) = self.io.take() {
+        if let Registration::Io(token, dir) = self.reg.get() {
+            self.reg.set(Registration::None);
             hub.reactor.borrow_mut().remove_waiter(token, dir, &self.as_ref());
             hub.io_waits.set(hub.io_waits.get() - 1);
         }
@@ -160,7 +180,7 @@ impl Waiter {
     /// queue this coroutine first, behind every other ready one).
     #[inline(always)]
     fn park_at(&self, hub: &Hub, deadline: Option<Instant>, ready: bool) -> Wake {
-        if self.co == hub.co {
+        if *self.co == hub.co {
             panic!(
                 "greenfiber: cannot block inside the hub (a hub callback or timer action tried to \
                  wait on {})",
@@ -239,7 +259,7 @@ impl Waiter {
                  that unwind is over",
                 self.co
             );
-            hub.deferred.borrow_mut().push((self.co.clone(), payload));
+            hub.deferred.borrow_mut().push(((*self.co).clone(), payload));
             // Back to waiting: to the hub, which runs what is ready (and resumes each, looking).
         }
     }
@@ -299,10 +319,10 @@ fn cancel_timer(k: super::timers::TimerKey) {
 impl Drop for Waiter {
     #[inline]
     fn drop(&mut self) {
-        if self.io.get().is_some() || self.remote.get().is_some() {
+        if self.reg.get() != Registration::None {
             scheduler::try_with(|hub| {
                 self.clear_io(hub);
-                if let Some(id) = self.remote.take() {
+                if let Registration::Remote(id) = self.reg.replace(Registration::None) {
                     hub.remote_waits.borrow_mut().remove(&id);
                 }
             });
@@ -317,7 +337,7 @@ impl Drop for Waiter {
 /// `w` must point at a live waiter: one that is registered in a hub structure (rule 1).
 #[inline]
 pub(crate) unsafe fn unpark(w: WaiterRef, why: Wake) {
-    scheduler::try_with(|hub| unpark_in(hub, w, why));
+    scheduler::try_with_inline(|hub| unpark_in(hub, w, why));
 }
 
 #[inline]
@@ -329,7 +349,7 @@ pub(crate) fn unpark_in(hub: &Hub, w: WaiterRef, why: Wake) {
         return;
     }
     waiter.state.set(State::Woken(why));
-    hub.ready.borrow_mut().push_back(waiter.co.clone());
+    hub.ready.push_back((*waiter.co).clone());
 }
 
 /// Wakes a waiter the reactor has handed back (its socket became ready, or was deregistered).
@@ -339,7 +359,8 @@ pub(crate) fn unpark_in(hub: &Hub, w: WaiterRef, why: Wake) {
 pub(crate) fn unpark_io(hub: &Hub, w: WaiterRef) {
     // SAFETY: rule 1: the reactor held `w` until this step, so its waiter is alive.
     let waiter = unsafe { w.0.as_ref() };
-    if waiter.io.take().is_some() {
+    if matches!(waiter.reg.get(), Registration::Io(..)) {
+        waiter.reg.set(Registration::None);
         hub.io_waits.set(hub.io_waits.get() - 1);
     }
     unpark_in(hub, w, Wake::Woken);
@@ -533,8 +554,8 @@ impl<V> WaitList<V> {
             Some(n) => n.prev.set(prev),
             None => self.tail.set(prev),
         }
-        node.prev.set(std::ptr::null());
-        node.next.set(std::ptr::null());
+        // `node`'s own links are left as they are: an entry out of the list is never linked in
+        // again, and its links are not read (`granted` says whether it is in the list).
         self.len.set(self.len.get() - 1);
     }
 
@@ -546,23 +567,41 @@ impl<V> WaitList<V> {
         // stays alive until its waiter runs again, which needs a switch, and the reference
         // does not outlive the caller's (non-switching) step.
         let node = unsafe { self.head.get().as_ref() }?;
-        // SAFETY: `node` is the list's first entry, Waiting.
-        unsafe { self.unlink(node) };
+        // `unlink` for the first entry, whose `prev` is null.
+        let next = node.next.get();
+        self.head.set(next);
+        // SAFETY: rule 1: a non-null `next` is an entry in the list, so its frame is alive.
+        match unsafe { next.as_ref() } {
+            Some(n) => n.prev.set(std::ptr::null()),
+            None => self.tail.set(std::ptr::null()),
+        }
+        self.len.set(self.len.get() - 1);
         node.granted.set(true);
         self.unclaimed.set(self.unclaimed.get() + 1);
         Some(node)
     }
 
     /// Grants `v` to the first waiter and wakes it; `Err(v)` if nobody waits.
+    ///
+    /// The test for a waiter is always inlined (a release nobody waits for costs one load and
+    /// one branch); the grant itself is left to the inliner ([`grant_first`](Self::grant_first)),
+    /// which puts it in line in a put that hands its item over (the queue ping-pong) and keeps
+    /// it out of fast paths that would otherwise save registers for it.
+    #[inline(always)]
     pub(crate) fn grant_one(&self, v: V) -> Result<(), V> {
-        match self.pop_granted() {
-            Some(node) => {
-                node.value.set(Some(v));
-                Self::granted(node);
-                Ok(())
-            }
-            None => Err(v),
+        if self.head.get().is_null() {
+            return Err(v);
         }
+        self.grant_first(v);
+        Ok(())
+    }
+
+    /// [`grant_one`](Self::grant_one) once it found a waiter.
+    #[inline]
+    fn grant_first(&self, v: V) {
+        let node = self.pop_granted().expect("greenfiber: a wait list with a head is not empty");
+        node.value.set(Some(v));
+        Self::granted(node);
     }
 
     /// Takes the first waiter's offer, marks it granted and wakes it; `None` if nobody waits.
@@ -782,7 +821,7 @@ impl RemoteWait {
             if wakers_left {
                 scheduler::with(|hub| {
                     hub.remote_waits.borrow_mut().insert(self.id, w.as_ref());
-                    w.remote.set(Some(self.id));
+                    w.reg.set(Registration::Remote(self.id));
                 });
             }
             if w.park(deadline) == Wake::TimedOut {

@@ -165,7 +165,7 @@ fn reactor_busy(hub: &Hub) -> bool {
 
 fn has_work(hub: &Hub) -> bool {
     let busy = |r: Result<bool, std::cell::BorrowError>| r.unwrap_or(false);
-    busy(hub.ready.try_borrow().map(|q| !q.is_empty()))
+    !hub.ready.is_empty()
         || busy(hub.timers.try_borrow().map(|t| !t.is_empty()))
         || hub.io_waits.get() > 0
         || busy(hub.remote_waits.try_borrow().map(|m| !m.is_empty()))

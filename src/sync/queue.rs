@@ -145,12 +145,19 @@ impl<T, S: Storage<T>> Core<T, S> {
         Ok(())
     }
 
+    #[inline]
     fn put_deadline(&self, item: T, deadline: Option<Instant>) -> Result<(), Full<T>> {
-        let item = match self.put_now(item) {
-            Ok(()) => return Ok(()),
-            Err(item) => item,
-        };
-        // Rule 4 in hub/park.rs: no switch between put_now's check and the enqueue.
+        match self.put_now(item) {
+            Ok(()) => Ok(()),
+            // Rule 4 in hub/park.rs: no switch between put_now's check and the enqueue.
+            Err(item) => self.put_wait(item, deadline),
+        }
+    }
+
+    /// The wait of a put that found the queue full: out of line, so that a put that needs no
+    /// wait does not pay for the wait's frame.
+    #[inline(never)]
+    fn put_wait(&self, item: T, deadline: Option<Instant>) -> Result<(), Full<T>> {
         match self.putters.wait_for("a full queue", Some(item), deadline, |_| {}) {
             // A getter moved the offer into the queue (and counted it).
             Outcome::Granted(_) => Ok(()),
@@ -162,19 +169,29 @@ impl<T, S: Storage<T>> Core<T, S> {
     fn get_now(&self) -> Option<T> {
         let mut items = self.items.borrow_mut();
         let v = items.pop()?;
-        // A slot opened: admit the first waiting putter's item.
-        if let Some(Some(x)) = self.putters.take_one() {
+        // A slot opened: admit the first waiting putter's item. (The test first: with no
+        // putter waiting, the common case, no call.)
+        if !self.putters.is_empty()
+            && let Some(Some(x)) = self.putters.take_one()
+        {
             items.push(x);
             self.accepted.set(self.accepted.get() + 1);
         }
         Some(v)
     }
 
+    #[inline]
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<T, Empty> {
-        if let Some(v) = self.get_now() {
-            return Ok(v);
+        match self.get_now() {
+            Some(v) => Ok(v),
+            // Rule 4 in hub/park.rs: no switch between get_now's check and the enqueue.
+            None => self.get_wait(deadline),
         }
-        // Rule 4 in hub/park.rs: no switch between get_now's check and the enqueue.
+    }
+
+    /// The wait of a get that found the queue empty: out of line, as `put_wait`.
+    #[inline(never)]
+    fn get_wait(&self, deadline: Option<Instant>) -> Result<T, Empty> {
         let hand_on = |item| self.hand_back(item);
         match self.getters.wait_for("an empty queue", None, deadline, hand_on) {
             Outcome::Granted(Some(v)) => Ok(v),
