@@ -66,10 +66,9 @@ impl Builder {
                 Some(size) => stack_pool::take(size),
             };
             if let Some(name) = &name {
-                // SAFETY: the name's bytes are the heap allocation of the `Box<str>` that the
-                // core takes below, which moving the box does not move; the stack goes back to
-                // the pool (clearing the name) before the core drops its name (rule 2, and
-                // `Core`'s `Drop` drops `raw` first).
+                // SAFETY: the name's bytes live in the `Box<str>` the core takes below (moving a
+                // box leaves them in place), and the stack goes back to the pool, clearing the
+                // name, before the core drops it (rule 2; `Core`'s `Drop` drops `raw` first).
                 unsafe { stack.set_owner_name(Some(name)) };
             }
             let parent = parent.unwrap_or_else(|| ts.current());

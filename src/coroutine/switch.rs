@@ -298,11 +298,12 @@ fn arrive<R: 'static>(ts: &ThreadState, me: *const Core) -> R {
     // SAFETY: `me` is alive (rule 2); nothing changed `expect` since the sender read it:
     // no user code runs between a send and its arrival.
     debug_assert!(unsafe { &*me }.expect.get().type_id == TypeId::of::<R>());
-    // SAFETY: rule 4: the value in flight is a `T` that nobody has moved out yet (`ts.value`
-    // was not null) and that the sender never drops; the sender checked that `T` is the `R`
-    // this coroutine waits for (its `expect`, set by `go::<_, R>`, or the argument type of
-    // `body::<R, _, _>`). So it is in the thread's slot if an `R` fits there, else at `value`
-    // (in the sender's suspended frame). This read moves it here.
+    // Rule 4: the value in flight is a `T` that nobody has moved out yet (`ts.value` was not
+    // null) and that the sender never drops; the sender checked that `T` is the `R` this
+    // coroutine waits for (its `expect`, set by `go::<_, R>`, or the argument type of
+    // `body::<R, _, _>`).
+    // SAFETY: by rule 4 as above, the value is in the thread's slot if an `R` fits there, else
+    // at `value` (in the sender's suspended frame), and this read moves it here.
     let v = unsafe {
         if ValueSlot::fits::<R>() { ts.slot.take::<R>() } else { ptr::read(value as *const R) }
     };

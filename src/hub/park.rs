@@ -108,10 +108,10 @@ impl Waiter {
     #[inline]
     pub(crate) fn new(what: &'static str) -> Waiter {
         Waiter {
-            // SAFETY: the handle stays in this waiter, a local of the frame that parks (rule 2)
-            // on the running coroutine's stack, and is used only while the waiter lives: by that
-            // frame, or through the hub's structures, which hold the waiter only while it lives
-            // (rule 1).
+            // The handle stays in this waiter, a local of the frame that parks (rule 2) on the
+            // running coroutine's stack; the hub's structures hold the waiter only while it
+            // lives (rule 1).
+            // SAFETY: so the handle is used only while its coroutine's frame keeps it alive.
             co: unsafe { current_uncounted() },
             state: Cell::new(State::Idle),
             timer: Cell::new(None),
