@@ -5,7 +5,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use greenfiber::hub::{fibers, remote_signal, spawn_named};
-use greenfiber::{Error, joinall, killall, sleep, spawn, spawn_later, yield_now};
+use greenfiber::{
+    Coroutine, Error, joinall, killall, sleep, spawn, spawn_later, with_timeout, yield_now,
+};
 
 type Log = Rc<RefCell<Vec<String>>>;
 fn log() -> Log {
@@ -560,4 +562,47 @@ fn a_stray_panic_that_reaches_the_hub_while_it_fires_a_timeout_leaves_the_hub_ru
     let msg = Error::from_panic(None, &*e);
     assert!(format!("{msg:?}").contains("LoopExit"), "{msg:?}");
     assert_eq!(spawn(|| 42).get(), Ok(42));
+}
+
+#[test]
+fn a_detached_fiber_whose_result_waits_in_its_drop_is_not_cut_short() {
+    // The fiber's own end drops its result, whose `Drop` sleeps: nobody holds a handle to the
+    // fiber then but the hub's passing ones. Its wait record keeps it alive until it is woken.
+    struct Slow(Rc<Cell<u32>>);
+    impl Drop for Slow {
+        fn drop(&mut self) {
+            self.0.set(1);
+            sleep(Duration::from_millis(20));
+            self.0.set(2);
+        }
+    }
+    let stage = Rc::new(Cell::new(0));
+    let s2 = stage.clone();
+    drop(spawn(move || Slow(s2)));
+    yield_now(); // the fiber ends, and parks in its result's drop
+    assert_eq!(stage.get(), 1);
+    sleep(Duration::from_millis(60));
+    assert_eq!(stage.get(), 2, "the drop's sleep was cut short");
+}
+
+#[test]
+fn a_raw_coroutine_parked_in_the_hub_outlives_its_last_handle() {
+    // A raw coroutine waits on an Event when its creator drops the only handle: like a fiber,
+    // it waits on (its wait record holds it) and the event wakes it.
+    let l = log();
+    let ev = Rc::new(greenfiber::sync::Event::new());
+    let (l2, e2) = (l.clone(), ev.clone());
+    let f = spawn(move || {
+        let v = Coroutine::new(move |()| {
+            e2.wait();
+            push(&l2, "woken");
+        });
+        let r = with_timeout(Duration::from_millis(5), || v.switch::<(), ()>(()));
+        assert!(r.is_err());
+        drop(v);
+    });
+    f.join();
+    ev.set();
+    sleep(Duration::from_millis(10));
+    assert_eq!(*l.borrow(), ["woken"]);
 }

@@ -224,25 +224,9 @@ impl Core {
 /// # Panics
 /// In a thread-local destructor that runs after this thread's coroutine state is gone (Rust
 /// then aborts, as for any panic in a thread-local destructor).
+#[inline]
 pub fn current() -> Coroutine {
     thread::with(|ts| ts.current())
-}
-
-/// [`current`] without the count: a handle that is never dropped, for a record that lives in a
-/// frame of the running coroutine (the hub's wait records), saving the count's increment and
-/// decrement.
-///
-/// # Safety
-/// The handle (or a reference into it) must not be used once the running coroutine's core may
-/// have been freed. Kept in a frame of the running coroutine and used (by any coroutine) only
-/// while that frame lives, it is not: by rule 2 a started coroutine's core is not freed before
-/// it is dead (it is killed first, or leaked), and it dies only after its frames have ended
-/// (unwound, or returned) — except when it is abandoned at thread teardown, whose frames are
-/// then never used again.
-#[inline]
-pub(crate) unsafe fn current_uncounted() -> std::mem::ManuallyDrop<Coroutine> {
-    // SAFETY: the caller's contract is the one of `ThreadState::current_uncounted`.
-    thread::with(|ts| unsafe { ts.current_uncounted() })
 }
 
 /// [`current`], or `None` if this thread has no coroutine state (never created, or torn down).

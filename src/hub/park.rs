@@ -42,7 +42,6 @@
 
 use std::any::Any;
 use std::cell::Cell;
-use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -55,7 +54,7 @@ use super::reactor::{Direction, Reactor};
 use super::remote::Remote;
 use super::scheduler::{self, Hub, TimerAction};
 use super::unwind;
-use crate::coroutine::{Coroutine, current_uncounted};
+use crate::coroutine::{Coroutine, current};
 
 /// Why a park ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,9 +76,10 @@ enum State {
 
 /// One coroutine's wait record. Lives on the waiting coroutine's stack (rule 2).
 pub(crate) struct Waiter {
-    /// Its coroutine, uncounted: the waiter lives in one of that coroutine's frames, which
-    /// keeps the core alive (see `current_uncounted`).
-    co: ManuallyDrop<Coroutine>,
+    /// Its coroutine. Counted: a parked coroutine whose every other handle is gone (a detached
+    /// fiber whose result's `Drop` waits, a raw coroutine parked in the hub) stays alive and
+    /// is woken as usual, instead of being killed by whoever drops the last other handle.
+    co: Coroutine,
     state: Cell<State>,
     timer: Cell<Option<super::timers::TimerKey>>,
     /// Where else it is registered: one word for both kinds, so that a waiter with neither
@@ -108,11 +108,7 @@ impl Waiter {
     #[inline]
     pub(crate) fn new(what: &'static str) -> Waiter {
         Waiter {
-            // The handle stays in this waiter, a local of the frame that parks (rule 2) on the
-            // running coroutine's stack; the hub's structures hold the waiter only while it
-            // lives (rule 1).
-            // SAFETY: so the handle is used only while its coroutine's frame keeps it alive.
-            co: unsafe { current_uncounted() },
+            co: current(),
             state: Cell::new(State::Idle),
             timer: Cell::new(None),
             reg: Cell::new(Registration::None),
@@ -180,7 +176,7 @@ impl Waiter {
     /// queue this coroutine first, behind every other ready one).
     #[inline(always)]
     fn park_at(&self, hub: &Hub, deadline: Option<Instant>, ready: bool) -> Wake {
-        if *self.co == hub.co {
+        if self.co == hub.co {
             panic!(
                 "greenfiber: cannot block inside the hub (a hub callback or timer action tried to \
                  wait on {})",
@@ -259,7 +255,7 @@ impl Waiter {
                  that unwind is over",
                 self.co
             );
-            hub.deferred.borrow_mut().push(((*self.co).clone(), payload));
+            hub.deferred.borrow_mut().push((self.co.clone(), payload));
             // Back to waiting: to the hub, which runs what is ready (and resumes each, looking).
         }
     }
@@ -349,7 +345,7 @@ pub(crate) fn unpark_in(hub: &Hub, w: WaiterRef, why: Wake) {
         return;
     }
     waiter.state.set(State::Woken(why));
-    hub.ready.push_back((*waiter.co).clone());
+    hub.ready.push_back(waiter.co.clone());
 }
 
 /// Wakes a waiter the reactor has handed back (its socket became ready, or was deregistered).
