@@ -133,7 +133,7 @@ pub(crate) fn in_hub() -> bool {
 /// instructions a fiber; inlined everywhere, it moved `yield` by +5).
 #[inline(always)]
 pub(crate) fn fiber_returned(slot: usize) -> Option<Option<Coroutine>> {
-    HUB.try_with(|hub| (!hub.held_any.get()).then(|| hub.fibers.borrow_mut().remove(slot)))
+    try_with_inline(|hub| (!hub.held_any.get()).then(|| hub.fibers.borrow_mut().remove(slot)))
         .unwrap_or(Some(None))
 }
 
