@@ -137,6 +137,15 @@ pub(crate) fn fiber_returned(slot: usize) -> Option<Option<Coroutine>> {
         .unwrap_or(Some(None))
 }
 
+/// [`with`], always inlined.
+#[inline(always)]
+pub(crate) fn with_inline<T>(f: impl FnOnce(&Hub) -> T) -> T {
+    match HUB.try_with(f) {
+        Ok(t) => t,
+        Err(_) => panic!("greenfiber: the hub used during thread teardown"),
+    }
+}
+
 /// Like [`with`], but `None` during thread teardown.
 pub(crate) fn try_with<T>(f: impl FnOnce(&Hub) -> T) -> Option<T> {
     HUB.try_with(f).ok()
