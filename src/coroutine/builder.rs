@@ -93,6 +93,7 @@ impl Builder {
                 raw: UnsafeCell::new(Some(raw)),
                 park_slot: Cell::new(std::ptr::null()),
                 hub_flags: Cell::new(0),
+                adopted: Cell::new(false),
                 cut_short: Cell::new(false),
             });
             log::trace!("coroutine {} created", core.label());

@@ -19,7 +19,7 @@
 
 use std::cell::Cell;
 use std::marker::PhantomData;
-use std::mem::offset_of;
+use std::mem::{ManuallyDrop, offset_of};
 use std::ops::Deref;
 use std::ptr::{self, NonNull};
 
@@ -99,13 +99,29 @@ impl CoreRef {
     /// `core` came from [`as_ptr`](CoreRef::as_ptr) of a handle whose core is still alive.
     #[inline]
     pub(crate) unsafe fn from_core(core: *const Core) -> CoreRef {
+        // SAFETY: the caller's contract is `borrow_core`'s, and the count taken here makes the
+        // handle a counted one.
+        let h = unsafe { CoreRef::borrow_core(core) };
+        h.counted().handles.set(h.count() + 1);
+        ManuallyDrop::into_inner(h)
+    }
+
+    /// A handle to the core at `core` that is not counted: it is never dropped (a drop would
+    /// take a count it never added) unless a count is handed to it
+    /// ([`Coroutine::take_adopted`](super::Coroutine)); [`from_core`](CoreRef::from_core)
+    /// without the count's increment.
+    ///
+    /// # Safety
+    /// `core` came from [`as_ptr`](CoreRef::as_ptr) of a handle whose core is still alive, and
+    /// the handle (or a reference into it) is not used once that core may have been freed:
+    /// nothing counts for it.
+    #[inline(always)]
+    pub(crate) unsafe fn borrow_core(core: *const Core) -> ManuallyDrop<CoreRef> {
         // SAFETY: the caller's contract: `core` is the `core` field of a live `Counted`.
         let block = unsafe { core.byte_sub(offset_of!(Counted, core)) } as *mut Counted;
         // SAFETY: as above, `block` is a live `Counted`, so it is not null.
         let block = unsafe { NonNull::new_unchecked(block) };
-        let h = CoreRef { ptr: block, _thread_bound: PhantomData };
-        h.counted().handles.set(h.count() + 1);
-        h
+        ManuallyDrop::new(CoreRef { ptr: block, _thread_bound: PhantomData })
     }
 
     #[inline]
@@ -214,6 +230,7 @@ impl Core {
             raw,
             park_slot: _,
             hub_flags: _,
+            adopted: _,
             cut_short: _,
         } = self;
         name.is_some() || parent.get_mut().is_some() || raw.get_mut().is_some()

@@ -6,6 +6,7 @@
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use super::counted::CoreRef;
@@ -16,8 +17,10 @@ use crate::error::SwitchError;
 /// A handle to a greenlet-style coroutine: cheap to clone, equal by identity, `!Send`.
 ///
 /// Dropping the last handle to a suspended coroutine kills it (see [`Coroutine::kill`]) before
-/// `drop` returns, and control comes back to the dropper. A panic of the victim while it
-/// unwinds is logged, not raised in the dropper; but if the victim's cleanup switches away and
+/// `drop` returns, and control comes back to the dropper; one parked in the hub (waiting in a
+/// `sleep`, a `join`, a `Queue::get` ...) is not killed but waits on, held by its wait as if
+/// that held a handle of its own. A panic of the victim while it unwinds is logged, not
+/// raised in the dropper; but if the victim's cleanup switches away and
 /// the dropper, waiting inside `drop`, is killed meanwhile, the dropper dies of its own kill
 /// (unless that `drop` may run during an unwind, where a panic would abort: then it is
 /// logged; Layer 1 asks `std::thread::panicking()`, which is also true while any other
@@ -70,6 +73,7 @@ impl Coroutine {
             raw: UnsafeCell::new(None),
             park_slot: Cell::new(std::ptr::null()),
             hub_flags: Cell::new(0),
+            adopted: Cell::new(false),
             cut_short: Cell::new(false),
         }))
     }
@@ -270,9 +274,46 @@ impl Coroutine {
     }
 
     /// A word for the scheduler above layer 1: the hub keeps a pointer to the coroutine's
-    /// current wait record here. Layer 1 never reads it.
+    /// current wait record here. Layer 1 only asks whether it is null (rule 7: not null, the
+    /// coroutine is parked, and the drop of its last handle passes the count to the park).
     pub(crate) fn park_slot(&self) -> &Cell<*const ()> {
         &self.0.park_slot
+    }
+
+    /// Rule 7: as a park of this coroutine ends (on its own stack, while it runs), drops the
+    /// count the park took over from a last handle dropped meanwhile, if any. That count may
+    /// be the last: the coroutine is then retired, as by the drop of its last handle.
+    #[inline(always)]
+    pub(crate) fn drop_adopted(&self) {
+        if self.0.adopted.get() {
+            self.drop_adopted_slow();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drop_adopted_slow(&self) {
+        self.0.adopted.set(false);
+        // SAFETY: rule 7: `adopted` was set, so the park holds one count for this core, which
+        // the handle made here owns from now on (and gives up as it is dropped); the core is
+        // alive, as this runs on its coroutine's stack.
+        let h = unsafe { CoreRef::borrow_core(self.0.as_ptr()) };
+        drop(Coroutine(ManuallyDrop::into_inner(h)));
+    }
+
+    /// How many handles there are to it (counts the parks took over too), for tests.
+    #[cfg(test)]
+    pub(crate) fn handle_count(&self) -> usize {
+        self.0.count()
+    }
+
+    /// Rule 7: the last handle of a coroutine parked by the scheduler above passes its count to
+    /// the park instead of killing the coroutine.
+    fn pass_to_park(&self) {
+        debug_assert!(!self.0.adopted.get(), "greenfiber: a park took over two counts");
+        self.0.adopted.set(true);
+        // The clone's count stays (this handle's own goes as it is dropped): the park's.
+        std::mem::forget(self.0.clone());
     }
 
     /// A word for the scheduler above layer 1: the hub's per-coroutine state bits (whether it
@@ -318,7 +359,7 @@ impl Coroutine {
     }
 
     /// The slow half of `Drop`, for the last handle: a running coroutine is retired until
-    /// another one runs; a suspended one is killed.
+    /// another one runs; a suspended one is killed, or, parked, kept by its park (rule 7).
     #[cold]
     #[inline(never)]
     fn drop_last(&mut self) {
@@ -339,7 +380,13 @@ impl Coroutine {
         });
         match running {
             Some(true) => {}
-            Some(false) if self.0.started.get() && !self.0.dead.get() => self.kill_on_drop(),
+            Some(false) if self.0.started.get() && !self.0.dead.get() => {
+                if self.0.park_slot.get().is_null() {
+                    self.kill_on_drop();
+                } else {
+                    self.pass_to_park();
+                }
+            }
             Some(false) => {}
             None if self.0.started.get() && !self.0.dead.get() => {
                 log::warn!(
@@ -400,17 +447,21 @@ impl Coroutine {
             }
         }
         self.restore_parent(&current(), old);
-        // A survivor with another handle now (it took one to itself while it unwound, or is
-        // parked in the hub) is owned by that handle, and dropping it kills it again, as
-        // greenlet does.
+        // A survivor with another handle now (it took one to itself while it unwound) is owned
+        // by that handle, and dropping it kills it again, as greenlet does; one parked in the
+        // hub is kept by its park (rule 7), as if the park held a handle.
         if !self.0.dead.get() && self.0.count() == 1 {
-            log::warn!(
-                "coroutine {} did not die of the drop of its last handle (it caught \
-                 GreenletExit, or its dropper was killed while it unwound) and lives on with no \
-                 handle: it is leaked",
-                self.0.label()
-            );
-            std::mem::forget(self.0.clone());
+            if !self.0.park_slot.get().is_null() {
+                self.pass_to_park();
+            } else {
+                log::warn!(
+                    "coroutine {} did not die of the drop of its last handle (it caught \
+                     GreenletExit, or its dropper was killed while it unwound) and lives on with \
+                     no handle: it is leaked",
+                    self.0.label()
+                );
+                std::mem::forget(self.0.clone());
+            }
         }
         if let Some(p) = own {
             resume_unwind(p);

@@ -49,7 +49,8 @@
 //! 2. A `Core` whose coroutine is running or in the resume chain is never freed. Dropping the
 //!    last handle of the running coroutine moves it to `ThreadState::retired` instead, which the
 //!    next arrival elsewhere drops; dropping the last handle of a started coroutine that is not
-//!    running first kills it (unwinding it out of the chain) and leaks it if it refuses to die.
+//!    running first kills it (unwinding it out of the chain) and leaks it if it refuses to die,
+//!    unless the scheduler above has it parked: then the count passes to the park (rule 7).
 //!    The target of the message in flight is kept alive by its sender until it arrives: by a
 //!    handle the suspended sender's frame holds, or by `ThreadState::hold`; the return value
 //!    of a finished coroutine, by its chain of parent links, which nothing changes before the
@@ -72,6 +73,19 @@
 //!    starts with it) and once it is dead (`Core::set_dead`); otherwise it is the type the
 //!    coroutine waits for. So a sender that finds its value's type there has found a live
 //!    coroutine other than itself, waiting for exactly that type.
+//! 7. A coroutine whose `Core::park_slot` is not null is parked by the scheduler above (the
+//!    hub's wait record sits in one of its frames). Dropping its last handle while it is
+//!    suspended neither kills nor frees it: that handle's count passes to the park
+//!    (`Core::adopted`, at most one at a time, as it is taken only from a last handle), and
+//!    the scheduler drops it once the park ends, on the coroutine's own stack while it runs
+//!    ([`Coroutine::take_adopted`]), where it retires the coroutine if it was the last. So a
+//!    record in one of a coroutine's frames may hold it by an uncounted handle
+//!    ([`current_uncounted`]) and use it while that frame lives: a started coroutine's core
+//!    is freed only once it is dead (dropping the last handle retires a running one, passes
+//!    the count of a parked one to its park, kills any other suspended one or leaks it if it
+//!    refuses to die, and leaks one left at thread teardown), and it dies only after its
+//!    frames have ended (unwound, or returned), or abandoned at thread teardown, after which
+//!    its frames are never used again.
 
 mod blocks;
 mod builder;
@@ -118,6 +132,9 @@ pub(crate) struct Core {
     park_slot: Cell<*const ()>,
     /// Owned by the scheduler above too: its per-coroutine state bits. Layer 1 only stores them.
     hub_flags: Cell<u32>,
+    /// The last handle was dropped while the scheduler above had it parked (`park_slot` set):
+    /// that handle's count passed to the park, which drops it when the park ends (rule 7).
+    adopted: Cell<bool>,
     /// A kill of it came back while it lived on and a panic was under way on the thread: it may
     /// be suspended in a destructor halfway through that kill's unwind (its cleanup switched
     /// away), where another raise would abort the process. Rechecked before each kill and
@@ -227,6 +244,20 @@ impl Core {
 #[inline]
 pub fn current() -> Coroutine {
     thread::with(|ts| ts.current())
+}
+
+/// [`current`] without the count: a handle that is never dropped, for a record that lives in a
+/// frame of the running coroutine (the hub's wait records), saving the count's increment and
+/// decrement.
+///
+/// # Safety
+/// The handle (or a reference into it) must not be used once the running coroutine's core may
+/// have been freed: kept in a frame of the running coroutine and used (by any coroutine) only
+/// while that frame lives, it is not (rule 7).
+#[inline]
+pub(crate) unsafe fn current_uncounted() -> std::mem::ManuallyDrop<Coroutine> {
+    // SAFETY: the caller's contract is the one of `ThreadState::current_uncounted`.
+    thread::with(|ts| unsafe { ts.current_uncounted() })
 }
 
 /// [`current`], or `None` if this thread has no coroutine state (never created, or torn down).

@@ -8,7 +8,7 @@
 //! destructor) is leaked with a `log::warn!` instead of killed (see `Coroutine`'s `Drop`).
 
 use std::cell::{Cell, RefCell, UnsafeCell};
-use std::mem::{MaybeUninit, align_of, size_of};
+use std::mem::{ManuallyDrop, MaybeUninit, align_of, size_of};
 use std::ptr;
 
 use super::blocks::FreeBlocks;
@@ -162,6 +162,18 @@ impl ThreadState {
         // SAFETY: rule 2: the running coroutine's core is alive (a handle or `retired` counts
         // for it), and `p` came from `CoreRef::as_ptr` of it.
         Coroutine(unsafe { CoreRef::from_core(p) })
+    }
+
+    /// A handle to the running coroutine that does not count (see [`super::current_uncounted`]).
+    ///
+    /// # Safety
+    /// As [`CoreRef::borrow_core`]: not used once the running coroutine's core may be freed.
+    #[inline(always)]
+    pub(crate) unsafe fn current_uncounted(&self) -> ManuallyDrop<Coroutine> {
+        // SAFETY: rule 2: the running coroutine's core is alive now, and `p` came from
+        // `CoreRef::as_ptr` of it; the caller's contract covers the later uses.
+        let h = unsafe { CoreRef::borrow_core(self.current.get()) };
+        ManuallyDrop::new(Coroutine(ManuallyDrop::into_inner(h)))
     }
 
     /// Drops the handles `hold` and `retired` kept for this arrival (see `arrive`).

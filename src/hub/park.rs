@@ -42,6 +42,7 @@
 
 use std::any::Any;
 use std::cell::Cell;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -54,7 +55,7 @@ use super::reactor::{Direction, Reactor};
 use super::remote::Remote;
 use super::scheduler::{self, Hub, TimerAction};
 use super::unwind;
-use crate::coroutine::{Coroutine, current};
+use crate::coroutine::{Coroutine, current_uncounted};
 
 /// Why a park ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,10 +77,13 @@ enum State {
 
 /// One coroutine's wait record. Lives on the waiting coroutine's stack (rule 2).
 pub(crate) struct Waiter {
-    /// Its coroutine. Counted: a parked coroutine whose every other handle is gone (a detached
-    /// fiber whose result's `Drop` waits, a raw coroutine parked in the hub) stays alive and
-    /// is woken as usual, instead of being killed by whoever drops the last other handle.
-    co: Coroutine,
+    /// Its coroutine, uncounted: the waiter lives in one of that coroutine's frames, which
+    /// keeps the core alive (`current_uncounted`; rule 7 of `coroutine/mod.rs`). While it is
+    /// parked the park holds it all the same: a parked coroutine whose every other handle is
+    /// gone (a detached fiber whose result's `Drop` waits, a raw coroutine parked in the hub)
+    /// is not killed by whoever drops the last one, as that handle's count passes to the park
+    /// (dropped by `Parked`'s `Drop`), and it is woken as usual.
+    co: ManuallyDrop<Coroutine>,
     state: Cell<State>,
     timer: Cell<Option<super::timers::TimerKey>>,
     /// Where else it is registered: one word for both kinds, so that a waiter with neither
@@ -108,7 +112,11 @@ impl Waiter {
     #[inline]
     pub(crate) fn new(what: &'static str) -> Waiter {
         Waiter {
-            co: current(),
+            // The handle stays in this waiter, a local of the frame that parks (rule 2) on the
+            // running coroutine's stack; the hub's structures hold the waiter only while it
+            // lives (rule 1).
+            // SAFETY: so the handle is used only while its coroutine's frame keeps it alive.
+            co: unsafe { current_uncounted() },
             state: Cell::new(State::Idle),
             timer: Cell::new(None),
             reg: Cell::new(Registration::None),
@@ -176,7 +184,7 @@ impl Waiter {
     /// [`yield_current`] (`ready`: queue this coroutine first, behind every other ready one).
     #[inline(always)]
     fn park_at(&self, hub: &Hub, deadline: Option<Instant>, ready: bool) -> Wake {
-        if self.co == hub.co {
+        if *self.co == hub.co {
             panic!(
                 "greenfiber: cannot block inside the hub (a hub callback or timer action tried to \
                  wait on {})",
@@ -255,7 +263,7 @@ impl Waiter {
                  that unwind is over",
                 self.co
             );
-            hub.deferred.borrow_mut().push((self.co.clone(), payload));
+            hub.deferred.borrow_mut().push(((*self.co).clone(), payload));
             // Back to waiting: to the hub, which runs what is ready (and resumes each, looking).
         }
     }
@@ -293,6 +301,9 @@ impl Drop for Parked<'_> {
         }
         self.w.co.park_slot().set(self.prev);
         self.w.state.set(State::Idle);
+        // A last handle dropped while it was parked passed its count to this park (rule 7 of
+        // `coroutine/mod.rs`): the park is over, so the count goes.
+        self.w.co.drop_adopted();
     }
 }
 
@@ -345,7 +356,7 @@ pub(crate) fn unpark_in(hub: &Hub, w: WaiterRef, why: Wake) {
         return;
     }
     waiter.state.set(State::Woken(why));
-    hub.ready.push_back(waiter.co.clone());
+    hub.ready.push_back((*waiter.co).clone());
 }
 
 /// Wakes a waiter the reactor has handed back (its socket became ready, or was deregistered).
@@ -829,5 +840,79 @@ impl RemoteWait {
                 return self.shared.woken.swap(false, Ordering::Acquire);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use crate::coroutine::{Coroutine, current};
+    use crate::hub::{sleep, spawn, with_timeout};
+    use crate::sync::Event;
+
+    #[test]
+    fn a_park_that_kept_its_coroutine_gives_the_count_back_as_it_ends() {
+        // A raw coroutine's last handle goes while it waits on an event: the park takes the
+        // count over (rule 7 of `coroutine/mod.rs`) and drops it as it ends, which retires the
+        // coroutine; as it parks again the retired handle goes, and the new park takes it over.
+        // Once it has finished, the handle it left behind is the only one: no count was kept.
+        let ev = Rc::new(Event::new());
+        let seen: Rc<Cell<Option<Coroutine>>> = Rc::new(Cell::new(None));
+        let (e2, s2) = (ev.clone(), seen.clone());
+        let f = spawn(move || {
+            let v = Coroutine::new(move |()| {
+                e2.wait();
+                e2.clear();
+                e2.wait();
+                s2.set(Some(current()));
+            });
+            // It parks, and this fiber is left in its switch until the timeout ends that.
+            let r = with_timeout(Duration::from_millis(5), || v.switch::<(), ()>(()));
+            assert!(r.is_err());
+            drop(v);
+        });
+        f.join();
+        ev.set();
+        sleep(Duration::from_millis(2));
+        assert!(seen.take().is_none(), "it waits again");
+        ev.set();
+        sleep(Duration::from_millis(2));
+        let me = seen.take().expect("woken twice, it finished");
+        assert!(me.is_dead());
+        assert_eq!(me.handle_count(), 1, "a count a park took over was kept");
+    }
+
+    #[test]
+    fn a_coroutine_that_survives_the_drop_of_its_last_handle_and_parks_is_kept_by_the_park() {
+        // The drop of its last handle kills it; it catches the kill and parks. The dropper's
+        // own timeout ends the kill while it lives on: parked, it is kept by its park (rule 7
+        // of `coroutine/mod.rs`) and woken as usual, and the count comes back as it finishes.
+        let ev = Rc::new(Event::new());
+        let seen: Rc<Cell<Option<Coroutine>>> = Rc::new(Cell::new(None));
+        let (e2, s2) = (ev.clone(), seen.clone());
+        let f = spawn(move || {
+            let v = Coroutine::new(move |()| {
+                let caught = catch_unwind(AssertUnwindSafe(|| {
+                    let creator = current().parent().expect("a parent");
+                    creator.switch::<(), ()>(());
+                }));
+                assert!(caught.is_err(), "killed");
+                e2.wait();
+                s2.set(Some(current()));
+            });
+            v.switch::<(), ()>(());
+            let r = with_timeout(Duration::from_millis(5), || drop(v));
+            assert!(r.is_err(), "the kill comes back only through the timeout");
+        });
+        f.join();
+        ev.set();
+        sleep(Duration::from_millis(2));
+        let me = seen.take().expect("the event woke it");
+        assert!(me.is_dead());
+        assert_eq!(me.handle_count(), 1, "its last handle's count was kept");
     }
 }
