@@ -32,10 +32,10 @@
 //! frames refer to the destroyed `Hub`, and its stack goes back to the pool (the few handles
 //! and buffers its frames own are leaked), so a program that starts and ends threads does
 //! not lose a stack per thread. A fiber parked at that moment stays parked, with its stack
-//! (that one is leaked: it may own anything), unless a later thread-local
-//! destructor kills it (Layer 1's `kill`, or the drop of its last handle): it then unwinds
-//! without the hub (its guards look the hub up with `try_with` and find none) and ends into
-//! main, the hub's parent.
+//! (that one is leaked: it may own anything), unless a later thread-local destructor kills it
+//! (Layer 1's `kill`; the drop of its last handle does not, as its park keeps it: coroutine
+//! rule 7): it then unwinds without the hub (its guards look the hub up with `try_with` and
+//! find none) and ends into main, the hub's parent.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
