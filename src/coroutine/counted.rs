@@ -108,7 +108,7 @@ impl CoreRef {
 
     /// A handle to the core at `core` that is not counted: it is never dropped (a drop would
     /// take a count it never added) unless a count is handed to it
-    /// ([`Coroutine::take_adopted`](super::Coroutine)); [`from_core`](CoreRef::from_core)
+    /// (`Coroutine::drop_adopted`); [`from_core`](CoreRef::from_core)
     /// without the count's increment.
     ///
     /// # Safety

@@ -78,9 +78,9 @@
 //!    suspended neither kills nor frees it: that handle's count passes to the park
 //!    (`Core::adopted`, at most one at a time, as it is taken only from a last handle), and
 //!    the scheduler drops it once the park ends, on the coroutine's own stack while it runs
-//!    ([`Coroutine::take_adopted`]), where it retires the coroutine if it was the last. So a
+//!    (`Coroutine::drop_adopted`), where it retires the coroutine if it was the last. So a
 //!    record in one of a coroutine's frames may hold it by an uncounted handle
-//!    ([`current_uncounted`]) and use it while that frame lives: a started coroutine's core
+//!    (`current_uncounted`) and use it while that frame lives: a started coroutine's core
 //!    is freed only once it is dead (dropping the last handle retires a running one, passes
 //!    the count of a parked one to its park, kills any other suspended one or leaks it if it
 //!    refuses to die, and leaks one left at thread teardown), and it dies only after its
