@@ -74,6 +74,7 @@ impl Builder {
             let parent = parent.unwrap_or_else(|| ts.current());
             let id = ts.next_id.get();
             ts.next_id.set(id + 1);
+            let stack_top = stack.top();
             let block = CoreRef::alloc_with(&ts.blocks);
             let ptr = block.core_ptr();
             let raw = RawCoroutine::with_stack(stack, move |yielder, ()| {
@@ -83,7 +84,6 @@ impl Builder {
             let core = block.init(Core {
                 id,
                 name,
-                is_main: false,
                 started: Cell::new(false),
                 dead: Cell::new(false),
                 in_chain: Cell::new(false),
@@ -95,6 +95,7 @@ impl Builder {
                 hub_flags: Cell::new(0),
                 adopted: Cell::new(false),
                 cut_short: Cell::new(false),
+                stack_top,
             });
             log::trace!("coroutine {} created", core.label());
             Coroutine(core)

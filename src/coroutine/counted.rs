@@ -34,6 +34,10 @@ struct Counted {
     core: Core,
 }
 
+/// At most this many bytes: a block (16-aligned) then lies within three cache lines, the ones
+/// `prefetch_ahead` asks for.
+const _: () = assert!(size_of::<Counted>() <= 144, "a core's block outgrew three cache lines");
+
 /// A block for a core, not written yet (dropped unwritten, it leaks).
 pub(crate) struct CoreBlock(NonNull<Counted>);
 
@@ -220,7 +224,6 @@ impl Core {
         let Core {
             id: _,
             name,
-            is_main: _,
             started: _,
             dead: _,
             in_chain: _,
@@ -232,6 +235,7 @@ impl Core {
             hub_flags: _,
             adopted: _,
             cut_short: _,
+            stack_top: _,
         } = self;
         name.is_some() || parent.get_mut().is_some() || raw.get_mut().is_some()
     }

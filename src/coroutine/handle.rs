@@ -62,7 +62,6 @@ impl Coroutine {
         Coroutine(CoreRef::new(Core {
             id: 0,
             name: Some("main".into()),
-            is_main: true,
             started: Cell::new(true),
             dead: Cell::new(false),
             in_chain: Cell::new(true),
@@ -75,6 +74,7 @@ impl Coroutine {
             hub_flags: Cell::new(0),
             adopted: Cell::new(false),
             cut_short: Cell::new(false),
+            stack_top: 0,
         }))
     }
 
@@ -158,10 +158,10 @@ impl Coroutine {
 
     fn kill_as(&self, by: Killer) {
         let c = &*self.0;
-        if c.is_main && self.is_current() {
+        if c.is_main() && self.is_current() {
             std::panic::resume_unwind(Box::new(GreenletExit));
         }
-        if c.dead.get() || c.is_main {
+        if c.dead.get() || c.is_main() {
             return;
         }
         if !c.started.get() {
@@ -260,7 +260,7 @@ impl Coroutine {
 
     /// True for the main coroutine of a thread.
     pub fn is_main(&self) -> bool {
-        self.0.is_main
+        self.0.is_main()
     }
 
     /// The name given with [`Builder::name`] (`"main"` for main coroutines).
@@ -335,7 +335,7 @@ impl Coroutine {
     /// does): the stack is reused.
     pub(crate) unsafe fn abandon(&self) {
         let c = &*self.0;
-        if c.is_main || c.dead.get() || c.in_chain.get() {
+        if c.is_main() || c.dead.get() || c.in_chain.get() {
             return;
         }
         if !c.started.get() {
@@ -363,7 +363,7 @@ impl Coroutine {
     #[cold]
     #[inline(never)]
     fn drop_last(&mut self) {
-        if self.0.is_main {
+        if self.0.is_main() {
             return;
         }
         let me = self.0.as_ptr();

@@ -41,7 +41,7 @@
 //! | false   | true  | false    | killed before it ever ran; its closure was dropped          |
 //!
 //! `in_chain` without `started`, and `dead` with `in_chain`, never happen. Main is always
-//! `started` and `in_chain` and never has `raw`.
+//! `started` and `in_chain`, never has `raw`, and is the only coroutine whose `stack_top` is 0.
 //!
 //! # Rules (cited by the `SAFETY` comments)
 //! 1. A coroutine, its handles and its stack belong to one thread: `Coroutine` is `!Send` and
@@ -86,6 +86,9 @@
 //!    refuses to die, and leaks one left at thread teardown), and it dies only after its
 //!    frames have ended (unwound, or returned), or abandoned at thread teardown, after which
 //!    its frames are never used again.
+//! 8. `Core::stack_top` is never dereferenced: it only tells [`prefetch_ahead`] where to ask
+//!    the CPU for cache lines. A prefetch never faults and changes nothing but the cache, so a
+//!    stale top (the coroutine finished, and its stack went on to another) is harmless.
 
 mod blocks;
 mod builder;
@@ -117,7 +120,6 @@ type Yielder = corosensei::Yielder<(), ()>;
 pub(crate) struct Core {
     id: u64,
     name: Option<Box<str>>,
-    is_main: bool,
     started: Cell<bool>,
     dead: Cell<bool>,
     in_chain: Cell<bool>,
@@ -140,9 +142,19 @@ pub(crate) struct Core {
     /// away), where another raise would abort the process. Rechecked before each kill and
     /// drop: with no panic under way on the thread, it cannot be (`Coroutine::kill`).
     cut_short: Cell<bool>,
+    /// The base (highest address) of the stack it was made with; 0 for main, which has none of
+    /// ours (and is the only one without: [`Core::is_main`]). Otherwise only a hint for
+    /// [`prefetch_ahead`] (rule 8).
+    stack_top: usize,
 }
 
 impl Core {
+    /// Whether it is its thread's main coroutine: the only one that runs on a stack not ours.
+    #[inline]
+    fn is_main(&self) -> bool {
+        self.stack_top == 0
+    }
+
     /// A handle to the parent (cloning it runs no user code, so nothing can see the `Cell`
     /// empty meanwhile).
     fn parent_handle(&self) -> Option<Coroutine> {
@@ -236,6 +248,60 @@ impl Core {
     }
 }
 
+/// Cache lines below a stack's top that [`prefetch_ahead`] asks for: 640 bytes, what a fiber
+/// touches from its start to a yield in the hub (576–640 bytes measured: corosensei's entry,
+/// `body` with the fiber's closure, the park and its switch). A coroutine suspended deeper
+/// resumes below these lines; they are still the ones it returns through.
+const PREFETCH_STACK_LINES: usize = 10;
+
+/// Asks the CPU to start loading what resuming two coroutines of a long ready queue will touch
+/// first, so that the memory latency overlaps the coroutines that run before them: `soon`'s
+/// record and the top of its stack, `later`'s record only (where `soon`'s stack is comes from
+/// its record, which the call for it as `later` loaded a few resumes before).
+///
+/// A scheduler calls it as it takes a coroutine to run, for the ones some places behind it in
+/// its queue. With 100,000 fibers ready at once each resume otherwise waits for ~10 stack lines
+/// and the record, none of them in the cache any more. It changes nothing but the cache (rule
+/// 8); main has no stack of ours, so only its record is fetched.
+#[inline]
+#[allow(dead_code)] // for the hub's ready queue (`RunQueue::pop_front`), which does not call it yet
+pub(crate) fn prefetch_ahead(soon: &Coroutine, later: &Coroutine) {
+    let record = later.0.as_ptr() as usize;
+    // The block of a core (`counted.rs`) is at most 144 bytes, 16-aligned (asserted there):
+    // these three lines hold it.
+    prefetch_line(record);
+    prefetch_line(record + 64);
+    prefetch_line(record + 128);
+    let top = soon.0.stack_top;
+    if top == 0 {
+        return;
+    }
+    prefetch_line(top - 64);
+    prefetch_line(top - 2 * 64);
+    prefetch_line(top - 3 * 64);
+    prefetch_line(top - 4 * 64);
+    prefetch_line(top - 5 * 64);
+    prefetch_line(top - 6 * 64);
+    prefetch_line(top - 7 * 64);
+    prefetch_line(top - 8 * 64);
+    prefetch_line(top - 9 * 64);
+    prefetch_line(top - 10 * 64);
+    const { assert!(PREFETCH_STACK_LINES == 10, "one call a line above") };
+}
+
+/// Asks for the cache line holding `addr` (a hint: nothing on targets other than x86_64).
+#[inline(always)]
+fn prefetch_line(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: rule 8: a prefetch is a hint that never faults, whatever the address, and changes
+    // no memory; `_mm_prefetch` needs SSE, which every x86_64 CPU has.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
 /// The coroutine running now; the thread's main coroutine outside any other.
 ///
 /// # Panics
@@ -270,4 +336,36 @@ pub(crate) fn try_current() -> Option<Coroutine> {
 /// The main coroutine of the current thread.
 pub fn main_coroutine() -> Coroutine {
     thread::with(|ts| ts.main.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_top_is_the_top_of_the_coroutines_own_stack() {
+        let page = stack::page_size();
+        let main = current();
+        assert_eq!(main.0.stack_top, 0, "main has no stack of ours");
+        // Where a local of the coroutine's closure lives: on its stack, below the top.
+        let c = Coroutine::new(|()| {
+            let local = 0u8;
+            std::hint::black_box(&local) as *const u8 as usize
+        });
+        let small = Coroutine::builder().stack_size(16 << 10).build(|()| {
+            let local = 0u8;
+            std::hint::black_box(&local) as *const u8 as usize
+        });
+        let (top, small_top) = (c.0.stack_top, small.0.stack_top);
+        assert!(top.is_multiple_of(page) && small_top.is_multiple_of(page));
+        // Not yet started, dead or main: a hint, whatever the state.
+        prefetch_ahead(&c, &small);
+        prefetch_ahead(&main, &c);
+        let local: usize = c.switch(());
+        assert!(local < top && top - local < stack_pool::DEFAULT_STACK_SIZE, "{local:#x} {top:#x}");
+        let local: usize = small.switch(());
+        assert!(local < small_top && small_top - local < 16 << 10, "{local:#x} {small_top:#x}");
+        prefetch_ahead(&c, &small);
+        assert_eq!(c.0.stack_top, top, "kept after its end");
+    }
 }

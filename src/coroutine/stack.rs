@@ -397,6 +397,12 @@ impl FiberStack {
         FiberStack { slot: ManuallyDrop::new(slot), _not_send: PhantomData }
     }
 
+    /// [`Stack::base`] as an address: one past the stack's highest byte.
+    #[inline]
+    pub(crate) fn top(&self) -> usize {
+        self.slot.start + self.slot.size
+    }
+
     /// Usable bytes between the guard page and [`Stack::base`].
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn usable_size(&self) -> usize {
@@ -458,7 +464,7 @@ impl std::fmt::Debug for FiberStack {
 unsafe impl Stack for FiberStack {
     #[inline]
     fn base(&self) -> StackPointer {
-        StackPointer::new(self.slot.start + self.slot.size).expect("stack base is not null")
+        StackPointer::new(self.top()).expect("stack base is not null")
     }
 
     #[inline]

@@ -19,7 +19,7 @@ impl Coroutine {
     /// Fails with [`Error::ParentCycle`] if `p` is this coroutine or one of its descendants,
     /// and with [`Error::WrongThread`] if this is a main coroutine (main has no parent).
     pub fn set_parent(&self, p: &Coroutine) -> Result<(), Error> {
-        if self.0.is_main {
+        if self.0.is_main() {
             return Err(Error::WrongThread);
         }
         let mut a = Some(p.clone());
