@@ -264,7 +264,6 @@ const PREFETCH_STACK_LINES: usize = 10;
 /// and the record, none of them in the cache any more. It changes nothing but the cache (rule
 /// 8); main has no stack of ours, so only its record is fetched.
 #[inline]
-#[allow(dead_code)] // for the hub's ready queue (`RunQueue::pop_front`), which does not call it yet
 pub(crate) fn prefetch_ahead(soon: &Coroutine, later: &Coroutine) {
     let record = later.0.as_ptr() as usize;
     // The block of a core (`counted.rs`) is at most 144 bytes, 16-aligned (asserted there):

@@ -547,15 +547,45 @@ impl RunQueue {
     /// Takes the first handle out.
     #[inline]
     pub(crate) fn pop_front(&self) -> Option<Coroutine> {
-        let head = self.head.get();
-        if head == self.tail.get() {
+        let (head, tail) = (self.head.get(), self.tail.get());
+        if head == tail {
             return None;
         }
         // SAFETY: rule 2: `head` is in `head..tail`, so its slot holds a live handle, which
         // leaves the queue's ownership as `head` moves past it.
         let co = unsafe { (*self.slots.get().add(head & self.mask.get())).assume_init_read() };
         self.head.set(head.wrapping_add(1));
+        if tail.wrapping_sub(head) > RunQueue::PREFETCH_LEN {
+            self.prefetch(head);
+        }
         Some(co)
+    }
+
+    /// A queue longer than this holds coroutines whose records and stacks have left the cache
+    /// by the time they run, so [`pop_front`](RunQueue::pop_front) has them prefetched a few
+    /// places ahead. (Shorter, as with batches of 100 fibers, they are still cached, and the
+    /// prefetches would only cost instructions.)
+    const PREFETCH_LEN: usize = 256;
+    /// How many places behind the one taken the stack is prefetched; the record twice as far
+    /// (100k fibers spawned at once, warm: 2 places, 230 ns a fiber; 4, 197 ns; 8, 200 ns).
+    const AHEAD: usize = 4;
+
+    /// Prefetches for the coroutines `AHEAD` and `2 * AHEAD` places behind `head`, just taken.
+    /// Out of line, so that the pops of short queues pay only for the length test.
+    #[cold]
+    #[inline(never)]
+    fn prefetch(&self, head: usize) {
+        let (slots, mask) = (self.slots.get(), self.mask.get());
+        const { assert!(2 * RunQueue::AHEAD < RunQueue::PREFETCH_LEN) };
+        // SAFETY: rule 2: the queue held more than `PREFETCH_LEN` > 2 * AHEAD handles from
+        // `head` on, so both slots are in `head + 1..tail` and hold live handles.
+        let (soon, later) = unsafe {
+            (
+                (*slots.add(head.wrapping_add(RunQueue::AHEAD) & mask)).assume_init_ref(),
+                (*slots.add(head.wrapping_add(2 * RunQueue::AHEAD) & mask)).assume_init_ref(),
+            )
+        };
+        crate::coroutine::prefetch_ahead(soon, later);
     }
 
     /// Takes out the last queued handle to `co`, if any; the others keep their order.
