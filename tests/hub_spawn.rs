@@ -606,3 +606,54 @@ fn a_raw_coroutine_parked_in_the_hub_outlives_its_last_handle() {
     sleep(Duration::from_millis(10));
     assert_eq!(*l.borrow(), ["woken"]);
 }
+
+#[test]
+fn a_long_ready_queue_runs_in_order_with_stale_entries_among_its_fibers() {
+    // Over 256 ready at once (the length from which the queue prefetches the fibers a few
+    // places ahead), some killed while queued, whose handles stay in the queue as stale
+    // entries: each round still runs in spawn order, every live fiber runs all its rounds,
+    // and a killed one runs none after its kill.
+    const N: usize = 1000;
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let gs: Vec<_> = (0..N)
+        .map(|i| {
+            let order = order.clone();
+            spawn(move || {
+                for round in 0..3 {
+                    order.borrow_mut().push((round, i));
+                    yield_now();
+                }
+                order.borrow_mut().push((3, i));
+                i
+            })
+        })
+        .collect();
+    yield_now(); // every fiber has run its round 0 and is queued again
+    let killed = |i: usize| i >= 3 && (i - 3).is_multiple_of(7);
+    let mut after_kill = Vec::new();
+    for (i, g) in gs.iter().enumerate().filter(|(i, _)| killed(*i)) {
+        g.kill();
+        after_kill.push((i, order.borrow().len()));
+    }
+    assert_eq!(joinall(&gs, None), N);
+    let order = order.borrow();
+    for round in 0..3 {
+        let ran: Vec<usize> = order.iter().filter(|(r, _)| *r == round).map(|e| e.1).collect();
+        assert!(ran.windows(2).all(|w| w[0] < w[1]), "round {round} out of spawn order");
+        let live = (0..N).filter(|&i| !killed(i)).count();
+        assert!(ran.len() >= live, "round {round}: {} of {live} live fibers ran", ran.len());
+    }
+    let mut cut_short = 0;
+    for (i, seen) in after_kill {
+        assert!(!order[seen..].iter().any(|e| e.1 == i), "fiber {i} ran after its kill");
+        // A kill waits for its fiber's death, and others run meanwhile: a fiber killed late
+        // may have finished first (the kill is then a no-op).
+        let finished = order[..seen].contains(&(3, i));
+        assert_eq!(gs[i].get().is_ok(), finished, "fiber {i}");
+        cut_short += usize::from(!finished);
+    }
+    assert!(cut_short > 0, "no kill cut a fiber short");
+    for (i, g) in gs.iter().enumerate().filter(|(i, _)| !killed(*i)) {
+        assert_eq!(g.get().ok(), Some(i), "fiber {i}");
+    }
+}
