@@ -246,6 +246,24 @@ fn client(addr: SocketAddr, c: usize, secs: f64) -> (f64, u64) {
             acc >= want
         })
     };
+    let pct = |q: f64| {
+        let want = (count as f64 * q).ceil() as u64;
+        let mut acc = 0;
+        hist.iter()
+            .position(|&n| {
+                acc += n;
+                acc >= want
+            })
+            .unwrap_or(0)
+    };
+    eprintln!(
+        "p10 {} p50 {} p90 {} p99 {} p999 {}",
+        pct(0.1),
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(0.999)
+    );
     (count as f64 / secs, p99.unwrap_or(0) as u64)
 }
 
