@@ -44,6 +44,44 @@ fn a_coroutine_parked_in_sleep_killed_after_the_hub_is_gone() {
 }
 
 #[test]
+fn a_coroutine_parked_while_unwinding_killed_after_the_hub_is_gone() {
+    // Parked inside a destructor during an unwind (a raise there would abort, so the hub keeps
+    // raises for later: park.rs rule 5), and killed by a thread-local destructor once the hub
+    // is gone: the kill comes back to the killer, and nothing touches the destroyed hub.
+    struct KillOnExit(RefCell<Option<Coroutine>>);
+    impl Drop for KillOnExit {
+        fn drop(&mut self) {
+            if let Some(co) = self.0.borrow_mut().take() {
+                co.kill();
+                assert!(!co.is_dead(), "without its hub, its cleanup can never end");
+            }
+        }
+    }
+    thread_local! {
+        static GUARD: KillOnExit = const { KillOnExit(RefCell::new(None)) };
+    }
+    struct SleepOnDrop;
+    impl Drop for SleepOnDrop {
+        fn drop(&mut self) {
+            greenfiber::sleep(Duration::from_secs(100)); // parks while unwinding
+        }
+    }
+    on_a_thread(|| {
+        let _ = greenfiber::current();
+        GUARD.with(|_| {}); // destroyed after the hub, which is created below
+        let co = Coroutine::new(|()| {
+            let _f = greenfiber::spawn(|| {
+                greenfiber::coroutine::main_coroutine().switch::<(), ()>(());
+            });
+            let _cleanup = SleepOnDrop;
+            std::panic::resume_unwind(Box::new("unwinding into a cleanup that sleeps"));
+        });
+        co.switch::<(), ()>(()); // back when the fiber switches to main
+        GUARD.with(|g| *g.0.borrow_mut() = Some(co));
+    });
+}
+
+#[test]
 fn a_coroutine_dropped_after_the_hub_is_gone_releases_a_lock_a_fiber_waits_for() {
     thread_local! {
         static HOLD: RefCell<Option<Coroutine>> = const { RefCell::new(None) };

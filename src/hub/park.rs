@@ -77,12 +77,18 @@ enum State {
 
 /// One coroutine's wait record. Lives on the waiting coroutine's stack (rule 2).
 pub(crate) struct Waiter {
-    /// Its coroutine, uncounted: the waiter lives in one of that coroutine's frames, which
-    /// keeps the core alive (`current_uncounted`; rule 7 of `coroutine/mod.rs`). While it is
-    /// parked the park holds it all the same: a parked coroutine whose every other handle is
-    /// gone (a detached fiber whose result's `Drop` waits, a raw coroutine parked in the hub)
-    /// is not killed by whoever drops the last one, as that handle's count passes to the park
-    /// (dropped by `Parked`'s `Drop`), and it is woken as usual.
+    /// Its coroutine, uncounted: the waiter lives in one of that coroutine's frames, and rule 7
+    /// of `coroutine/mod.rs` frees a core only after its frames are gone (`current_uncounted`).
+    /// While it is parked the park holds it all the same: a parked coroutine whose every other
+    /// handle is gone (a detached fiber whose result's `Drop` waits, a raw coroutine parked in
+    /// the hub) is not killed by whoever drops the last one, as that handle's count passes to
+    /// the park (dropped by `Parked`'s `Drop`), and it is woken as usual.
+    ///
+    /// What keeps that true: between `Parked`'s `Drop` and this waiter's own, only library
+    /// code that never switches runs (the retried socket call, the wait list's bookkeeping; an
+    /// offered value is dropped after the waiter), never user code, so a coroutine is never
+    /// suspended with a live waiter and no park, where the drop of its last handle would kill
+    /// it instead.
     co: ManuallyDrop<Coroutine>,
     state: Cell<State>,
     timer: Cell<Option<super::timers::TimerKey>>,
@@ -239,14 +245,15 @@ impl Waiter {
     /// coroutine is not unwinding after all: it caught what it unwound from.)
     #[cold]
     #[inline(never)]
-    fn switch_while_unwinding(&self, hub: &Hub, mut next: Option<Coroutine>) {
+    fn switch_while_unwinding(&self, hub: &Hub, next: Option<Coroutine>) {
+        let mut to = next.unwrap_or_else(|| hub.co.clone());
         loop {
-            let to = next.take();
             // SWITCH: as in `park_in`. It waits for any value (what resumes a park sends `()`):
             // a second user of `park_in`'s own switch instance here made the compiler stop
-            // inlining that one into `park_in`, at +27 instructions a yield.
+            // inlining that one into `park_in`, at +27 instructions a yield. `hub` may be gone
+            // when this comes back (below): not used after it.
             let r = catch_unwind(AssertUnwindSafe(|| {
-                let _: Box<dyn Any> = to.as_ref().unwrap_or(&hub.co).switch(());
+                let _: Box<dyn Any> = to.switch(());
             }));
             let Err(payload) = r else { return };
             if !std::thread::panicking() {
@@ -263,8 +270,30 @@ impl Waiter {
                  that unwind is over",
                 self.co
             );
-            hub.deferred.borrow_mut().push(((*self.co).clone(), payload));
-            // Back to waiting: to the hub, which runs what is ready (and resumes each, looking).
+            // The hub is looked up again: a thread-local destructor of an ending thread may
+            // raise into a coroutine that was parked when the hub went (see `Parked`).
+            let co = (*self.co).clone();
+            let hub_co = scheduler::try_with(move |hub| {
+                hub.deferred.borrow_mut().push((co, payload));
+                hub.co.clone()
+            });
+            to = match hub_co {
+                // Back to waiting: to the hub, which runs what is ready (and resumes each,
+                // looking).
+                Some(hub_co) => hub_co,
+                // No hub will ever resume this park, and a raise here would abort: the raise
+                // is dropped and the coroutine stays parked (leaked, as every coroutine parked
+                // when its hub went). Control goes back to the raiser: a killer is the parent
+                // while its kill lasts, and it takes any value.
+                None => {
+                    log::warn!(
+                        "greenfiber: {:?}, parked in a cleanup when its thread's hub went, was \
+                         raised into: the raise is dropped and it stays parked",
+                        self.co
+                    );
+                    self.co.parent().unwrap_or_else(crate::coroutine::main_coroutine)
+                }
+            };
         }
     }
 }
