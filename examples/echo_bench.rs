@@ -9,7 +9,7 @@
 //! cargo run --release --example echo_bench -- run --secs 1 --reps 1 --conns 50
 //! cargo run --release --example echo_bench -- idle 10000           # RSS per idle connection
 //! cargo run --release --example echo_bench -- server mio           # prints "port N"; any server
-//! cargo run --release --example echo_bench -- client 127.0.0.1:N 50 5
+//! cargo run --release --example echo_bench -- client 127.0.0.1:N 50 5  # also prints p10..p99.9
 //! cargo run --release --features monkey --example echo_bench -- run --servers greenfiber,std-patched
 //! ```
 //! `run` pins each server to CPU 0 and the client to CPU 1 with `taskset` (if present).
@@ -238,33 +238,26 @@ fn client(addr: SocketAddr, c: usize, secs: f64) -> (f64, u64) {
             }
         }
     }
-    let p99 = {
-        let want = (count as f64 * 0.99).ceil() as u64;
+    // The latency under which a fraction `q` of the round trips fell, in µs.
+    let pct = |q: f64| {
+        let want = (count as f64 * q).ceil() as u64;
         let mut acc = 0;
         hist.iter().position(|&n| {
             acc += n;
             acc >= want
         })
     };
-    let pct = |q: f64| {
-        let want = (count as f64 * q).ceil() as u64;
-        let mut acc = 0;
-        hist.iter()
-            .position(|&n| {
-                acc += n;
-                acc >= want
-            })
-            .unwrap_or(0)
-    };
+    let show = |q| pct(q).map_or("-".to_owned(), |us| us.to_string());
+    // The shape of the distribution, for a look by hand (`client` mode prints it).
     eprintln!(
-        "p10 {} p50 {} p90 {} p99 {} p999 {}",
-        pct(0.1),
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        pct(0.999)
+        "latency µs: p10 {} p50 {} p90 {} p99 {} p99.9 {}",
+        show(0.1),
+        show(0.5),
+        show(0.9),
+        show(0.99),
+        show(0.999)
     );
-    (count as f64 / secs, p99.unwrap_or(0) as u64)
+    (count as f64 / secs, pct(0.99).unwrap_or(0) as u64)
 }
 
 // ---------------------------------------------------------------- orchestration
