@@ -86,7 +86,7 @@
 //!    refuses to die, and leaks one left at thread teardown), and it dies only after its
 //!    frames have ended (unwound, or returned), or abandoned at thread teardown, after which
 //!    its frames are never used again.
-//! 8. `Core::stack_top` is never dereferenced: it only tells [`prefetch_ahead`] where to ask
+//! 8. `Core::stack_top` is never dereferenced: it only tells `prefetch_ahead` where to ask
 //!    the CPU for cache lines. A prefetch never faults and changes nothing but the cache, so a
 //!    stale top (the coroutine finished, and its stack went on to another) is harmless.
 
