@@ -167,7 +167,7 @@ fn exit_as_value(msg: Msg) -> Msg {
     }
 }
 
-/// `switch`/`try_switch`: checks the receiver waits for a `T`, then sends `value`.
+/// `try_switch`: checks the receiver waits for a `T`, then sends `value`.
 ///
 /// The fast path — a live target other than the current coroutine that waits for exactly a
 /// `T` — is the whole cost of a switch besides corosensei's. One type check finds it: the
@@ -177,6 +177,26 @@ pub(crate) fn switch_value<T: 'static, R: 'static>(
     target: &Coroutine,
     value: T,
 ) -> Result<R, SwitchError> {
+    switch_with(target, value, Ok, switch_value_slow::<T, R>)
+}
+
+/// `switch`: [`switch_value`] that panics if the value is refused. The slow path, with the
+/// refusal's error and message, is out of line: inlined, their locals made the frame of every
+/// caller (every park, on each waiting fiber's stack) a cache line deeper.
+#[inline(always)]
+pub(crate) fn switch_or_panic<T: 'static, R: 'static>(target: &Coroutine, value: T) -> R {
+    switch_with(target, value, |r| r, switch_slow_or_panic::<T, R>)
+}
+
+/// The fast path of [`switch_value`] and [`switch_or_panic`]: `ok` wraps what arrives, `slow`
+/// takes every other case.
+#[inline(always)]
+fn switch_with<T: 'static, R: 'static, O>(
+    target: &Coroutine,
+    value: T,
+    ok: impl FnOnce(R) -> O,
+    slow: impl FnOnce(&ThreadState, &Coroutine, T) -> O,
+) -> O {
     thread::with(
         // Inlined into `Coroutine::switch`, itself inlined into its caller (see there).
         #[inline(always)]
@@ -184,14 +204,28 @@ pub(crate) fn switch_value<T: 'static, R: 'static>(
             let me = ts.current_ptr();
             let t = &*target.0;
             if t.expect.get().type_id != TypeId::of::<T>() {
-                return switch_value_slow(ts, target, value);
+                return slow(ts, target, value);
             }
             // Rule 6: a coroutine that waits for a `T` is neither dead nor running.
             debug_assert!(!t.dead.get() && !ptr::eq(t, me));
             // Rule 2: `target` is borrowed by this frame, which keeps it alive until it arrives.
-            Ok(go::<T, R>(ts, me, t, Payload::Value(value)))
+            ok(go::<T, R>(ts, me, t, Payload::Value(value)))
         },
     )
+}
+
+/// The slow path of [`switch_or_panic`].
+#[cold]
+#[inline(never)]
+fn switch_slow_or_panic<T: 'static, R: 'static>(
+    ts: &ThreadState,
+    target: &Coroutine,
+    value: T,
+) -> R {
+    match switch_value_slow(ts, target, value) {
+        Ok(r) => r,
+        Err(e) => panic!("greenfiber: {e}"),
+    }
 }
 
 /// A switch to a dead coroutine (the value goes to its first live ancestor), to the current
@@ -257,7 +291,7 @@ fn go<T: 'static, R: 'static>(
     // First, as the logger may switch itself (a socket write that waits, under monkey
     // patching): that switch leaves `me` waiting for nothing (rule 6) when it comes back here,
     // and uses the thread's value slot and `ts.slow`, so nothing may be in flight yet either.
-    if log::log_enabled!(log::Level::Trace) {
+    if trace_on() {
         trace_switch(me_ref, target);
     }
     me_ref.expect.set(Expect::of::<R>());
@@ -417,6 +451,21 @@ fn log_ending(log: impl FnOnce()) {
     let _dropped = catch_unwind(AssertUnwindSafe(log));
 }
 
+/// Whether trace lines may be logged: the level test of `log::trace!` without its metadata,
+/// which takes room in the frame of the function it is inlined into.
+#[inline(always)]
+fn trace_on() -> bool {
+    log::Level::Trace <= log::STATIC_MAX_LEVEL && log::Level::Trace <= log::max_level()
+}
+
+/// [`body`]'s trace line for a coroutine that returned, out of line: inlined, the formatting's
+/// locals made the frame of every coroutine's root function, on its stack below whatever it
+/// does, a cache line deeper.
+#[inline(never)]
+fn log_finished(me: &Core) {
+    log_ending(|| log::trace!("coroutine {} finished", me.label()));
+}
+
 /// The root function of every coroutine: runs `f` and sends the outcome to the parent.
 ///
 /// # Safety
@@ -434,13 +483,23 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         let arg: A = thread::with(|ts| arrive::<A>(ts, core));
         f(arg)
     }));
-    let r = match result {
-        Ok(r) => r,
-        Err(p) => return body_raised(me, p),
-    };
+    match result {
+        Ok(r) => body_returned(me, r),
+        Err(p) => body_raised(me, p),
+    }
+    // Returning hands control to our corosensei resumer, whose drive() forwards the message.
+}
+
+/// The end of [`body`] for a coroutine whose closure returned `r`: `r` goes to the parent.
+/// Out of line, like [`body_raised`]: `body`'s frame, on every coroutine's stack above all it
+/// does, then holds little more than what lives across the closure's call.
+#[inline(never)]
+fn body_returned<R: 'static>(me: &Core, r: R) {
     // Logged while it is alive: dead, it waits for nothing (rule 6), and a logger that
     // switched would make it wait for something.
-    log_ending(|| log::trace!("coroutine {} finished", me.label()));
+    if trace_on() {
+        log_finished(me);
+    }
     me.set_dead();
     thread::with(|ts| {
         // From here until the receiver has arrived no user code runs, so the parent links from
@@ -464,7 +523,6 @@ pub(crate) unsafe fn body<A: 'static, R: 'static, F: FnOnce(A) -> R>(
         ts.target.set(recv);
         ts.value.set(value);
     });
-    // Returning hands control to our corosensei resumer, whose drive() forwards the message.
 }
 
 /// The end of [`body`] for a coroutine that a panic (its own, a `throw` or a kill) ended: the
