@@ -261,6 +261,12 @@ impl Coroutine {
         self.0.is_main()
     }
 
+    /// Whether it is in the resume chain: running, or below the running one (`switch.rs`).
+    #[cfg(test)]
+    pub(crate) fn in_chain(&self) -> bool {
+        self.0.in_chain.get()
+    }
+
     /// The name given with [`Builder::name`] (`"main"` for main coroutines).
     pub fn name(&self) -> Option<&str> {
         self.0.name.as_deref()

@@ -209,7 +209,7 @@ impl Waiter {
         let _parked = Parked::enter(self);
         // Hand-off (scheduler.rs): while the hub's round lasts, switch straight to the next
         // ready coroutine, which is what the hub would do next; else to the hub.
-        let next = hub.next_ready();
+        let next = hub.next_handoff();
         if let Some(n) = &next {
             unwind::resuming(n, panicking);
         }
