@@ -899,23 +899,26 @@ mod tests {
     use std::time::Duration;
 
     use crate::coroutine::{Coroutine, current};
-    use crate::hub::{sleep, spawn, with_timeout};
-    use crate::sync::Event;
+    use crate::hub::{Greenlet, sleep, spawn, with_timeout};
+
+    /// A fiber that waits until it is killed: joining it is a wait that `kill` ends.
+    fn gate() -> Greenlet<()> {
+        spawn(|| sleep(Duration::from_secs(3600)))
+    }
 
     #[test]
     fn a_park_that_kept_its_coroutine_gives_the_count_back_as_it_ends() {
-        // A raw coroutine's last handle goes while it waits on an event: the park takes the
+        // A raw coroutine's last handle goes while it waits (in a join): the park takes the
         // count over (rule 7 of `coroutine/mod.rs`) and drops it as it ends, which retires the
         // coroutine; as it parks again the retired handle goes, and the new park takes it over.
         // Once it has finished, the handle it left behind is the only one: no count was kept.
-        let ev = Rc::new(Event::new());
+        let (first, second) = (gate(), gate());
         let seen: Rc<Cell<Option<Coroutine>>> = Rc::new(Cell::new(None));
-        let (e2, s2) = (ev.clone(), seen.clone());
+        let (g1, g2, s2) = (first.clone(), second.clone(), seen.clone());
         let f = spawn(move || {
             let v = Coroutine::new(move |()| {
-                e2.wait();
-                e2.clear();
-                e2.wait();
+                g1.join();
+                g2.join();
                 s2.set(Some(current()));
             });
             // It parks, and this fiber is left in its switch until the timeout ends that.
@@ -924,10 +927,10 @@ mod tests {
             drop(v);
         });
         f.join();
-        ev.set();
+        first.kill();
         sleep(Duration::from_millis(2));
         assert!(seen.take().is_none(), "it waits again");
-        ev.set();
+        second.kill();
         sleep(Duration::from_millis(2));
         let me = seen.take().expect("woken twice, it finished");
         assert!(me.is_dead());
@@ -939,9 +942,9 @@ mod tests {
         // The drop of its last handle kills it; it catches the kill and parks. The dropper's
         // own timeout ends the kill while it lives on: parked, it is kept by its park (rule 7
         // of `coroutine/mod.rs`) and woken as usual, and the count comes back as it finishes.
-        let ev = Rc::new(Event::new());
+        let open = gate();
         let seen: Rc<Cell<Option<Coroutine>>> = Rc::new(Cell::new(None));
-        let (e2, s2) = (ev.clone(), seen.clone());
+        let (g2, s2) = (open.clone(), seen.clone());
         let f = spawn(move || {
             let v = Coroutine::new(move |()| {
                 let caught = catch_unwind(AssertUnwindSafe(|| {
@@ -949,7 +952,7 @@ mod tests {
                     creator.switch::<(), ()>(());
                 }));
                 assert!(caught.is_err(), "killed");
-                e2.wait();
+                g2.join();
                 s2.set(Some(current()));
             });
             v.switch::<(), ()>(());
@@ -957,9 +960,9 @@ mod tests {
             assert!(r.is_err(), "the kill comes back only through the timeout");
         });
         f.join();
-        ev.set();
+        open.kill();
         sleep(Duration::from_millis(2));
-        let me = seen.take().expect("the event woke it");
+        let me = seen.take().expect("the join woke it");
         assert!(me.is_dead());
         assert_eq!(me.handle_count(), 1, "its last handle's count was kept");
     }
