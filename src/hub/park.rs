@@ -118,10 +118,11 @@ impl Waiter {
     #[inline]
     pub(crate) fn new(what: &'static str) -> Waiter {
         Waiter {
-            // The handle stays in this waiter, a local of the frame that parks (rule 2) on the
-            // running coroutine's stack; the hub's structures hold the waiter only while it
-            // lives (rule 1).
-            // SAFETY: so the handle is used only while its coroutine's frame keeps it alive.
+            // SAFETY: the handle stays in this waiter, a local of a frame of the running
+            // coroutine (rule 2), and is used only while the waiter lives: by this coroutine,
+            // or by whoever finds the waiter in a hub structure, which holds it only while it
+            // lives (rule 1). By rule 7 of `coroutine/mod.rs` the core is freed only after
+            // the coroutine's frames, this one among them, have ended.
             co: unsafe { current_uncounted() },
             state: Cell::new(State::Idle),
             timer: Cell::new(None),

@@ -143,7 +143,8 @@ pub(crate) fn fiber_returned(slot: usize) -> Option<Option<Coroutine>> {
         .unwrap_or(Some(None))
 }
 
-/// [`with`], always inlined.
+/// [`with`], always inlined: for the wait list's park, which `with` alone left a call.
+/// (`HUB.with` here instead of `try_with`: queue ping-pong 520 -> 576 instructions.)
 #[inline(always)]
 pub(crate) fn with_inline<T>(f: impl FnOnce(&Hub) -> T) -> T {
     match HUB.try_with(f) {
@@ -597,8 +598,9 @@ impl RunQueue {
     /// (100k fibers spawned at once, warm: 2 places, 230 ns a fiber; 4, 197 ns; 8, 200 ns).
     const AHEAD: usize = 4;
 
-    /// Prefetches for the coroutines `AHEAD` and `2 * AHEAD` places behind `head`, just taken.
-    /// Out of line, so that the pops of short queues pay only for the length test.
+    /// Prefetches for the coroutines `AHEAD` and `2 * AHEAD` places behind `head`, just taken,
+    /// and counts the pop in `long_pops`. Out of line, so that the pops of short queues pay
+    /// only for the length test.
     #[cold]
     #[inline(never)]
     fn prefetch(&self, head: usize) {
