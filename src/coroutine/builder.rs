@@ -97,8 +97,20 @@ impl Builder {
                 cut_short: Cell::new(false),
                 stack_top,
             });
-            log::trace!("coroutine {} created", core.label());
+            if switch::trace_on() {
+                log_created(&core);
+            }
             Coroutine(core)
         })
+    }
+}
+
+/// The trace line for a new coroutine, out of line, after the logger's own filter (`label`
+/// formats a string; see `trace_switch` in `switch.rs`).
+#[cold]
+#[inline(never)]
+fn log_created(core: &Core) {
+    if log::log_enabled!(log::Level::Trace) {
+        log::trace!("coroutine {} created", core.label());
     }
 }

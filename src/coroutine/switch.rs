@@ -316,7 +316,12 @@ fn go<T: 'static, R: 'static>(
 #[cold]
 #[inline(never)]
 fn trace_switch(from: &Core, to: &Core) {
-    log::trace!("switch {} -> {}", from.label(), to.label());
+    // The logger's own filter too (`trace_on` in `go` tests only the level): the maximum level
+    // is Trace whenever any target is traced (env_logger's `RUST_LOG=app=trace`), and without
+    // the filter every switch would format two labels for a logger that drops them.
+    if log::log_enabled!(log::Level::Trace) {
+        log::trace!("switch {} -> {}", from.label(), to.label());
+    }
 }
 
 /// Takes the message that arrived for the current coroutine and makes it `current`, then drops
@@ -451,10 +456,11 @@ fn log_ending(log: impl FnOnce()) {
     let _dropped = catch_unwind(AssertUnwindSafe(log));
 }
 
-/// Whether trace lines may be logged: the level test of `log::trace!` without its metadata,
-/// which takes room in the frame of the function it is inlined into.
+/// Whether trace lines may be logged, as far as the level tells: the level test of
+/// `log::trace!` without its metadata, which takes room in the frame of the function it is
+/// inlined into. The out-of-line logging behind it asks the logger too (`log_enabled!`).
 #[inline(always)]
-fn trace_on() -> bool {
+pub(super) fn trace_on() -> bool {
     log::Level::Trace <= log::STATIC_MAX_LEVEL && log::Level::Trace <= log::max_level()
 }
 
@@ -463,7 +469,10 @@ fn trace_on() -> bool {
 /// does, a cache line deeper.
 #[inline(never)]
 fn log_finished(me: &Core) {
-    log_ending(|| log::trace!("coroutine {} finished", me.label()));
+    // The logger's own filter too, as in `trace_switch`.
+    if log::log_enabled!(log::Level::Trace) {
+        log_ending(|| log::trace!("coroutine {} finished", me.label()));
+    }
 }
 
 /// The root function of every coroutine: runs `f` and sends the outcome to the parent.
