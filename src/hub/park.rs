@@ -117,13 +117,14 @@ impl Waiter {
     /// A waiter for the current coroutine; `what` names the wait in `fibers()` and LoopExit.
     #[inline]
     pub(crate) fn new(what: &'static str) -> Waiter {
+        // The handle stays in this waiter, a local of a frame of the running coroutine (rule
+        // 2), used only while the waiter lives: by this coroutine, or by whoever finds the
+        // waiter in a hub structure, which holds it only while it lives (rule 1).
+        // SAFETY: so by rule 7 of `coroutine/mod.rs` (a core is freed only after its
+        // coroutine's frames, this one among them, have ended) its core outlives every use.
+        let co = unsafe { current_uncounted() };
         Waiter {
-            // SAFETY: the handle stays in this waiter, a local of a frame of the running
-            // coroutine (rule 2), and is used only while the waiter lives: by this coroutine,
-            // or by whoever finds the waiter in a hub structure, which holds it only while it
-            // lives (rule 1). By rule 7 of `coroutine/mod.rs` the core is freed only after
-            // the coroutine's frames, this one among them, have ended.
-            co: unsafe { current_uncounted() },
+            co,
             state: Cell::new(State::Idle),
             timer: Cell::new(None),
             reg: Cell::new(Registration::None),
