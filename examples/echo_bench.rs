@@ -334,7 +334,7 @@ fn run(rest: &[&str]) {
             }
         }
     }
-    println!("| server | C | round trips/s (median of {reps}) | p99 µs | runs (rt/s) |");
+    println!("| server | C | round trips/s (median of {reps}) | p99 µs | runs: rt/s (p99 µs) |");
     println!("|---|---|---|---|---|");
     for (si, kind) in servers.iter().enumerate() {
         for (ci, c) in conns.iter().enumerate() {
@@ -343,7 +343,7 @@ fn run(rest: &[&str]) {
             let mut p99s: Vec<u64> = runs.iter().map(|r| r.1).collect();
             rts.sort_by(f64::total_cmp);
             p99s.sort();
-            let all: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.0)).collect();
+            let all: Vec<String> = runs.iter().map(|r| format!("{:.0} ({})", r.0, r.1)).collect();
             println!(
                 "| {kind} | {c} | {:.0} | {} | {} |",
                 rts[rts.len() / 2],
