@@ -9,8 +9,8 @@
 //!
 //! # Why `Remote` is `Send + Sync`
 //!
-//! Only two things cross threads: `u64` ids and an `Arc` of a `Mutex<Vec<u64>>` and a
-//! `mio::Waker`, all `Send + Sync`, so the compiler derives both traits and no `unsafe impl` is
+//! Only two things cross threads: `u64` ids and an `Arc` of a `Mutex<Vec<u64>>` and the
+//! reactor's `Waker` (an eventfd), all `Send + Sync`, so the compiler derives both traits and no `unsafe impl` is
 //! needed. Fiber handles (`Rc`, `!Send`) never leave the hub's thread: the id→fiber table lives
 //! there.
 //!
@@ -41,7 +41,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mio::Waker;
+use super::reactor::Waker;
 
 /// A cloneable, `Send + Sync` handle for waking fibers of one hub from any thread.
 #[derive(Clone, Debug)]

@@ -55,10 +55,10 @@ impl<S: Source + AsRawFd> Registered<S> {
     /// Registers `source` for both directions with this thread's hub. A socket that patched
     /// std code waited on (the `monkey` feature) is registered as a borrowed fd already: this
     /// registration replaces that one (reactor, "Owned sources and borrowed fds").
-    pub(crate) fn new(mut source: S) -> io::Result<Registered<S>> {
+    pub(crate) fn new(source: S) -> io::Result<Registered<S>> {
         let (token, read) = scheduler::with(|hub| {
             park::with_reactor(hub, |reactor, parked| {
-                let token = reactor.register(&mut source, parked)?;
+                let token = reactor.register(&source, parked)?;
                 io::Result::Ok((token, reactor.readiness(token)))
             })
         })?;
@@ -143,7 +143,7 @@ impl<S: Source> Drop for Registered<S> {
         // if it happens, `with_reactor` wakes them: their retry sees the error, not a hang.
         scheduler::try_with(|hub| {
             park::with_reactor(hub, |reactor, parked| {
-                if let Err(e) = reactor.deregister(&mut self.source, self.token, parked) {
+                if let Err(e) = reactor.deregister(self.token, parked) {
                     log::debug!("net: deregistering {:?}: {e}", self.token);
                 }
             })
