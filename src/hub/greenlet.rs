@@ -102,6 +102,16 @@ impl<T: 'static> Unfinished<T> {
     #[cold]
     #[inline(never)]
     fn killed(inner: LocalRc<Inner<T>>) {
+        // A `spawn_later` fiber killed before its start, whichever way (its `Greenlet` cancels
+        // the timer itself; its Layer 1 coroutine does not): the start timer would hold the
+        // coroutine until the deadline and make the hub wait for it. (Not while the timers
+        // are borrowed: a start action dropped by the timers themselves has no timer left.)
+        if let Some(k) = inner.take_start() {
+            let start = scheduler::try_with(|hub| {
+                hub.timers.try_borrow_mut().ok().and_then(|mut timers| timers.cancel(k))
+            });
+            drop(start);
+        }
         Inner::finish(inner, Err(Error::Killed));
     }
 }
@@ -523,6 +533,16 @@ pub fn killall<T: 'static>(gs: &[Greenlet<T>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn killing_a_spawn_later_fiber_through_its_coroutine_cancels_its_timer() {
+        // Layer 1's kill drops the unstarted closure (`Unfinished`), not `Greenlet::kill`.
+        let g = spawn_later(Duration::from_secs(3600), || 1);
+        assert_eq!(scheduler::with(|hub| hub.timers.borrow().len()), 1);
+        g.coroutine().kill();
+        assert!(g.ready() && !g.successful());
+        assert_eq!(scheduler::with(|hub| hub.timers.borrow().len()), 0, "start timer left");
+    }
 
     #[test]
     fn killing_a_spawn_later_fiber_cancels_its_timer() {
