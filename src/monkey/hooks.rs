@@ -680,14 +680,74 @@ macro_rules! io_hook {
     };
 }
 
+/// What a blocking transfer of `n` bytes promises and a non-blocking one does not: a write (or
+/// a `send`) to a blocking fd returns only once all `n` bytes are queued, and a stream
+/// `recv` with `MSG_WAITALL` only once the buffer is full (or either meets end of file, an
+/// error, or the fd's timeout). The hooks run calls on an fd they made non-blocking, where the
+/// kernel stops short, so `op_at(done)` is repeated on the rest, each time through [`io()`].
+/// Returns the bytes moved, or -1 (with the failing call's `errno`) if none moved; a count
+/// after a later failure leaves `errno` as it was (rule 2), as the kernel reports the error
+/// on the next call. On an fd that is non-blocking in the user's view the second call simply
+/// says EAGAIN, and the partial count comes back as it would have.
+fn io_whole(
+    name: &'static str,
+    h: usize,
+    fd: c_int,
+    dir: Direction,
+    n: usize,
+    mut op_at: impl FnMut(usize) -> isize,
+) -> isize {
+    if !PATCHED.load(Relaxed) {
+        return op_at(0); // not patched: exactly the real call
+    }
+    let saved = errno();
+    let mut done = 0;
+    loop {
+        let r = io(name, h, fd, dir, || op_at(done));
+        if r < 0 && done == 0 {
+            return r;
+        }
+        if r <= 0 {
+            set_errno(saved);
+            return done as isize;
+        }
+        done += r as usize;
+        if done >= n {
+            return done as isize;
+        }
+    }
+}
+
+/// Is `fd` a stream socket (where `MSG_WAITALL` waits for the whole buffer)? Leaves `errno`.
+#[cold]
+#[inline(never)]
+fn is_stream_socket(fd: c_int) -> bool {
+    let saved = errno();
+    let mut ty: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: `ty` and `len` are valid places for an int-sized option and its length.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&raw mut ty).cast(), &mut len)
+    };
+    set_errno(saved);
+    r == 0 && ty == libc::SOCK_STREAM
+}
+
 io_hook!(
     /// Hook for `read(2)`.
     fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t, Read;
 );
-io_hook!(
-    /// Hook for `write(2)`.
-    fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t, Write;
-);
+
+/// Hook for `write(2)`: all `n` bytes, as a blocking `write` (see [`io_whole`]).
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    // SAFETY: rule 1: the caller's buffer, from `done` on (`done` < `n`), and its length.
+    let op_at = |done: usize| unsafe { real::write(fd, buf.byte_add(done), n - done) };
+    io_whole("write", const { idx("write") }, fd, Direction::Write, n, op_at)
+}
 io_hook!(
     /// Hook for `readv(2)`.
     fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t, Read;
@@ -696,26 +756,98 @@ io_hook!(
     /// Hook for `writev(2)`.
     fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t, Write;
 );
-io_hook!(
-    /// Hook for `recv(2)`.
-    fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t, Read, flags = flags;
-);
-io_hook!(
-    /// Hook for `send(2)`.
-    fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t, Write, flags = flags;
-);
-io_hook!(
-    /// Hook for `recvfrom(2)`.
-    fn recvfrom(
-        fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, len: *mut socklen_t
-    ) -> ssize_t, Read, flags = flags;
-);
-io_hook!(
-    /// Hook for `sendto(2)`.
-    fn sendto(
-        fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, len: socklen_t
-    ) -> ssize_t, Write, flags = flags;
-);
+/// Hook for `recv(2)`; with `MSG_WAITALL` on a stream socket, the whole buffer (see
+/// [`io_whole`]).
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: rule 1: the caller's buffer, from `done` on (`done` < `n`), and its length.
+    let op_at = |done: usize| unsafe { real::recv(fd, buf.byte_add(done), n - done, flags) };
+    // A per-call non-blocking request is the caller's own choice: pass through.
+    if flags & libc::MSG_DONTWAIT != 0 {
+        return op_at(0);
+    }
+    let h = const { idx("recv") };
+    if flags & libc::MSG_WAITALL != 0 && is_stream_socket(fd) {
+        return io_whole("recv", h, fd, Direction::Read, n, op_at) as ssize_t;
+    }
+    io("recv", h, fd, Direction::Read, || op_at(0)) as ssize_t
+}
+
+/// Hook for `send(2)`: all `n` bytes, as a blocking `send` (see [`io_whole`]).
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: rule 1: the caller's buffer, from `done` on (`done` < `n`), and its length.
+    let op_at = |done: usize| unsafe { real::send(fd, buf.byte_add(done), n - done, flags) };
+    // A per-call non-blocking request is the caller's own choice: pass through.
+    if flags & libc::MSG_DONTWAIT != 0 {
+        return op_at(0);
+    }
+    io_whole("send", const { idx("send") }, fd, Direction::Write, n, op_at) as ssize_t
+}
+
+/// Hook for `recvfrom(2)`; with `MSG_WAITALL` on a stream socket, the whole buffer (see
+/// [`io_whole`]; the address is filled by the first read).
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    // SAFETY: rule 1: the caller's arguments; after the first read, its buffer from `done` on
+    // (`done` < `n`) without the address (a stream socket has one peer).
+    let op_at = |done: usize| unsafe {
+        if done == 0 {
+            real::recvfrom(fd, buf, n, flags, addr, len)
+        } else {
+            real::recv(fd, buf.byte_add(done), n - done, flags)
+        }
+    };
+    // A per-call non-blocking request is the caller's own choice: pass through.
+    if flags & libc::MSG_DONTWAIT != 0 {
+        return op_at(0);
+    }
+    let h = const { idx("recvfrom") };
+    if flags & libc::MSG_WAITALL != 0 && is_stream_socket(fd) {
+        return io_whole("recvfrom", h, fd, Direction::Read, n, op_at) as ssize_t;
+    }
+    io("recvfrom", h, fd, Direction::Read, || op_at(0)) as ssize_t
+}
+
+/// Hook for `sendto(2)`: on a stream socket all `n` bytes, as a blocking `sendto` (a datagram
+/// goes whole or not at all; see [`io_whole`]).
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> ssize_t {
+    // SAFETY: rule 1: the caller's arguments, the buffer from `done` on (`done` < `n`).
+    let op_at =
+        |done: usize| unsafe { real::sendto(fd, buf.byte_add(done), n - done, flags, addr, len) };
+    // A per-call non-blocking request is the caller's own choice: pass through.
+    if flags & libc::MSG_DONTWAIT != 0 {
+        return op_at(0);
+    }
+    io_whole("sendto", const { idx("sendto") }, fd, Direction::Write, n, op_at) as ssize_t
+}
 io_hook!(
     /// Hook for `recvmsg(2)`.
     fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t, Read, flags = flags;

@@ -1,0 +1,94 @@
+//! Hooked calls keep the promises of the *blocking* calls they replace, although the hooks run
+//! them on fds made non-blocking, where the kernel stops short:
+//! - `recv(.., MSG_WAITALL)` on a stream socket returns only when the whole buffer is filled
+//!   (or at end of file, an error or a signal); on a datagram socket, one datagram;
+//! - `send` (and `write`) of a large buffer to a blocking TCP socket returns only when all of
+//!   it is queued.
+#![cfg(feature = "monkey")]
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (c, s)
+}
+
+fn recv_waitall() -> isize {
+    greenfiber::monkey::patch_all();
+    let (mut c, s) = pair();
+    let reader = greenfiber::spawn(move || {
+        let mut buf = [0u8; 8];
+        // SAFETY: a valid buffer of 8 bytes.
+        unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), 8, libc::MSG_WAITALL) }
+    });
+    let writer = greenfiber::spawn(move || {
+        c.write_all(b"abcd").unwrap();
+        greenfiber::sleep(Duration::from_millis(100));
+        c.write_all(b"efgh").unwrap();
+        greenfiber::sleep(Duration::from_millis(100));
+    });
+    let n = reader.get().unwrap();
+    writer.join();
+    n
+}
+
+#[test]
+fn recv_waitall_in_a_fiber_fills_the_whole_buffer() {
+    let n = recv_waitall();
+    assert_eq!(n, 8, "hooked recv(MSG_WAITALL) on a blocking socket returned a partial read");
+}
+
+#[test]
+fn recv_waitall_on_a_datagram_socket_returns_one_datagram() {
+    greenfiber::monkey::patch_all();
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    b.send_to(b"abcd", a.local_addr().unwrap()).unwrap();
+    b.send_to(b"efgh", a.local_addr().unwrap()).unwrap();
+    let reader = greenfiber::spawn(move || {
+        let mut buf = [0u8; 8];
+        // SAFETY: a valid buffer of 8 bytes.
+        let n = unsafe { libc::recv(a.as_raw_fd(), buf.as_mut_ptr().cast(), 8, libc::MSG_WAITALL) };
+        (n, buf)
+    });
+    let (n, buf) = reader.get().unwrap();
+    assert_eq!((n, &buf[..4]), (4, &b"abcd"[..]));
+}
+
+fn big_send() -> (usize, isize) {
+    greenfiber::monkey::patch_all();
+    let (c, mut s) = pair();
+    const LEN: usize = 16 << 20;
+    let drain = std::thread::spawn(move || {
+        // A thread without a hub: a plain blocking reader that starts late, then drains
+        // everything.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut total = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    });
+    let sender = greenfiber::spawn(move || {
+        let data = vec![7u8; LEN];
+        // SAFETY: a valid buffer of LEN bytes.
+        let n = unsafe { libc::send(c.as_raw_fd(), data.as_ptr().cast(), LEN, 0) };
+        drop(c);
+        n
+    });
+    let n = sender.get().unwrap();
+    drain.join().unwrap();
+    (LEN, n)
+}
+
+#[test]
+fn blocking_send_in_a_fiber_sends_everything() {
+    let (len, n) = big_send();
+    assert_eq!(n, len as isize, "hooked send on a blocking TCP socket returned a short count");
+}
