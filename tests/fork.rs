@@ -103,3 +103,27 @@ fn a_child_uses_the_hub_on_inherited_and_new_sockets_without_taking_the_parents_
     assert_eq!(exit_code(pid), 0, "the child's own use of the hub failed");
     assert_eq!(got.expect("timed out").unwrap(), b"child");
 }
+
+#[test]
+fn a_child_forked_with_a_remote_wake_pending_still_hears_remote_wakes() {
+    let _one = FORKING.lock().unwrap_or_else(|p| p.into_inner());
+    let (mut wait1, waker1) = greenfiber::hub::remote_signal();
+    let f = greenfiber::spawn(move || wait1.wait());
+    greenfiber::sleep(Duration::from_millis(10)); // `f` parks
+    // Another thread wakes `f`; its eventfd write is pending when the process forks.
+    std::thread::spawn(move || waker1.wake()).join().unwrap();
+
+    let pid = fork(|| {
+        // The child: `f`'s inherited wake and a new one from a thread of the child both arrive.
+        let (mut wait2, waker2) = greenfiber::hub::remote_signal();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker2.wake()
+        });
+        let woke = wait2.wait_timeout(Duration::from_secs(30));
+        t.join().unwrap();
+        woke && f.join_timeout(Duration::from_secs(30))
+    });
+    assert_eq!(exit_code(pid), 0, "the child missed a remote wake");
+    f.join();
+}

@@ -9,6 +9,8 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use greenfiber::with_timeout;
+
 fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -91,4 +93,75 @@ fn big_send() -> (usize, isize) {
 fn blocking_send_in_a_fiber_sends_everything() {
     let (len, n) = big_send();
     assert_eq!(n, len as isize, "hooked send on a blocking TCP socket returned a short count");
+}
+
+#[test]
+fn recv_peek_waitall_peeks_the_stream_from_its_start() {
+    greenfiber::monkey::patch_all();
+    let (mut c, s) = pair();
+    let reader = greenfiber::spawn(move || {
+        let mut buf = [0u8; 8];
+        let flags = libc::MSG_PEEK | libc::MSG_WAITALL;
+        // SAFETY: a valid buffer of 8 bytes.
+        let n = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), 8, flags) };
+        (n, buf)
+    });
+    let writer = greenfiber::spawn(move || {
+        c.write_all(b"abc").unwrap();
+        greenfiber::sleep(Duration::from_millis(50));
+        c.write_all(b"defgh").unwrap();
+    });
+    let (n, buf) = reader.get().unwrap();
+    writer.join();
+    // Each part of a looped peek would peek "abc" again: "abcabcab".
+    assert!(n > 0 && buf[..n as usize] == b"abcdefgh"[..n as usize], "{n} {buf:?}");
+}
+
+/// A sender on a socket with a 300 ms SO_SNDTIMEO, a reader taking 64 KiB every 200 ms, and
+/// more to send than it can take in that time: the send returns a partial count once the
+/// timeout is spent, as the kernel's blocking send does, instead of going on part by part.
+fn send_with_timeout_to_a_slow_reader() -> isize {
+    let (c, s) = pair();
+    c.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
+    for (fd, opt) in [(c.as_raw_fd(), libc::SO_SNDBUF), (s.as_raw_fd(), libc::SO_RCVBUF)] {
+        let v: libc::c_int = 32 << 10;
+        // SAFETY: an int-sized option of the size given.
+        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&raw const v).cast(), 4) };
+    }
+    std::thread::spawn(move || {
+        let mut s = s;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            if matches!(s.read(&mut buf), Ok(0) | Err(_)) {
+                return;
+            }
+        }
+    });
+    let data = vec![7u8; LEN_SLOW];
+    // SAFETY: a valid buffer of LEN_SLOW bytes.
+    unsafe { libc::send(c.as_raw_fd(), data.as_ptr().cast(), LEN_SLOW, 0) }
+}
+
+/// 4 MiB: about 13 s for the slow reader, far past the 300 ms timeout.
+const LEN_SLOW: usize = 4 << 20;
+
+#[test]
+fn so_sndtimeo_bounds_a_whole_send_in_a_fiber() {
+    greenfiber::monkey::patch_all();
+    let sender = greenfiber::spawn(send_with_timeout_to_a_slow_reader);
+    // The bound only keeps a broken build from hanging the suite.
+    let n = with_timeout(Duration::from_secs(60), || {
+        sender.join();
+        sender.take().unwrap().unwrap()
+    })
+    .expect("the send never returned");
+    assert!(n > 0 && (n as usize) < LEN_SLOW, "sent {n} of {LEN_SLOW}");
+}
+
+#[test]
+fn so_sndtimeo_bounds_a_whole_send_on_a_thread_without_a_hub() {
+    greenfiber::monkey::patch_all();
+    let n = std::thread::spawn(send_with_timeout_to_a_slow_reader).join().unwrap();
+    assert!(n > 0 && (n as usize) < LEN_SLOW, "sent {n} of {LEN_SLOW}");
 }

@@ -825,7 +825,8 @@ impl Drop for RemoteWaker {
     }
 }
 
-/// A pair for waking a fiber of this thread from another OS thread (built on mio's `Waker`).
+/// A pair for waking a fiber of this thread from another OS thread (built on the reactor's
+/// eventfd waker).
 /// A wake that comes before the wait is kept: the next wait returns at once. Once every
 /// `RemoteWaker` is dropped, a wait that nothing else can end raises LoopExit, like any.
 pub fn remote_signal() -> (RemoteWait, RemoteWaker) {

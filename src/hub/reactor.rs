@@ -80,8 +80,8 @@
 //! that touches epoll first checks the process's fork count ([`FORKS`], bumped in each child by
 //! a `pthread_atfork` handler): a reactor made before the fork *renews* itself in the child —
 //! a new epoll instance, every live registration added to it under its old token, a fresh
-//! eventfd under the waker's fd number, the inherited epoll fd closed — and the parent's set is
-//! never touched. (gevent's `reinit` after `fork` does the same for its loop.) Read states go
+//! eventfd under the waker's fd number (signalled once, for wake-ups the parent's eventfd
+//! took), the inherited epoll fd closed — and the parent's set is never touched. (gevent's `reinit` after `fork` does the same for its loop.) Read states go
 //! back to `Unknown`: adding an fd to an epoll set reports the readiness it has then.
 //!
 //! # Tokens
@@ -437,7 +437,10 @@ impl<W> Reactor<W> {
         log::debug!("reactor: renewed in a forked child ({} registrations)", self.len());
         self.poll = poll;
         self.forks = FORKS.load(Ordering::Relaxed);
-        Ok(())
+        // The inbox the child inherited may hold ids whose wake-up went to the parent's
+        // eventfd; `Remote::wake` signals only an empty inbox, so without this first wake-up
+        // the child would never drain it, nor hear any later wake.
+        self.waker.wake()
     }
 
     /// The waker that makes [`poll`](Self::poll) return `Ok(true)`; `remote.rs` wraps it.

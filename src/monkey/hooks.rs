@@ -367,6 +367,11 @@ fn before_dup(fd: c_int) {
 /// The deadline from SO_RCVTIMEO (reads) or SO_SNDTIMEO (writes), read when a wait starts;
 /// `None` for no timeout or a non-socket.
 fn sock_deadline(fd: c_int, dir: Direction) -> Option<Instant> {
+    sock_timeout(fd, dir).and_then(|d| Instant::now().checked_add(d))
+}
+
+/// The fd's SO_RCVTIMEO or SO_SNDTIMEO, if set.
+fn sock_timeout(fd: c_int, dir: Direction) -> Option<Duration> {
     let opt = match dir {
         Direction::Read => libc::SO_RCVTIMEO,
         Direction::Write => libc::SO_SNDTIMEO,
@@ -378,8 +383,7 @@ fn sock_deadline(fd: c_int, dir: Direction) -> Option<Instant> {
     if r != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0) {
         return None;
     }
-    let d = Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
-    Instant::now().checked_add(d)
+    Some(Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,19 +392,28 @@ fn sock_deadline(fd: c_int, dir: Direction) -> Option<Instant> {
 
 /// The fast path of every data hook: `op` is the real call on `fd`.
 #[inline(always)]
-fn io(
+fn io(name: &'static str, h: usize, fd: c_int, dir: Direction, op: impl FnMut() -> isize) -> isize {
+    io_until(name, h, fd, dir, None, op)
+}
+
+/// [`io()`], waiting at most until `until` if it is given (`Some(None)`: no limit) instead of
+/// the fd's own SO_RCVTIMEO/SO_SNDTIMEO from now: the later parts of one transfer
+/// ([`io_whole`]) share the deadline of the whole call.
+#[inline(always)]
+fn io_until(
     name: &'static str,
     h: usize,
     fd: c_int,
     dir: Direction,
+    until: Option<Option<Instant>>,
     mut op: impl FnMut() -> isize,
 ) -> isize {
     if active() {
-        return io_slow(name, h, fd, dir, &mut op);
+        return io_slow(name, h, fd, dir, until, &mut op);
     }
     let r = op();
     if r == -1 && PATCHED.load(Relaxed) {
-        return io_failed(name, fd, dir, &mut op);
+        return io_failed(name, fd, dir, until, &mut op);
     }
     r
 }
@@ -413,6 +426,7 @@ fn io_failed(
     name: &'static str,
     fd: c_int,
     dir: Direction,
+    until: Option<Option<Instant>>,
     op: &mut dyn FnMut() -> isize,
 ) -> isize {
     let e = errno();
@@ -421,11 +435,16 @@ fn io_failed(
     {
         return -1;
     }
-    guarded(name, || block_outside(fd, dir, op))
+    guarded(name, || block_outside(fd, dir, until, op))
 }
 
-fn block_outside(fd: c_int, dir: Direction, op: &mut dyn FnMut() -> isize) -> isize {
-    let deadline = sock_deadline(fd, dir);
+fn block_outside(
+    fd: c_int,
+    dir: Direction,
+    until: Option<Option<Instant>>,
+    op: &mut dyn FnMut() -> isize,
+) -> isize {
+    let deadline = until.unwrap_or_else(|| sock_deadline(fd, dir));
     let events = match dir {
         Direction::Read => libc::POLLIN,
         Direction::Write => libc::POLLOUT,
@@ -467,6 +486,7 @@ fn io_slow(
     h: usize,
     fd: c_int,
     dir: Direction,
+    until: Option<Option<Instant>>,
     op: &mut dyn FnMut() -> isize,
 ) -> isize {
     guarded(name, || {
@@ -475,7 +495,7 @@ fn io_slow(
         if !in_fiber() || !prepare(fd) {
             let r = op();
             if r == -1 {
-                return io_failed(name, fd, dir, op);
+                return io_failed(name, fd, dir, until, op);
             }
             return r;
         }
@@ -493,7 +513,8 @@ fn io_slow(
             if errno() != libc::EAGAIN {
                 return -1;
             }
-            let d = *deadline.get_or_insert_with(|| sock_deadline(fd, dir));
+            let d =
+                *deadline.get_or_insert_with(|| until.unwrap_or_else(|| sock_deadline(fd, dir)));
             if let Err(e) = block(|| wait_fd(fd, dir, d)) {
                 set_errno(e);
                 return -1;
@@ -683,12 +704,12 @@ macro_rules! io_hook {
 /// What a blocking transfer of `n` bytes promises and a non-blocking one does not: a write (or
 /// a `send`) to a blocking fd returns only once all `n` bytes are queued, and a stream
 /// `recv` with `MSG_WAITALL` only once the buffer is full (or either meets end of file, an
-/// error, or the fd's timeout). The hooks run calls on an fd they made non-blocking, where the
-/// kernel stops short, so `op_at(done)` is repeated on the rest, each time through [`io()`].
-/// Returns the bytes moved, or -1 (with the failing call's `errno`) if none moved; a count
-/// after a later failure leaves `errno` as it was (rule 2), as the kernel reports the error
-/// on the next call. On an fd that is non-blocking in the user's view the second call simply
-/// says EAGAIN, and the partial count comes back as it would have.
+/// error, or the fd's timeout). On an fd the hooks made non-blocking (`OURS_NB`) the kernel
+/// stops short, so `op_at(done)` is repeated on the rest, through [`io_until`], with one
+/// deadline for the whole call (SO_RCVTIMEO/SO_SNDTIMEO from its start). On any other fd a
+/// short count is the kernel's own answer (the fd's timeout, a signal, the user's
+/// non-blocking mode) and is returned as it is. After a later part fails, the count so far is
+/// returned and `errno` left as it was (rule 2): the kernel reports the error on the next call.
 fn io_whole(
     name: &'static str,
     h: usize,
@@ -700,13 +721,32 @@ fn io_whole(
     if !PATCHED.load(Relaxed) {
         return op_at(0); // not patched: exactly the real call
     }
+    let start = Instant::now();
+    let r = io(name, h, fd, dir, || op_at(0));
+    if r <= 0 || r as usize >= n || !fd_table::get(fd).is_some_and(|s| s.blocking_emulated()) {
+        return r;
+    }
+    whole_rest(name, h, fd, dir, n, r as usize, start, &mut op_at)
+}
+
+/// The rest of [`io_whole`] after a short first part of `done` bytes.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn whole_rest(
+    name: &'static str,
+    h: usize,
+    fd: c_int,
+    dir: Direction,
+    n: usize,
+    mut done: usize,
+    start: Instant,
+    op_at: &mut dyn FnMut(usize) -> isize,
+) -> isize {
     let saved = errno();
-    let mut done = 0;
+    let until = Some(sock_timeout(fd, dir).and_then(|t| start.checked_add(t)));
     loop {
-        let r = io(name, h, fd, dir, || op_at(done));
-        if r < 0 && done == 0 {
-            return r;
-        }
+        let r = io_until(name, h, fd, dir, until, || op_at(done));
         if r <= 0 {
             set_errno(saved);
             return done as isize;
@@ -718,7 +758,17 @@ fn io_whole(
     }
 }
 
-/// Is `fd` a stream socket (where `MSG_WAITALL` waits for the whole buffer)? Leaves `errno`.
+/// Does a read with `flags` on `fd` wait for the whole buffer? `MSG_WAITALL` on a stream
+/// socket, not with `MSG_PEEK` (each part would peek the same bytes again), and only once
+/// patched (before, the hook is exactly the real call).
+#[inline]
+fn waits_for_all(fd: c_int, flags: c_int) -> bool {
+    flags & (libc::MSG_WAITALL | libc::MSG_PEEK) == libc::MSG_WAITALL
+        && PATCHED.load(Relaxed)
+        && is_stream_socket(fd)
+}
+
+/// Is `fd` a stream socket? Leaves `errno`.
 #[cold]
 #[inline(never)]
 fn is_stream_socket(fd: c_int) -> bool {
@@ -745,7 +795,7 @@ io_hook!(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
     // SAFETY: rule 1: the caller's buffer, from `done` on (`done` < `n`), and its length.
-    let op_at = |done: usize| unsafe { real::write(fd, buf.byte_add(done), n - done) };
+    let op_at = |done: usize| unsafe { real::write(fd, buf.wrapping_byte_add(done), n - done) };
     io_whole("write", const { idx("write") }, fd, Direction::Write, n, op_at)
 }
 io_hook!(
@@ -764,13 +814,14 @@ io_hook!(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
     // SAFETY: rule 1: the caller's buffer, from `done` on (`done` < `n`), and its length.
-    let op_at = |done: usize| unsafe { real::recv(fd, buf.byte_add(done), n - done, flags) };
+    let op_at =
+        |done: usize| unsafe { real::recv(fd, buf.wrapping_byte_add(done), n - done, flags) };
     // A per-call non-blocking request is the caller's own choice: pass through.
     if flags & libc::MSG_DONTWAIT != 0 {
         return op_at(0);
     }
     let h = const { idx("recv") };
-    if flags & libc::MSG_WAITALL != 0 && is_stream_socket(fd) {
+    if waits_for_all(fd, flags) {
         return io_whole("recv", h, fd, Direction::Read, n, op_at) as ssize_t;
     }
     io("recv", h, fd, Direction::Read, || op_at(0)) as ssize_t
@@ -783,7 +834,8 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_i
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
     // SAFETY: rule 1: the caller's buffer, from `done` on (`done` < `n`), and its length.
-    let op_at = |done: usize| unsafe { real::send(fd, buf.byte_add(done), n - done, flags) };
+    let op_at =
+        |done: usize| unsafe { real::send(fd, buf.wrapping_byte_add(done), n - done, flags) };
     // A per-call non-blocking request is the caller's own choice: pass through.
     if flags & libc::MSG_DONTWAIT != 0 {
         return op_at(0);
@@ -811,7 +863,7 @@ pub unsafe extern "C" fn recvfrom(
         if done == 0 {
             real::recvfrom(fd, buf, n, flags, addr, len)
         } else {
-            real::recv(fd, buf.byte_add(done), n - done, flags)
+            real::recv(fd, buf.wrapping_byte_add(done), n - done, flags)
         }
     };
     // A per-call non-blocking request is the caller's own choice: pass through.
@@ -819,7 +871,7 @@ pub unsafe extern "C" fn recvfrom(
         return op_at(0);
     }
     let h = const { idx("recvfrom") };
-    if flags & libc::MSG_WAITALL != 0 && is_stream_socket(fd) {
+    if waits_for_all(fd, flags) {
         return io_whole("recvfrom", h, fd, Direction::Read, n, op_at) as ssize_t;
     }
     io("recvfrom", h, fd, Direction::Read, || op_at(0)) as ssize_t
@@ -840,8 +892,9 @@ pub unsafe extern "C" fn sendto(
     len: socklen_t,
 ) -> ssize_t {
     // SAFETY: rule 1: the caller's arguments, the buffer from `done` on (`done` < `n`).
-    let op_at =
-        |done: usize| unsafe { real::sendto(fd, buf.byte_add(done), n - done, flags, addr, len) };
+    let op_at = |done: usize| unsafe {
+        real::sendto(fd, buf.wrapping_byte_add(done), n - done, flags, addr, len)
+    };
     // A per-call non-blocking request is the caller's own choice: pass through.
     if flags & libc::MSG_DONTWAIT != 0 {
         return op_at(0);
@@ -941,7 +994,7 @@ fn connect_failed(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
         // SAFETY: the same fd; a zero-size poll has nothing to connect.
         finish_connect(fd) as isize
     };
-    io_failed("connect", fd, Direction::Write, &mut op) as c_int
+    io_failed("connect", fd, Direction::Write, None, &mut op) as c_int
 }
 
 /// True for a Unix-domain socket, whose non-blocking connect fails with EAGAIN (instead of
