@@ -768,6 +768,44 @@ fn waits_for_all(fd: c_int, flags: c_int) -> bool {
         && is_stream_socket(fd)
 }
 
+/// The body of the `recv` family's hooks: a per-call non-blocking request (`MSG_DONTWAIT`) is
+/// the caller's own choice and passes through; `MSG_WAITALL` on a stream socket reads the
+/// whole buffer ([`io_whole`]); anything else is one [`io()`].
+#[inline(always)]
+fn recv_hook(
+    name: &'static str,
+    h: usize,
+    fd: c_int,
+    n: usize,
+    flags: c_int,
+    mut op_at: impl FnMut(usize) -> isize,
+) -> isize {
+    if flags & libc::MSG_DONTWAIT != 0 {
+        return op_at(0);
+    }
+    if waits_for_all(fd, flags) {
+        return io_whole(name, h, fd, Direction::Read, n, op_at);
+    }
+    io(name, h, fd, Direction::Read, || op_at(0))
+}
+
+/// The body of the `send` family's hooks: `MSG_DONTWAIT` passes through, anything else sends
+/// all `n` bytes ([`io_whole`]).
+#[inline(always)]
+fn send_hook(
+    name: &'static str,
+    h: usize,
+    fd: c_int,
+    n: usize,
+    flags: c_int,
+    mut op_at: impl FnMut(usize) -> isize,
+) -> isize {
+    if flags & libc::MSG_DONTWAIT != 0 {
+        return op_at(0);
+    }
+    io_whole(name, h, fd, Direction::Write, n, op_at)
+}
+
 /// Is `fd` a stream socket? Leaves `errno`.
 #[cold]
 #[inline(never)]
@@ -816,15 +854,7 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_i
     // SAFETY: rule 1: the caller's buffer, from `done` on (`done` < `n`), and its length.
     let op_at =
         |done: usize| unsafe { real::recv(fd, buf.wrapping_byte_add(done), n - done, flags) };
-    // A per-call non-blocking request is the caller's own choice: pass through.
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op_at(0);
-    }
-    let h = const { idx("recv") };
-    if waits_for_all(fd, flags) {
-        return io_whole("recv", h, fd, Direction::Read, n, op_at) as ssize_t;
-    }
-    io("recv", h, fd, Direction::Read, || op_at(0)) as ssize_t
+    recv_hook("recv", const { idx("recv") }, fd, n, flags, op_at)
 }
 
 /// Hook for `send(2)`: all `n` bytes, as a blocking `send` (see [`io_whole`]).
@@ -836,11 +866,7 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c
     // SAFETY: rule 1: the caller's buffer, from `done` on (`done` < `n`), and its length.
     let op_at =
         |done: usize| unsafe { real::send(fd, buf.wrapping_byte_add(done), n - done, flags) };
-    // A per-call non-blocking request is the caller's own choice: pass through.
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op_at(0);
-    }
-    io_whole("send", const { idx("send") }, fd, Direction::Write, n, op_at) as ssize_t
+    send_hook("send", const { idx("send") }, fd, n, flags, op_at)
 }
 
 /// Hook for `recvfrom(2)`; with `MSG_WAITALL` on a stream socket, the whole buffer (see
@@ -866,15 +892,7 @@ pub unsafe extern "C" fn recvfrom(
             real::recv(fd, buf.wrapping_byte_add(done), n - done, flags)
         }
     };
-    // A per-call non-blocking request is the caller's own choice: pass through.
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op_at(0);
-    }
-    let h = const { idx("recvfrom") };
-    if waits_for_all(fd, flags) {
-        return io_whole("recvfrom", h, fd, Direction::Read, n, op_at) as ssize_t;
-    }
-    io("recvfrom", h, fd, Direction::Read, || op_at(0)) as ssize_t
+    recv_hook("recvfrom", const { idx("recvfrom") }, fd, n, flags, op_at)
 }
 
 /// Hook for `sendto(2)`: on a stream socket all `n` bytes, as a blocking `sendto` (a datagram
@@ -895,11 +913,7 @@ pub unsafe extern "C" fn sendto(
     let op_at = |done: usize| unsafe {
         real::sendto(fd, buf.wrapping_byte_add(done), n - done, flags, addr, len)
     };
-    // A per-call non-blocking request is the caller's own choice: pass through.
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op_at(0);
-    }
-    io_whole("sendto", const { idx("sendto") }, fd, Direction::Write, n, op_at) as ssize_t
+    send_hook("sendto", const { idx("sendto") }, fd, n, flags, op_at)
 }
 io_hook!(
     /// Hook for `recvmsg(2)`.
