@@ -768,14 +768,16 @@ fn waits_for_all(fd: c_int, flags: c_int) -> bool {
         && is_stream_socket(fd)
 }
 
-/// The body of the `recv` family's hooks: a per-call non-blocking request (`MSG_DONTWAIT`) is
-/// the caller's own choice and passes through; `MSG_WAITALL` on a stream socket reads the
-/// whole buffer ([`io_whole`]); anything else is one [`io()`].
+/// The body of the `recv` and `send` families' hooks: a per-call non-blocking request
+/// (`MSG_DONTWAIT`) is the caller's own choice and passes through; a send moves all `n` bytes,
+/// and so does a read with `MSG_WAITALL` on a stream socket ([`io_whole`]); any other read is
+/// one [`io()`].
 #[inline(always)]
-fn recv_hook(
+fn flagged_io(
     name: &'static str,
     h: usize,
     fd: c_int,
+    dir: Direction,
     n: usize,
     flags: c_int,
     mut op_at: impl FnMut(usize) -> isize,
@@ -783,27 +785,10 @@ fn recv_hook(
     if flags & libc::MSG_DONTWAIT != 0 {
         return op_at(0);
     }
-    if waits_for_all(fd, flags) {
-        return io_whole(name, h, fd, Direction::Read, n, op_at);
+    if dir == Direction::Write || waits_for_all(fd, flags) {
+        return io_whole(name, h, fd, dir, n, op_at);
     }
-    io(name, h, fd, Direction::Read, || op_at(0))
-}
-
-/// The body of the `send` family's hooks: `MSG_DONTWAIT` passes through, anything else sends
-/// all `n` bytes ([`io_whole`]).
-#[inline(always)]
-fn send_hook(
-    name: &'static str,
-    h: usize,
-    fd: c_int,
-    n: usize,
-    flags: c_int,
-    mut op_at: impl FnMut(usize) -> isize,
-) -> isize {
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op_at(0);
-    }
-    io_whole(name, h, fd, Direction::Write, n, op_at)
+    io(name, h, fd, dir, || op_at(0))
 }
 
 /// Is `fd` a stream socket? Leaves `errno`.
@@ -854,7 +839,7 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_i
     // SAFETY: rule 1: the caller's buffer, from `done` on (`done` < `n`), and its length.
     let op_at =
         |done: usize| unsafe { real::recv(fd, buf.wrapping_byte_add(done), n - done, flags) };
-    recv_hook("recv", const { idx("recv") }, fd, n, flags, op_at)
+    flagged_io("recv", const { idx("recv") }, fd, Direction::Read, n, flags, op_at)
 }
 
 /// Hook for `send(2)`: all `n` bytes, as a blocking `send` (see [`io_whole`]).
@@ -866,7 +851,7 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c
     // SAFETY: rule 1: the caller's buffer, from `done` on (`done` < `n`), and its length.
     let op_at =
         |done: usize| unsafe { real::send(fd, buf.wrapping_byte_add(done), n - done, flags) };
-    send_hook("send", const { idx("send") }, fd, n, flags, op_at)
+    flagged_io("send", const { idx("send") }, fd, Direction::Write, n, flags, op_at)
 }
 
 /// Hook for `recvfrom(2)`; with `MSG_WAITALL` on a stream socket, the whole buffer (see
@@ -892,7 +877,7 @@ pub unsafe extern "C" fn recvfrom(
             real::recv(fd, buf.wrapping_byte_add(done), n - done, flags)
         }
     };
-    recv_hook("recvfrom", const { idx("recvfrom") }, fd, n, flags, op_at)
+    flagged_io("recvfrom", const { idx("recvfrom") }, fd, Direction::Read, n, flags, op_at)
 }
 
 /// Hook for `sendto(2)`: on a stream socket all `n` bytes, as a blocking `sendto` (a datagram
@@ -913,7 +898,7 @@ pub unsafe extern "C" fn sendto(
     let op_at = |done: usize| unsafe {
         real::sendto(fd, buf.wrapping_byte_add(done), n - done, flags, addr, len)
     };
-    send_hook("sendto", const { idx("sendto") }, fd, n, flags, op_at)
+    flagged_io("sendto", const { idx("sendto") }, fd, Direction::Write, n, flags, op_at)
 }
 io_hook!(
     /// Hook for `recvmsg(2)`.
