@@ -60,39 +60,88 @@ fn recv_waitall_on_a_datagram_socket_returns_one_datagram() {
     assert_eq!((n, &buf[..4]), (4, &b"abcd"[..]));
 }
 
-fn big_send() -> (usize, isize) {
+/// How a test hands 16 MiB to the kernel in one call.
+#[derive(Clone, Copy)]
+enum Via {
+    Send,
+    Writev,
+    Sendmsg,
+}
+
+/// One blocking call of `via` with 16 MiB in a fiber, against a plain blocking reader on a
+/// thread without a hub that starts 200 ms late (so the send buffer fills first) and then
+/// drains everything. Returns what the call returned and what the reader got.
+fn big_send(via: Via) -> (isize, usize) {
     greenfiber::monkey::patch_all();
     let (c, mut s) = pair();
-    const LEN: usize = 16 << 20;
     let drain = std::thread::spawn(move || {
-        // A thread without a hub: a plain blocking reader that starts late, then drains
-        // everything.
         std::thread::sleep(Duration::from_millis(200));
         let mut total = 0;
         let mut buf = vec![0u8; 1 << 16];
         loop {
             match s.read(&mut buf) {
                 Ok(0) | Err(_) => return total,
-                Ok(n) => total += n,
+                Ok(n) => {
+                    // In order: 5 MiB of 1, three 2s, then 3s.
+                    let expected = |i: usize| match i {
+                        i if i < 5 << 20 => 1,
+                        i if i < (5 << 20) + 3 => 2,
+                        _ => 3,
+                    };
+                    if buf[..n].iter().enumerate().any(|(i, &b)| b != expected(total + i)) {
+                        return usize::MAX; // out of order or doubled
+                    }
+                    total += n;
+                }
             }
         }
     });
     let sender = greenfiber::spawn(move || {
-        let data = vec![7u8; LEN];
-        // SAFETY: a valid buffer of LEN bytes.
-        let n = unsafe { libc::send(c.as_raw_fd(), data.as_ptr().cast(), LEN, 0) };
+        // Three buffers of different sizes, so that parts end inside one as well as between.
+        let bufs = [vec![1u8; 5 << 20], vec![2u8; 3], vec![3u8; (11 << 20) - 3]];
+        let iov: Vec<libc::iovec> = bufs
+            .iter()
+            .map(|b| libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() })
+            .collect();
+        let n = match via {
+            Via::Send => {
+                let data: Vec<u8> = bufs.concat();
+                // SAFETY: a valid buffer of its length.
+                unsafe { libc::send(c.as_raw_fd(), data.as_ptr().cast(), data.len(), 0) }
+            }
+            // SAFETY: three valid iovecs.
+            Via::Writev => unsafe { libc::writev(c.as_raw_fd(), iov.as_ptr(), 3) },
+            Via::Sendmsg => {
+                // SAFETY: all-zero is a valid msghdr; then three valid iovecs.
+                let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+                m.msg_iov = iov.as_ptr().cast_mut();
+                m.msg_iovlen = 3;
+                // SAFETY: a valid msghdr.
+                unsafe { libc::sendmsg(c.as_raw_fd(), &m, 0) }
+            }
+        };
         drop(c);
         n
     });
     let n = sender.get().unwrap();
-    drain.join().unwrap();
-    (LEN, n)
+    (n, drain.join().unwrap())
 }
+
+const BIG: usize = 16 << 20;
 
 #[test]
 fn blocking_send_in_a_fiber_sends_everything() {
-    let (len, n) = big_send();
-    assert_eq!(n, len as isize, "hooked send on a blocking TCP socket returned a short count");
+    assert_eq!(big_send(Via::Send), (BIG as isize, BIG), "a short count, or bytes lost");
+}
+
+#[test]
+fn blocking_writev_in_a_fiber_sends_everything() {
+    assert_eq!(big_send(Via::Writev), (BIG as isize, BIG), "a short count, or bytes lost");
+}
+
+#[test]
+fn blocking_sendmsg_in_a_fiber_sends_everything() {
+    assert_eq!(big_send(Via::Sendmsg), (BIG as isize, BIG), "a short count, or bytes lost");
 }
 
 #[test]

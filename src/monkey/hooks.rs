@@ -710,12 +710,15 @@ macro_rules! io_hook {
 /// short count is the kernel's own answer (the fd's timeout, a signal, the user's
 /// non-blocking mode) and is returned as it is. After a later part fails, the count so far is
 /// returned and `errno` left as it was (rule 2): the kernel reports the error on the next call.
+///
+/// `n` gives the size of the whole transfer; it is asked only after a short first part, once
+/// the kernel has read the caller's buffers (for a vectored call, the `iovec` array).
 fn io_whole(
     name: &'static str,
     h: usize,
     fd: c_int,
     dir: Direction,
-    n: usize,
+    n: impl FnOnce() -> usize,
     mut op_at: impl FnMut(usize) -> isize,
 ) -> isize {
     if !PATCHED.load(Relaxed) {
@@ -723,10 +726,44 @@ fn io_whole(
     }
     let start = Instant::now();
     let r = io(name, h, fd, dir, || op_at(0));
-    if r <= 0 || r as usize >= n || !fd_table::get(fd).is_some_and(|s| s.blocking_emulated()) {
+    if r <= 0 || !fd_table::get(fd).is_some_and(|s| s.blocking_emulated()) {
+        return r;
+    }
+    let n = n();
+    if r as usize >= n {
         return r;
     }
     whole_rest(name, h, fd, dir, n, r as usize, start, &mut op_at)
+}
+
+/// Where byte `done` of a vectored transfer over `iov` lies: the index of its `iovec` and the
+/// offset in it (`done` < the total, so the index is in range).
+fn iov_at(iov: &[iovec], mut done: usize) -> (usize, usize) {
+    for (k, v) in iov.iter().enumerate() {
+        if done < v.iov_len {
+            return (k, done);
+        }
+        done -= v.iov_len;
+    }
+    (iov.len(), 0)
+}
+
+/// The bytes of a vectored transfer over `iov`.
+fn iov_total(iov: &[iovec]) -> usize {
+    iov.iter().fold(0usize, |t, v| t.saturating_add(v.iov_len))
+}
+
+/// The caller's `cnt` iovecs at `iov`, as a slice.
+///
+/// # Safety
+/// `iov` points to `cnt` valid `iovec`s, as the kernel found when it read them for a call
+/// that moved bytes (which is when the hooks look at them).
+unsafe fn iovecs<'a>(iov: *const iovec, cnt: usize) -> &'a [iovec] {
+    if cnt == 0 || iov.is_null() {
+        return &[];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(iov, cnt) }
 }
 
 /// The rest of [`io_whole`] after a short first part of `done` bytes.
@@ -786,7 +823,7 @@ fn flagged_io(
         return op_at(0);
     }
     if dir == Direction::Write || waits_for_all(fd, flags) {
-        return io_whole(name, h, fd, dir, n, op_at);
+        return io_whole(name, h, fd, dir, || n, op_at);
     }
     io(name, h, fd, dir, || op_at(0))
 }
@@ -819,16 +856,38 @@ io_hook!(
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
     // SAFETY: rule 1: the caller's buffer, from `done` on (`done` < `n`), and its length.
     let op_at = |done: usize| unsafe { real::write(fd, buf.wrapping_byte_add(done), n - done) };
-    io_whole("write", const { idx("write") }, fd, Direction::Write, n, op_at)
+    io_whole("write", const { idx("write") }, fd, Direction::Write, || n, op_at)
 }
 io_hook!(
     /// Hook for `readv(2)`.
     fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t, Read;
 );
-io_hook!(
-    /// Hook for `writev(2)`.
-    fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t, Write;
-);
+/// Hook for `writev(2)`: all the bytes, as a blocking `writev` (see [`io_whole`]).
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
+    let cnt = n.max(0) as usize;
+    // SAFETY: only after a part moved bytes, so the kernel read the `n` iovecs (`iovecs`).
+    let all = || unsafe { iovecs(iov, cnt) };
+    let op_at = |done: usize| {
+        if done == 0 {
+            // SAFETY: rule 1: the caller's arguments, forwarded unchanged.
+            return unsafe { real::writev(fd, iov, n) };
+        }
+        let (k, off) = iov_at(all(), done);
+        let v = all()[k];
+        if off > 0 {
+            // SAFETY: rule 1: the rest of the caller's `k`th buffer.
+            unsafe { real::write(fd, v.iov_base.wrapping_byte_add(off), v.iov_len - off) }
+        } else {
+            // SAFETY: rule 1: the caller's iovecs from the `k`th on.
+            unsafe { real::writev(fd, iov.add(k), n - k as c_int) }
+        }
+    };
+    io_whole("writev", const { idx("writev") }, fd, Direction::Write, || iov_total(all()), op_at)
+}
 /// Hook for `recv(2)`; with `MSG_WAITALL` on a stream socket, the whole buffer (see
 /// [`io_whole`]).
 ///
@@ -904,10 +963,42 @@ io_hook!(
     /// Hook for `recvmsg(2)`.
     fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t, Read, flags = flags;
 );
-io_hook!(
-    /// Hook for `sendmsg(2)`.
-    fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t, Write, flags = flags;
-);
+/// Hook for `sendmsg(2)`: on a stream socket all the bytes, as a blocking `sendmsg` (a
+/// datagram goes whole or not at all; see [`io_whole`]). The address and ancillary data go
+/// with the first part only, as the kernel sends them with the first bytes.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: rule 1: the caller's arguments, forwarded unchanged.
+    let first = || unsafe { real::sendmsg(fd, msg, flags) };
+    if flags & libc::MSG_DONTWAIT != 0 {
+        return first();
+    }
+    // SAFETY: only after a part moved bytes, so the kernel read `msg` and its iovecs.
+    let all = || unsafe { iovecs((*msg).msg_iov, (*msg).msg_iovlen) };
+    let op_at = |done: usize| {
+        if done == 0 {
+            return first();
+        }
+        let (k, off) = iov_at(all(), done);
+        let v = all()[k];
+        if off > 0 {
+            // SAFETY: rule 1: the rest of the caller's `k`th buffer.
+            return unsafe {
+                real::send(fd, v.iov_base.wrapping_byte_add(off), v.iov_len - off, flags)
+            };
+        }
+        // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
+        let mut rest: msghdr = unsafe { std::mem::zeroed() };
+        rest.msg_iov = all()[k..].as_ptr().cast_mut();
+        rest.msg_iovlen = all().len() - k;
+        // SAFETY: rule 1: the caller's iovecs from the `k`th on, in a header of our own.
+        unsafe { real::sendmsg(fd, &rest, flags) }
+    };
+    io_whole("sendmsg", const { idx("sendmsg") }, fd, Direction::Write, || iov_total(all()), op_at)
+}
 
 /// Records a new fd from socket/accept/pipe2: ours, in the mode it was created with.
 #[cold]
