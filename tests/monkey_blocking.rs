@@ -44,6 +44,36 @@ fn recv_waitall_in_a_fiber_fills_the_whole_buffer() {
 }
 
 #[test]
+fn recvmsg_waitall_in_a_fiber_fills_every_buffer() {
+    greenfiber::monkey::patch_all();
+    let (mut c, s) = pair();
+    let reader = greenfiber::spawn(move || {
+        let (mut a, mut b) = ([0u8; 3], [0u8; 5]);
+        let iov = [
+            libc::iovec { iov_base: a.as_mut_ptr().cast(), iov_len: 3 },
+            libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: 5 },
+        ];
+        // SAFETY: all-zero is a valid msghdr; then two valid iovecs.
+        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+        m.msg_iov = iov.as_ptr().cast_mut();
+        m.msg_iovlen = 2;
+        // SAFETY: a valid msghdr.
+        let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut m, libc::MSG_WAITALL) };
+        (n, [&a[..], &b[..]].concat())
+    });
+    let writer = greenfiber::spawn(move || {
+        // Parts that end inside the first buffer, then inside the second.
+        for part in [&b"ab"[..], b"cde", b"fgh"] {
+            c.write_all(part).unwrap();
+            greenfiber::sleep(Duration::from_millis(30));
+        }
+    });
+    let (n, got) = reader.get().unwrap();
+    writer.join();
+    assert_eq!((n, &got[..]), (8, &b"abcdefgh"[..]));
+}
+
+#[test]
 fn recv_waitall_on_a_datagram_socket_returns_one_datagram() {
     greenfiber::monkey::patch_all();
     let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -753,6 +753,27 @@ fn iov_total(iov: &[iovec]) -> usize {
     iov.iter().fold(0usize, |t, v| t.saturating_add(v.iov_len))
 }
 
+/// The rest of a vectored transfer over `iov` from byte `done` on: the rest of a buffer cut in
+/// the middle through `part(ptr, len)`, else the following iovecs through `whole(header)`, a
+/// header of our own without address or ancillary data (those went with the first part).
+fn iov_rest(
+    iov: &[iovec],
+    done: usize,
+    part: impl FnOnce(*mut c_void, usize) -> isize,
+    whole: impl FnOnce(&mut msghdr) -> isize,
+) -> isize {
+    let (k, off) = iov_at(iov, done);
+    let v = iov[k];
+    if off > 0 {
+        return part(v.iov_base.wrapping_byte_add(off), v.iov_len - off);
+    }
+    // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
+    let mut rest: msghdr = unsafe { std::mem::zeroed() };
+    rest.msg_iov = iov[k..].as_ptr().cast_mut();
+    rest.msg_iovlen = iov.len() - k;
+    whole(&mut rest)
+}
+
 /// The caller's `cnt` iovecs at `iov`, as a slice.
 ///
 /// # Safety
@@ -876,15 +897,14 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
             // SAFETY: rule 1: the caller's arguments, forwarded unchanged.
             return unsafe { real::writev(fd, iov, n) };
         }
-        let (k, off) = iov_at(all(), done);
-        let v = all()[k];
-        if off > 0 {
-            // SAFETY: rule 1: the rest of the caller's `k`th buffer.
-            unsafe { real::write(fd, v.iov_base.wrapping_byte_add(off), v.iov_len - off) }
-        } else {
-            // SAFETY: rule 1: the caller's iovecs from the `k`th on.
-            unsafe { real::writev(fd, iov.add(k), n - k as c_int) }
-        }
+        iov_rest(
+            all(),
+            done,
+            // SAFETY: rule 1: the rest of a buffer of the caller's.
+            |p, len| unsafe { real::write(fd, p, len) },
+            // SAFETY: rule 1: the caller's iovecs that follow it (at most `n`).
+            |m| unsafe { real::writev(fd, m.msg_iov, m.msg_iovlen as c_int) },
+        )
     };
     io_whole("writev", const { idx("writev") }, fd, Direction::Write, || iov_total(all()), op_at)
 }
@@ -959,45 +979,76 @@ pub unsafe extern "C" fn sendto(
     };
     flagged_io("sendto", const { idx("sendto") }, fd, Direction::Write, n, flags, op_at)
 }
-io_hook!(
-    /// Hook for `recvmsg(2)`.
-    fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t, Read, flags = flags;
-);
+/// Hook for `recvmsg(2)`; with `MSG_WAITALL` on a stream socket, every buffer full (see
+/// [`msg_io`]).
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: `msg` is the caller's, under recvmsg's contract; the calls are rule 1's: the
+    // caller's arguments, the rest of one of its buffers, or its iovecs that follow.
+    unsafe {
+        msg_io(
+            ("recvmsg", const { idx("recvmsg") }, fd, Direction::Read),
+            msg,
+            flags,
+            || real::recvmsg(fd, msg, flags),
+            |p, len| real::recv(fd, p, len, flags),
+            |m| real::recvmsg(fd, m, flags),
+        )
+    }
+}
+
 /// Hook for `sendmsg(2)`: on a stream socket all the bytes, as a blocking `sendmsg` (a
-/// datagram goes whole or not at all; see [`io_whole`]). The address and ancillary data go
-/// with the first part only, as the kernel sends them with the first bytes.
+/// datagram goes whole or not at all; see [`msg_io`]).
 ///
 /// # Safety
 /// The libc function's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    // SAFETY: rule 1: the caller's arguments, forwarded unchanged.
-    let first = || unsafe { real::sendmsg(fd, msg, flags) };
+    // SAFETY: as in `recvmsg`, under sendmsg's contract.
+    unsafe {
+        msg_io(
+            ("sendmsg", const { idx("sendmsg") }, fd, Direction::Write),
+            msg,
+            flags,
+            || real::sendmsg(fd, msg, flags),
+            |p, len| real::send(fd, p, len, flags),
+            |m| real::sendmsg(fd, m, flags),
+        )
+    }
+}
+
+/// The body of `recvmsg`'s and `sendmsg`'s hooks, as [`flagged_io`] for the plain calls: a
+/// send moves every byte, and so does a read with `MSG_WAITALL` on a stream socket
+/// ([`io_whole`]). The first part is the caller's call (`first`), with its address and
+/// ancillary data, as the kernel moves them with the first bytes; the later parts are the
+/// rest of a buffer cut in the middle (`part`) or the iovecs that follow (`whole`).
+///
+/// # Safety
+/// `msg` is the caller's `msghdr`, valid as the libc function's contract says; `first`,
+/// `part` and `whole` make the real calls (rule 1).
+unsafe fn msg_io(
+    (name, h, fd, dir): (&'static str, usize, c_int, Direction),
+    msg: *const msghdr,
+    flags: c_int,
+    first: impl Fn() -> isize,
+    part: impl Fn(*mut c_void, usize) -> isize,
+    whole: impl Fn(&mut msghdr) -> isize,
+) -> isize {
     if flags & libc::MSG_DONTWAIT != 0 {
         return first();
+    }
+    if dir == Direction::Read && !waits_for_all(fd, flags) {
+        return io(name, h, fd, dir, first);
     }
     // SAFETY: only after a part moved bytes, so the kernel read `msg` and its iovecs.
     let all = || unsafe { iovecs((*msg).msg_iov, (*msg).msg_iovlen) };
     let op_at = |done: usize| {
-        if done == 0 {
-            return first();
-        }
-        let (k, off) = iov_at(all(), done);
-        let v = all()[k];
-        if off > 0 {
-            // SAFETY: rule 1: the rest of the caller's `k`th buffer.
-            return unsafe {
-                real::send(fd, v.iov_base.wrapping_byte_add(off), v.iov_len - off, flags)
-            };
-        }
-        // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
-        let mut rest: msghdr = unsafe { std::mem::zeroed() };
-        rest.msg_iov = all()[k..].as_ptr().cast_mut();
-        rest.msg_iovlen = all().len() - k;
-        // SAFETY: rule 1: the caller's iovecs from the `k`th on, in a header of our own.
-        unsafe { real::sendmsg(fd, &rest, flags) }
+        if done == 0 { first() } else { iov_rest(all(), done, &part, &whole) }
     };
-    io_whole("sendmsg", const { idx("sendmsg") }, fd, Direction::Write, || iov_total(all()), op_at)
+    io_whole(name, h, fd, dir, || iov_total(all()), op_at)
 }
 
 /// Records a new fd from socket/accept/pipe2: ours, in the mode it was created with.
