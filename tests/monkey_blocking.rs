@@ -244,3 +244,102 @@ fn so_sndtimeo_bounds_a_whole_send_on_a_thread_without_a_hub() {
     let n = std::thread::spawn(send_with_timeout_to_a_slow_reader).join().unwrap();
     assert!(n > 0 && (n as usize) < LEN_SLOW, "sent {n} of {LEN_SLOW}");
 }
+
+/// Receives into buffers of 3 and 5 bytes with room for ancillary data; returns the count, the
+/// ancillary data's length and the bytes.
+fn recvmsg_with_room_for_fds(s: &std::os::unix::net::UnixStream) -> (isize, usize, Vec<u8>) {
+    let (mut a, mut b) = ([0u8; 3], [0u8; 5]);
+    let iov = [
+        libc::iovec { iov_base: a.as_mut_ptr().cast(), iov_len: 3 },
+        libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: 5 },
+    ];
+    let mut cbuf = [0u64; 16];
+    // SAFETY: all-zero is a valid msghdr; then two valid iovecs and a control buffer.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = iov.as_ptr().cast_mut();
+    m.msg_iovlen = 2;
+    m.msg_control = cbuf.as_mut_ptr().cast();
+    m.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: a valid msghdr.
+    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut m, libc::MSG_WAITALL) };
+    (n, m.msg_controllen, [&a[..], &b[..]].concat())
+}
+
+/// Sends `data` with one descriptor (stdin's number) attached.
+fn sendmsg_with_an_fd(c: &std::os::unix::net::UnixStream, data: &[u8]) {
+    let iov = [libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() }];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(4) } as usize;
+    let mut cbuf = vec![0u64; space / 8 + 1];
+    // SAFETY: all-zero is a valid msghdr; then one valid iovec and a control buffer of `space`.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = iov.as_ptr().cast_mut();
+    m.msg_iovlen = 1;
+    m.msg_control = cbuf.as_mut_ptr().cast();
+    m.msg_controllen = space;
+    // SAFETY: the control buffer has room for one header with one int (CMSG_SPACE(4)).
+    unsafe {
+        let cm = libc::CMSG_FIRSTHDR(&m);
+        (*cm).cmsg_level = libc::SOL_SOCKET;
+        (*cm).cmsg_type = libc::SCM_RIGHTS;
+        (*cm).cmsg_len = libc::CMSG_LEN(4) as usize;
+        *(libc::CMSG_DATA(cm) as *mut i32) = 0;
+    }
+    // SAFETY: a valid msghdr.
+    assert_eq!(unsafe { libc::sendmsg(c.as_raw_fd(), &m, 0) }, data.len() as isize);
+}
+
+#[test]
+fn recvmsg_waitall_on_a_unix_socket_keeps_the_descriptors_of_a_later_message() {
+    greenfiber::monkey::patch_all();
+    let (c, s) = std::os::unix::net::UnixStream::pair().unwrap();
+    let reader = greenfiber::spawn(move || recvmsg_with_room_for_fds(&s));
+    let writer = greenfiber::spawn(move || {
+        let mut c = c;
+        c.write_all(b"abcd").unwrap();
+        greenfiber::sleep(Duration::from_millis(50));
+        sendmsg_with_an_fd(&c, b"efgh");
+    });
+    let (n, controllen, data) = reader.get().unwrap();
+    writer.join();
+    // Whatever the call returned, a descriptor that arrived with its bytes is delivered.
+    assert!(n > 0 && data[..n as usize] == b"abcdefgh"[..n as usize], "{n} {data:?}");
+    if n as usize > 4 {
+        assert!(controllen > 0, "the descriptor sent with \"efgh\" was lost");
+    }
+}
+
+#[test]
+fn a_successful_writev_in_parts_leaves_errno_as_it_was() {
+    greenfiber::monkey::patch_all();
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), 0) }, 0);
+    let (r, w) = (fds[0], fds[1]);
+    let reader = greenfiber::spawn(move || {
+        // SAFETY: `r` is a pipe end of ours, owned from here on.
+        let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(r) };
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).unwrap();
+        v.len()
+    });
+    let writer = greenfiber::spawn(move || {
+        // More than a pipe holds (64 KiB), so the write goes in parts.
+        let bufs = vec![vec![1u8; 300_000]; 3];
+        let iov: Vec<libc::iovec> = bufs
+            .iter()
+            .map(|b| libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() })
+            .collect();
+        // SAFETY: this thread's errno.
+        unsafe { *libc::__errno_location() = 1234 };
+        // SAFETY: three valid iovecs.
+        let n = unsafe { libc::writev(w, iov.as_ptr(), 3) };
+        // SAFETY: this thread's errno.
+        let e = unsafe { *libc::__errno_location() };
+        // SAFETY: `w` is ours and used no more.
+        unsafe { libc::close(w) };
+        (n, e)
+    });
+    let (n, e) = writer.get().unwrap();
+    assert_eq!((n, e, reader.get().unwrap()), (900_000, 1234, 900_000));
+}

@@ -811,6 +811,7 @@ fn whole_rest(
         }
         done += r as usize;
         if done >= n {
+            set_errno(saved); // `sock_timeout` and the parts' own bookkeeping may have set it
             return done as isize;
         }
     }
@@ -1040,7 +1041,10 @@ unsafe fn msg_io(
     if flags & libc::MSG_DONTWAIT != 0 {
         return first();
     }
-    if dir == Direction::Read && !waits_for_all(fd, flags) {
+    // A Unix stream read stops after a message that carried descriptors or credentials, which
+    // only the caller's own header can receive; later parts, in headers of our own, would
+    // lose them. So a Unix socket gets one call, which returns what it has.
+    if dir == Direction::Read && (!waits_for_all(fd, flags) || is_unix(fd)) {
         return io(name, h, fd, dir, first);
     }
     // SAFETY: only after a part moved bytes, so the kernel read `msg` and its iovecs.

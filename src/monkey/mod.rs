@@ -31,7 +31,7 @@
 //! | symbol | inside a fiber |
 //! |---|---|
 //! | `clock_nanosleep` (std's `thread::sleep`), `nanosleep`, `sleep`, `usleep` | the hub's `sleep` |
-//! | `read`, `write`, `readv`, `writev`, `recv`, `send`, `recvfrom`, `sendto`, `recvmsg`, `sendmsg` | try; on EAGAIN wait for readiness on the hub; honour SO_RCVTIMEO/SO_SNDTIMEO (expiry: EAGAIN, which std reports as `WouldBlock`). `write`, `writev`, `send`, `sendto` and `sendmsg` go on until every byte is queued, and `recv`/`recvfrom`/`recvmsg` with `MSG_WAITALL` on a stream socket until the buffer is full, as the blocking calls do |
+//! | `read`, `write`, `readv`, `writev`, `recv`, `send`, `recvfrom`, `sendto`, `recvmsg`, `sendmsg` | try; on EAGAIN wait for readiness on the hub; honour SO_RCVTIMEO/SO_SNDTIMEO (expiry: EAGAIN, which std reports as `WouldBlock`). `write`, `writev`, `send`, `sendto` and `sendmsg` go on until every byte is queued, and `recv`/`recvfrom`/`recvmsg` with `MSG_WAITALL` on a stream socket until the buffer is full, as the blocking calls do (a Unix socket's `recvmsg` excepted: a read there stops at a message with descriptors, which only the caller's header can take, so it returns what one call gets) |
 //! | `accept`, `accept4` | as reads, on the listener |
 //! | `connect` | non-blocking connect, wait for writability, then `SO_ERROR` |
 //! | `poll` | one fd waiting for POLLIN or POLLOUT (std's `connect_timeout`) waits on the hub; anything else passes through |
