@@ -681,7 +681,7 @@ fn usleep_slow(usecs: useconds_t) -> c_int {
 
 /// Declares a data hook that goes through [`io()`].
 macro_rules! io_hook {
-    ($(#[$doc:meta])* fn $name:ident($fd:ident: c_int $(, $arg:ident: $ty:ty)*) -> $ret:ty, $dir:ident $(, flags = $flags:ident)?;) => {
+    ($(#[$doc:meta])* fn $name:ident($fd:ident: c_int $(, $arg:ident: $ty:ty)*) -> $ret:ty, $dir:ident;) => {
         $(#[$doc])*
         ///
         /// # Safety
@@ -690,12 +690,6 @@ macro_rules! io_hook {
         pub unsafe extern "C" fn $name($fd: c_int $(, $arg: $ty)*) -> $ret {
             // SAFETY: rule 1: the caller's arguments, forwarded unchanged.
             let op = || unsafe { real::$name($fd $(, $arg)*) } as isize;
-            $(
-                // A per-call non-blocking request is the caller's own choice: pass through.
-                if $flags & libc::MSG_DONTWAIT != 0 {
-                    return op() as $ret;
-                }
-            )?
             io(stringify!($name), const { idx(stringify!($name)) }, $fd, Direction::$dir, op) as $ret
         }
     };
@@ -803,18 +797,17 @@ fn whole_rest(
 ) -> isize {
     let saved = errno();
     let until = Some(sock_timeout(fd, dir).and_then(|t| start.checked_add(t)));
-    loop {
+    while done < n {
         let r = io_until(name, h, fd, dir, until, || op_at(done));
         if r <= 0 {
-            set_errno(saved);
-            return done as isize;
+            break;
         }
         done += r as usize;
-        if done >= n {
-            set_errno(saved); // `sock_timeout` and the parts' own bookkeeping may have set it
-            return done as isize;
-        }
     }
+    // A count is a success: `errno` as on entry, whatever `sock_timeout`, the parts'
+    // bookkeeping or a failed later part left.
+    set_errno(saved);
+    done as isize
 }
 
 /// Does a read with `flags` on `fd` wait for the whole buffer? `MSG_WAITALL` on a stream
@@ -855,14 +848,19 @@ fn flagged_io(
 #[inline(never)]
 fn is_stream_socket(fd: c_int) -> bool {
     let saved = errno();
-    let mut ty: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as socklen_t;
-    // SAFETY: `ty` and `len` are valid places for an int-sized option and its length.
-    let r = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&raw mut ty).cast(), &mut len)
-    };
+    let ty = sock_int(fd, libc::SO_TYPE);
     set_errno(saved);
-    r == 0 && ty == libc::SOCK_STREAM
+    ty == Some(libc::SOCK_STREAM)
+}
+
+/// The `SOL_SOCKET` option `opt` of `fd`, an int; `None` (with `getsockopt`'s errno) if it
+/// has none.
+fn sock_int(fd: c_int, opt: c_int) -> Option<c_int> {
+    let mut v: c_int = 0;
+    let mut len = size_of::<c_int>() as socklen_t;
+    // SAFETY: `v` and `len` are valid places for an int-sized option and its length.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &mut len) };
+    (r == 0).then_some(v)
 }
 
 io_hook!(
@@ -1145,13 +1143,7 @@ fn connect_failed(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
 /// True for a Unix-domain socket, whose non-blocking connect fails with EAGAIN (instead of
 /// EINPROGRESS) while the listener's backlog is full.
 fn is_unix(fd: c_int) -> bool {
-    let mut domain: c_int = 0;
-    let mut len = size_of::<c_int>() as socklen_t;
-    // SAFETY: valid out-pointers of the sizes given.
-    let r = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&raw mut domain).cast(), &mut len)
-    };
-    r == 0 && domain == libc::AF_UNIX
+    sock_int(fd, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
 }
 
 /// A Unix-domain connect that found the listener's backlog full: the blocking call waits
@@ -1194,20 +1186,14 @@ fn connect_again(
 
 /// After writability: the connect's outcome from SO_ERROR (0, or -1 with errno).
 fn finish_connect(fd: c_int) -> c_int {
-    let mut err: c_int = 0;
-    let mut len = size_of::<c_int>() as socklen_t;
-    // SAFETY: valid out-pointers of the sizes given.
-    let r = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&raw mut err).cast(), &mut len)
-    };
-    if r != 0 {
-        return -1;
+    match sock_int(fd, libc::SO_ERROR) {
+        None => -1,
+        Some(0) => 0,
+        Some(err) => {
+            set_errno(err);
+            -1
+        }
     }
-    if err != 0 {
-        set_errno(err);
-        return -1;
-    }
-    0
 }
 
 #[cold]
