@@ -1,6 +1,8 @@
 //! Hub benchmarks, with tokio (`current_thread`) and may (one worker) measured in the same
-//! group: spawn + run + join of 100,000 tasks at once that each yield once, and `yield_now`
-//! between two tasks.
+//! group: spawn + run + join of 100,000 tasks at once that each yield once, `yield_now`
+//! between two tasks, and `yield_now` in turn among 100,000 tasks (whose stacks and records no
+//! cache holds: what a program with that many busy tasks asks of the scheduler; may is left
+//! out there, as it cannot hold 100k coroutines at once on this machine).
 //!
 //! Criterion repeats each batch, so this is the steady state of a program that keeps
 //! spawning: stacks, task records and allocator pages are warm. A process's first batch pays
@@ -113,5 +115,68 @@ fn yield_now(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, spawn_join, yield_now);
+/// Tasks that yield in turn, and how many times each (may cannot hold 100k coroutines at
+/// once: each is a mapping with a guard page, and `vm.max_map_count` is 65530 here).
+const MANY: usize = 100_000;
+const TURNS: usize = 10;
+
+/// The locals of each of the few frames a task yields below, as a handler does below its own
+/// code (a socket read parks ~400 bytes below the handler's frame).
+const FRAME: usize = 100;
+
+#[inline(never)]
+fn greenfiber_turns(depth: u32) {
+    let frame = [depth as u8; FRAME];
+    if depth == 0 {
+        (0..TURNS).for_each(|_| greenfiber::yield_now());
+    } else {
+        greenfiber_turns(std::hint::black_box(depth - 1));
+    }
+    std::hint::black_box(&frame);
+}
+
+fn greenfiber_many(iters: u64) -> Duration {
+    let t = Instant::now();
+    for _ in 0..iters {
+        let gs: Vec<_> = (0..MANY).map(|_| greenfiber::spawn(|| greenfiber_turns(4))).collect();
+        assert_eq!(greenfiber::joinall(&gs, None), MANY);
+    }
+    t.elapsed()
+}
+
+fn tokio_many(rt: &tokio::runtime::Runtime, iters: u64) -> Duration {
+    rt.block_on(async {
+        let t = Instant::now();
+        for _ in 0..iters {
+            let hs: Vec<_> = (0..MANY)
+                .map(|_| {
+                    tokio::spawn(async {
+                        // The same locals kept across the yields, in the task's future.
+                        let frames = [4u8; 5 * FRAME];
+                        for _ in 0..TURNS {
+                            tokio::task::yield_now().await;
+                        }
+                        std::hint::black_box(&frames);
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.await.unwrap();
+            }
+        }
+        t.elapsed()
+    })
+}
+
+fn yield_many(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut g = c.benchmark_group("yield_now in turn, 100k tasks x 10 (spawn and join included)");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements((MANY * TURNS) as u64));
+    g.bench_function("greenfiber", |b| b.iter_custom(greenfiber_many));
+    g.bench_function("tokio current_thread", |b| b.iter_custom(|n| tokio_many(&rt, n)));
+    g.finish();
+}
+
+criterion_group!(benches, spawn_join, yield_now, yield_many);
 criterion_main!(benches);

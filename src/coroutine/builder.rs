@@ -96,6 +96,7 @@ impl Builder {
                 adopted: Cell::new(false),
                 cut_short: Cell::new(false),
                 stack_top,
+                depth: Cell::new(0),
             });
             if switch::trace_on() {
                 log_created(&core);

@@ -236,6 +236,7 @@ impl Core {
             adopted: _,
             cut_short: _,
             stack_top: _,
+            depth: _,
         } = self;
         name.is_some() || parent.get_mut().is_some() || raw.get_mut().is_some()
     }

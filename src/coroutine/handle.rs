@@ -75,6 +75,7 @@ impl Coroutine {
             adopted: Cell::new(false),
             cut_short: Cell::new(false),
             stack_top: 0,
+            depth: Cell::new(0),
         }))
     }
 

@@ -86,9 +86,10 @@
 //!    refuses to die, and leaks one left at thread teardown), and it dies only after its
 //!    frames have ended (unwound, or returned), or abandoned at thread teardown, after which
 //!    its frames are never used again.
-//! 8. `Core::stack_top` is never dereferenced: it only tells `prefetch_ahead` where to ask
-//!    the CPU for cache lines. A prefetch never faults and changes nothing but the cache, so a
-//!    stale top (the coroutine finished, and its stack went on to another) is harmless.
+//! 8. `Core::stack_top` and `Core::depth` are never dereferenced: they only tell
+//!    `prefetch_ahead` where to ask the CPU for cache lines. A prefetch never faults and
+//!    changes nothing but the cache, so a stale top or depth (the coroutine finished, and its
+//!    stack went on to another) is harmless.
 
 mod blocks;
 mod builder;
@@ -146,6 +147,10 @@ pub(crate) struct Core {
     /// ours (and is the only one without: [`Core::is_main`]). Otherwise only a hint for
     /// [`prefetch_ahead`] (rule 8).
     stack_top: usize,
+    /// How far below `stack_top` its stack pointer was when it last switched away; 0 before
+    /// it first does. Only a hint for [`prefetch_ahead`] (rule 8). (A `u32` fits in the
+    /// padding after the flags; stacks are far smaller than 4 GiB.)
+    depth: Cell<u32>,
 }
 
 impl Core {
@@ -153,6 +158,12 @@ impl Core {
     #[inline]
     fn is_main(&self) -> bool {
         self.stack_top == 0
+    }
+
+    /// Notes how deep in its stack it is as it switches away, for [`prefetch_ahead`] (rule 8).
+    #[inline(always)]
+    fn note_depth(&self) {
+        self.depth.set(self.stack_top.wrapping_sub(stack_pointer()) as u32);
     }
 
     /// A handle to the parent (cloning it runs no user code, so nothing can see the `Cell`
@@ -248,23 +259,31 @@ impl Core {
     }
 }
 
-/// Cache lines below a stack's top that [`prefetch_ahead`] asks for: 384 bytes, what a fiber
-/// touches from its start to a yield in the hub (360 bytes measured for `spawn(yield_now)`:
-/// corosensei's entry, `body`, the fiber's closure, the park and its switch). A coroutine
-/// suspended deeper resumes below these lines; they are still the ones it returns through.
-/// (Each line more costs memory bandwidth for every fiber that does not use it: with 10 lines
-/// the same 100k fibers took ~15% longer.)
-const PREFETCH_STACK_LINES: usize = 6;
+/// Cache lines below a stack's top that [`prefetch_ahead`] asks for, for a coroutine that has
+/// not started: 384 bytes, what a fiber touches from its start to a yield in the hub (360
+/// bytes measured for `spawn(yield_now)`: corosensei's entry, `body`, the fiber's closure, the
+/// park and its switch). (Each line more costs memory bandwidth for every fiber that does not
+/// use it: with 10 lines the same 100k fibers took ~15% longer.)
+const START_LINES: usize = 6;
+
+/// Cache lines from a suspended coroutine's stack pointer up that [`prefetch_ahead`] asks for
+/// (fewer if its stack is not that deep): the switch's saved registers and the frames a resume
+/// returns through, up into the caller's. A socket read parks 410 bytes below its caller's
+/// frame (the park, the I/O loop and the read), a `yield_now` about 300. With 100k fibers
+/// yielding in turn from 100-byte frames (`benches/hub.rs`), 8 lines gave 110-122 ms a batch,
+/// 10 lines 94-100 ms, 16 lines the same as 10.
+const RESUME_LINES: usize = 10;
 
 /// Asks the CPU to start loading what resuming two coroutines of a long ready queue will touch
 /// first, so that the memory latency overlaps the coroutines that run before them: `soon`'s
-/// record and the top of its stack, `later`'s record only (where `soon`'s stack is comes from
-/// its record, which the call for it as `later` loaded a few resumes before).
+/// record and the stack lines it will run on, `later`'s record only (where `soon`'s stack and
+/// stack pointer are comes from its record, which the call for it as `later` loaded a few
+/// resumes before).
 ///
 /// A scheduler calls it as it takes a coroutine to run, for the ones some places behind it in
-/// its queue. With 100,000 fibers ready at once each resume otherwise waits for ~6 stack lines
-/// and the record, none of them in the cache any more. It changes nothing but the cache (rule
-/// 8); main has no stack of ours, so only its record is fetched.
+/// its queue. With 100,000 fibers ready at once each resume otherwise waits for the record
+/// and every stack line it touches, none of them in the cache any more. It changes nothing but
+/// the cache (rule 8); main has no stack of ours, so only its record is fetched.
 #[inline]
 pub(crate) fn prefetch_ahead(soon: &Coroutine, later: &Coroutine) {
     let record = later.0.as_ptr() as usize;
@@ -273,12 +292,41 @@ pub(crate) fn prefetch_ahead(soon: &Coroutine, later: &Coroutine) {
     prefetch_line(record);
     prefetch_line(record + 64);
     prefetch_line(record + 128);
-    let top = soon.0.stack_top;
+    let (top, depth) = (soon.0.stack_top, soon.0.depth.get() as usize);
     if top == 0 {
         return;
     }
-    for line in 1..=PREFETCH_STACK_LINES {
-        prefetch_line(top - line * 64);
+    if depth == 0 {
+        // Not started: its first frames go just below the top.
+        for line in 1..=START_LINES {
+            prefetch_line(top - line * 64);
+        }
+        return;
+    }
+    // Suspended `depth` bytes below the top: from the line under its stack pointer (where the
+    // switch saved its registers) up, but not past the top.
+    let from = top.wrapping_sub(depth + 64);
+    for line in 0..RESUME_LINES.min(depth.div_ceil(64) + 1) {
+        prefetch_line(from + line * 64);
+    }
+}
+
+/// The current stack pointer, near enough: a hint for [`prefetch_ahead`] (rule 8).
+#[inline(always)]
+fn stack_pointer() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let sp: usize;
+        // SAFETY: reads a register into another; touches no memory, the stack or the flags.
+        unsafe {
+            std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+        };
+        sp
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let here = 0u8;
+        std::hint::black_box(&here) as *const u8 as usize
     }
 }
 
@@ -360,5 +408,36 @@ mod tests {
         assert!(local < small_top && small_top - local < 16 << 10, "{local:#x} {small_top:#x}");
         prefetch_ahead(&c, &small);
         assert_eq!(c.0.stack_top, top, "kept after its end");
+    }
+
+    #[test]
+    fn depth_is_where_the_stack_pointer_was_at_the_last_switch_away() {
+        // Switches to `to` from a frame `pad` bytes deep, sending where that frame is.
+        #[inline(never)]
+        fn from_frame<const N: usize>(to: &Coroutine) {
+            let pad = [0u8; N];
+            let at = std::hint::black_box(&pad).as_ptr() as usize;
+            to.switch::<usize, ()>(at);
+        }
+        let me = current();
+        let c = Coroutine::new(move |()| {
+            from_frame::<16>(&me);
+            from_frame::<4096>(&me);
+        });
+        assert_eq!(c.0.depth.get(), 0, "not started");
+        let mut shallower = 0;
+        for _ in 0..2 {
+            let local: usize = c.switch(());
+            let (top, depth) = (c.0.stack_top, c.0.depth.get() as usize);
+            // The switch runs in frames below the one that sent `local`, a few hundred bytes
+            // down; the prefetch takes the lines from there up.
+            assert!(top - depth < local, "{:#x} not below {local:#x}", top - depth);
+            assert!(local - (top - depth) < 2048, "{:#x} far below {local:#x}", top - depth);
+            assert!(depth > shallower, "{depth} after {shallower}");
+            shallower = depth;
+        }
+        prefetch_ahead(&c, &c);
+        c.switch::<(), ()>(());
+        assert!(c.is_dead());
     }
 }

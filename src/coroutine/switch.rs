@@ -406,6 +406,7 @@ fn drive(ts: &ThreadState, me: &Core, mut t: &Core) {
             // one link. `me` is not main, because main is the bottom of the chain and nothing
             // is below it.
             me.in_chain.set(false);
+            me.note_depth();
             // SAFETY: rule 5: `me` is running and not main, so its yielder is set and valid.
             unsafe { (*me.yielder.get()).suspend(()) };
             // Only the `resume` below brings a coroutine back from its `suspend`, and it puts
