@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use greenfiber::sync::{
     Channel, Empty, Full, JoinableQueue, LifoQueue, PriorityQueue, Queue, SyncError,
 };
-use greenfiber::{Error, joinall, sleep, spawn, yield_now};
+use greenfiber::{Error, Greenlet, joinall, sleep, spawn, yield_now};
 
 #[test]
 fn unbounded_queue_is_fifo_with_distinct_full_and_empty() {
@@ -148,6 +148,53 @@ fn queue_kill_mid_wait_loses_no_item() {
     joinall(&ps, None);
     assert!(b.is_empty());
     assert_eq!(ps[1].get(), Err(Error::Killed));
+}
+
+/// What each getter got: (its index, the item).
+type Got = Rc<RefCell<Vec<(usize, i32)>>>;
+
+/// Getters `0..n` of `q` waiting in order; each records what it got.
+fn getters<Q: 'static>(n: usize, q: &Rc<Q>, get: fn(&Q) -> i32) -> (Vec<Greenlet<()>>, Got) {
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let gs = (0..n)
+        .map(|i| {
+            let (q, got) = (q.clone(), got.clone());
+            spawn(move || {
+                let v = get(&q);
+                got.borrow_mut().push((i, v))
+            })
+        })
+        .collect();
+    yield_now();
+    (gs, got)
+}
+
+#[test]
+fn items_handed_on_by_a_killed_getter_keep_the_getters_order() {
+    // Four getters; three items handed over before any getter runs; the first and the third
+    // getters are killed before they run (`killall` kills both before either is joined). The items keep their order among the getters that
+    // live, as in gevent, where a getter takes its item only once it runs.
+    let q = Rc::new(Queue::new());
+    let (gs, got) = getters(4, &q, |q| q.get());
+    q.put(1);
+    q.put(2);
+    q.put(3);
+    greenfiber::killall(&[gs[0].clone(), gs[2].clone()]);
+    joinall(&gs, None);
+    assert_eq!(*got.borrow(), [(1, 1), (3, 2)]);
+    assert_eq!(q.get(), 3, "the item left over goes back in front");
+
+    // A LIFO queue's getters take the newest first; a killed one's item still goes to the
+    // getter granted after it, and the newest left over back on top.
+    let q = Rc::new(LifoQueue::new());
+    let (gs, got) = getters(3, &q, |q| q.get());
+    q.put(1); // -> getter 0
+    q.put(2); // -> getter 1
+    gs[0].kill();
+    q.put(3);
+    joinall(&gs, None);
+    assert_eq!(*got.borrow(), [(1, 1), (2, 2)]);
+    assert_eq!(q.get(), 3);
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! primitive grants and where an unclaimed grant goes.
 //!
 //! A releaser never just "wakes" a waiter and hopes it finds the permit or item when it runs:
-//! it *grants* the value to the first entry and unlinks it in one step. If that waiter is then
-//! killed or interrupted before it runs, the entry's guard passes the grant on (`hand_on`).
+//! it *grants* the value to the first waiting entry in one step. If that waiter is then killed
+//! or interrupted before it runs, its grant moves along the entries granted after it (each
+//! takes the one before it, so items keep the getters' order), and the one left over is passed
+//! on (`hand_on`: the last column).
 //!
 //! | primitive          | list      | grant `V`        | offer      | unclaimed grant goes to                    |
 //! |--------------------|-----------|------------------|------------|--------------------------------------------|
