@@ -66,7 +66,7 @@ fn getters_and_putters_are_served_in_fifo_order() {
     for v in ["a", "b", "c", "d"] {
         q.put(v);
     }
-    assert!(q.is_empty()); // handed straight to the getters
+    assert_eq!(q.len(), 4); // reserved for the getters, which take them when they run
     assert_eq!(q.try_get(), Err(Empty)); // no barging past them
     joinall(&gs, None);
     assert_eq!(*got.borrow(), [(0, "a"), (1, "b"), (2, "c"), (3, "d")]);
@@ -171,9 +171,10 @@ fn getters<Q: 'static>(n: usize, q: &Rc<Q>, get: fn(&Q) -> i32) -> (Vec<Greenlet
 
 #[test]
 fn items_handed_on_by_a_killed_getter_keep_the_getters_order() {
-    // Four getters; three items handed over before any getter runs; the first and the third
-    // getters are killed before they run (`killall` kills both before either is joined). The items keep their order among the getters that
-    // live, as in gevent, where a getter takes its item only once it runs.
+    // Four getters; three items put before any getter runs; the first and the third getters
+    // are killed before they run (`killall` kills both before either is joined). The getters
+    // that run take the items in order, as in gevent, where a getter takes its item only once
+    // it runs.
     let q = Rc::new(Queue::new());
     let (gs, got) = getters(4, &q, |q| q.get());
     q.put(1);
@@ -182,19 +183,64 @@ fn items_handed_on_by_a_killed_getter_keep_the_getters_order() {
     greenfiber::killall(&[gs[0].clone(), gs[2].clone()]);
     joinall(&gs, None);
     assert_eq!(*got.borrow(), [(1, 1), (3, 2)]);
-    assert_eq!(q.get(), 3, "the item left over goes back in front");
+    assert_eq!(q.get(), 3, "the item left over stays in the queue");
+}
 
-    // A LIFO queue's getters take the newest first; a killed one's item still goes to the
-    // getter granted after it, and the newest left over back on top.
+#[test]
+fn a_getter_takes_what_its_storage_gives_when_it_runs_whichever_getter_died() {
+    // A priority queue's getter gets the smallest item there when it runs.
+    let q = Rc::new(PriorityQueue::new());
+    let (gs, got) = getters(2, &q, |q| q.get());
+    q.put(5); // reserved for getter 0
+    q.put(1); // reserved for getter 1
+    gs[0].kill();
+    joinall(&gs, None);
+    assert_eq!((got.borrow().clone(), q.get()), (vec![(1, 1)], 5));
+
+    // A LIFO queue's getter gets the newest item there when it runs.
     let q = Rc::new(LifoQueue::new());
     let (gs, got) = getters(3, &q, |q| q.get());
-    q.put(1); // -> getter 0
-    q.put(2); // -> getter 1
-    gs[0].kill();
-    q.put(3);
+    q.put(1); // reserved for getter 0
+    q.put(2); // reserved for getter 1
+    q.put(3); // reserved for getter 2
+    gs[0].kill(); // (the others run meanwhile)
     joinall(&gs, None);
+    assert_eq!(*got.borrow(), [(1, 3), (2, 2)]);
+    assert_eq!(q.get(), 1);
+}
+
+#[test]
+fn channel_items_reach_the_getters_that_run_in_the_order_they_were_put() {
+    // Two putters each hand an item to a getter before either getter runs; the first getter
+    // is killed before it runs. The getters that run take 1 then 2.
+    let c = Rc::new(Channel::new());
+    let (gs, got) = getters(3, &c, |c| c.get());
+    let ps: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|v| {
+            let c = c.clone();
+            spawn(move || c.put(v))
+        })
+        .collect();
+    yield_now(); // both putters grant a getter, and yield
+    assert_eq!(c.getters_waiting(), 1);
+    gs[0].kill(); // before it ran: its reservation passes to getter 2
+    joinall(&gs, None);
+    joinall(&ps, None);
     assert_eq!(*got.borrow(), [(1, 1), (2, 2)]);
-    assert_eq!(q.get(), 3);
+    assert_eq!(c.try_get(), Err(Empty));
+}
+
+#[test]
+fn a_reserved_item_is_not_taken_by_a_later_get() {
+    // An item put while a getter waits is that getter's, though it is still in the queue
+    // (it counts in `len`) until the getter runs.
+    let q = Rc::new(Queue::new());
+    let (gs, got) = getters(1, &q, |q| q.get());
+    q.put(7);
+    assert_eq!((q.len(), q.try_get()), (1, Err(Empty)));
+    joinall(&gs, None);
+    assert_eq!((got.borrow().clone(), q.len()), (vec![(0, 7)], 0));
 }
 
 #[test]

@@ -21,8 +21,8 @@
 //! 3. Exactly one wake per park: [`unpark`] acts only on a waiter in state `Parked` and moves
 //!    it to `Woken` in the same step as queueing its coroutine; later wakes are no-ops.
 //! 4. A [`WaitList`] caller checks its state and enqueues with no switch in between; granting
-//!    marks an entry granted in the same step as it stores the grant, and only the waiter's own
-//!    claim or guard unlinks an entry (see `WaitList`'s state table).
+//!    unlinks an entry in the same step as it stores the grant, and only the waiter's own guard
+//!    unlinks a waiting entry (see `WaitList`'s state table).
 //! 5. Nothing is raised into a destructor that runs during an unwind: a panic leaving one
 //!    aborts the process, and a killed fiber's cleanup may block (it sleeps, or writes a
 //!    goodbye). A coroutine that parks while it may be unwinding (`unwind.rs` says which) keeps
@@ -453,58 +453,45 @@ pub(crate) fn waiter_of(co: &Coroutine) -> Option<&Waiter> {
 /// `prev`/`next` pointers (an intrusive doubly-linked list), so an entry that leaves early — a
 /// kill, a timeout — unlinks itself in O(1) wherever it sits. A releaser does not merely wake the
 /// first waiter: it *grants* it what it waited for (a permit, an item, a notification: the `V`)
-/// in one step. The waiter then either takes the grant back to its caller or, if it unwinds
-/// first (kill, `with_timeout`, LoopExit), its guard passes the grant on — so no grant is ever
-/// delivered to a dead fiber and none is lost. A waiter may also *offer* a value (a putter's
-/// item) that a releaser takes with [`take_one`](WaitList::take_one).
-///
-/// A granted entry stays in the list, ahead of every waiting one, until its waiter takes the
-/// grant: the list is the granted entries in the order they were granted, then the waiting
-/// ones in the order they came. That order is what a grant passed on keeps: if A and then B
-/// were granted and A's waiter is killed, A's grant goes to B's waiter (the next one granted),
-/// B's to the next after it, and only the last one left over to the caller's `hand_on` (the
-/// next waiting entry, or the primitive's storage). So items reach getters in the order the
-/// getters came, as in gevent, where a getter takes its item only when it runs.
+/// in the same step as unlinking it. The waiter's guard then either returns the grant to its
+/// caller or, if the waiter unwinds first (kill, `with_timeout`, LoopExit), passes it on through
+/// the caller's `hand_on` — so no grant is ever delivered to a dead fiber and none is lost.
+/// A waiter may also *offer* a value (a putter's item) that a releaser takes with
+/// [`take_one`](WaitList::take_one).
 ///
 /// ```text
-///   WaitList { head, next_up, tail }       entries: one Node per waiter, each in its waiter's
-///      |         |          |              `wait_for` frame (rule 2)
-///      v         v          v
-///   [A granted] <--> [B waiting] <--> [C waiting]   granting B marks it and moves next_up to
-///   (stack A)        (stack B)        (stack C)     C; A taking its grant unlinks A; C timing
-///                                                   out unlinks C from C's guard
+///   WaitList { head, tail, len }        entries: one Node per waiter, each in its waiter's
+///      |                   |            `wait_for` frame (rule 2)
+///      v                   v
+///   [Node A] <--> [Node B] <--> [Node C]      granting pops A and marks it granted in one step;
+///   (stack A)     (stack B)     (stack C)     B timing out unlinks B (A <--> C) from B's guard
 /// ```
 ///
 /// # Entry states
 ///
-/// | state   | in list                          | `value` holds                       | moved on by                          |
-/// |---------|----------------------------------|-------------------------------------|--------------------------------------|
-/// | Waiting | yes, after every Granted entry   | the offer, or nothing               | `grant_one`/`grant_all`/`take_one` → Granted; the waiter's own timeout or unwind → Left |
-/// | Granted | yes, before every Waiting entry  | the grant, or nothing (offer taken) | the waiter takes it → Done; an unwind passes it on (above) → Done |
-/// | Left    | no                               | the offer, handed back to the caller| — (the guard unlinked it)            |
-/// | Done    | no                               | nothing                             | —                                    |
+/// | state   | in list | `value` holds                         | moved on by                          |
+/// |---------|---------|---------------------------------------|--------------------------------------|
+/// | Waiting | yes     | the offer, or nothing                 | `grant_one`/`grant_all`/`take_one` → Granted; the waiter's own timeout or unwind → Left |
+/// | Granted | no      | the grant, or nothing (offer taken)   | the waiter returns it → Done; an unwind → `hand_on(grant)` → Done |
+/// | Left    | no      | the offer, handed back to the caller  | — (the guard unlinked it)            |
+/// | Done    | no      | nothing                               | —                                    |
 ///
-/// Only the entry's own waiter unlinks it (its claim in `wait_for` or its guard), so every
-/// entry its frame holds is linked, and `next_up` is the first Waiting entry: granting marks
-/// it and moves `next_up` on in one step, in [`pop_granted`](WaitList::pop_granted), before
-/// anything that could panic. In one list either every grant carries a value (items, permits,
-/// notifications) or none does (offers taken), so passing values along the Granted entries
-/// never leaves one without. A timer that fires for an entry which is then granted before it
-/// runs does not matter: the entry's state, not the [`Wake`], decides the outcome (a grant
-/// wins).
+/// Impossible: Granted while still in the list (granting unlinks in the same step, in
+/// [`pop_granted`](WaitList::pop_granted), before anything that could panic); Waiting outside
+/// the list (only the guard unlinks a waiting entry, and it ends the wait). So `granted` alone
+/// tells the guard whether its entry is linked. A timer that fires for an entry which is then
+/// granted before it runs does not matter: the entry's state, not the [`Wake`], decides the
+/// outcome (a grant wins).
 ///
 /// Rule 4 (Habit 6): a caller checks its primitive's state and calls [`wait_for`](Self::wait_for)
 /// with no switch in between, so no release can fall between the check and the enqueue.
 pub(crate) struct WaitList<V = ()> {
-    /// The first entry, Granted or Waiting, or null.
+    /// The first entry (the next to be granted), or null.
     head: Cell<*const Node<V>>,
-    /// The first Waiting entry (the next to be granted), or null.
-    next_up: Cell<*const Node<V>>,
     /// The last entry, or null.
     tail: Cell<*const Node<V>>,
-    /// Waiting entries.
     len: Cell<usize>,
-    /// Granted entries: their waiters have not yet come back out of `wait_for` (see
+    /// Entries granted whose waiters have not yet come back out of `wait_for` (see
     /// [`unclaimed`](Self::unclaimed)).
     unclaimed: Cell<usize>,
 }
@@ -513,7 +500,6 @@ impl<V> Default for WaitList<V> {
     fn default() -> Self {
         WaitList {
             head: Cell::new(std::ptr::null()),
-            next_up: Cell::new(std::ptr::null()),
             tail: Cell::new(std::ptr::null()),
             len: Cell::new(0),
             unclaimed: Cell::new(0),
@@ -522,7 +508,7 @@ impl<V> Default for WaitList<V> {
 }
 
 /// One entry: lives in the frame of [`WaitList::wait_for`] (rule 2); its links are valid while
-/// it is in the list, Waiting or Granted (rule 1).
+/// it is Waiting (rule 1).
 struct Node<V> {
     waiter: Waiter,
     prev: Cell<*const Node<V>>,
@@ -582,9 +568,6 @@ impl<V> WaitList<V> {
                 // Claimed: what the guard's drop does for a granted entry whose value was taken,
                 // done here without the call (unwinds still go through the guard).
                 let v = node.value.take();
-                // SAFETY: a Granted entry is in the list until its waiter, this one, takes it
-                // out (entry-state table).
-                unsafe { self.unlink_granted(&node) };
                 self.unclaimed.set(self.unclaimed.get() - 1);
                 // Disarmed before the closure is dropped: a panic there must not claim twice.
                 let hand_on = guard.hand_on.take();
@@ -612,30 +595,18 @@ impl<V> WaitList<V> {
             None => self.head.set(node),
         }
         self.tail.set(node);
-        if self.next_up.get().is_null() {
-            self.next_up.set(node);
-        }
         self.len.set(self.len.get() + 1);
     }
 
-    /// Unlinks a Granted `node`, which `next_up` is never at.
+    /// Unlinks `node`, wherever it is in the list.
     ///
     /// # Safety
-    /// `node` must be a Granted entry of this list, not yet unlinked.
+    /// `node` must be an entry of this list (Waiting: not granted, not yet unlinked).
     #[inline]
-    unsafe fn unlink_granted(&self, node: &Node<V>) {
-        // SAFETY: the caller's contract.
-        unsafe { self.unlink_between(node.prev.get(), node.next.get()) };
-    }
-
-    /// Joins `prev` and `next`, the neighbours of an entry being unlinked.
-    ///
-    /// # Safety
-    /// `prev` and `next` must be the links of an entry of this list, not yet unlinked.
-    #[inline]
-    unsafe fn unlink_between(&self, prev: *const Node<V>, next: *const Node<V>) {
-        // SAFETY: rule 1: the entry is in the list (the caller's contract), so its neighbours
-        // are entries too, and alive.
+    unsafe fn unlink(&self, node: &Node<V>) {
+        let (prev, next) = (node.prev.get(), node.next.get());
+        // SAFETY: rule 1: `node` is in the list (the caller's contract), so its neighbours are
+        // entries too, and alive.
         match unsafe { prev.as_ref() } {
             Some(p) => p.next.set(next),
             None => self.head.set(next),
@@ -645,35 +616,27 @@ impl<V> WaitList<V> {
             Some(n) => n.prev.set(prev),
             None => self.tail.set(prev),
         }
-        // The entry's own links are left as they are: an entry out of the list is never
-        // linked in again, and its links are not read (its waiter's frame is ending).
-    }
-
-    /// Unlinks a Waiting `node`, wherever it is in the list, and counts it out of `len`.
-    ///
-    /// # Safety
-    /// `node` must be a Waiting entry of this list.
-    #[inline]
-    unsafe fn unlink_waiting(&self, node: &Node<V>) {
-        let next = node.next.get();
-        if std::ptr::eq(self.next_up.get(), node) {
-            // The entries after it wait too.
-            self.next_up.set(next);
-        }
-        // SAFETY: the caller's contract.
-        unsafe { self.unlink_between(node.prev.get(), next) };
+        // `node`'s own links are left as they are: an entry out of the list is never linked in
+        // again, and its links are not read (`granted` says whether it is in the list).
         self.len.set(self.len.get() - 1);
     }
 
-    /// Marks the first Waiting entry granted and moves `next_up` past it, in one step (rule
-    /// 4); the caller then stores the grant and wakes it with [`granted`](Self::granted).
+    /// Unlinks the first entry and marks it granted, in one step (rule 4); the caller then
+    /// stores the grant and wakes it with [`granted`](Self::granted).
     #[inline]
     fn pop_granted(&self) -> Option<&Node<V>> {
-        // SAFETY: rule 1: a non-null `next_up` is an entry in the list, so its frame is alive;
-        // it stays alive until its waiter runs again, which needs a switch, and the reference
+        // SAFETY: rule 1: a non-null `head` is an entry in the list, so its frame is alive; it
+        // stays alive until its waiter runs again, which needs a switch, and the reference
         // does not outlive the caller's (non-switching) step.
-        let node = unsafe { self.next_up.get().as_ref() }?;
-        self.next_up.set(node.next.get());
+        let node = unsafe { self.head.get().as_ref() }?;
+        // `unlink` for the first entry, whose `prev` is null.
+        let next = node.next.get();
+        self.head.set(next);
+        // SAFETY: rule 1: a non-null `next` is an entry in the list, so its frame is alive.
+        match unsafe { next.as_ref() } {
+            Some(n) => n.prev.set(std::ptr::null()),
+            None => self.tail.set(std::ptr::null()),
+        }
         self.len.set(self.len.get() - 1);
         node.granted.set(true);
         self.unclaimed.set(self.unclaimed.get() + 1);
@@ -688,7 +651,7 @@ impl<V> WaitList<V> {
     /// it out of fast paths that would otherwise save registers for it.
     #[inline(always)]
     pub(crate) fn grant_one(&self, v: V) -> Result<(), V> {
-        if self.next_up.get().is_null() {
+        if self.head.get().is_null() {
             return Err(v);
         }
         self.grant_first(v);
@@ -783,40 +746,15 @@ impl<V, F: FnOnce(V)> Drop for Enqueued<'_, V, F> {
     #[inline]
     fn drop(&mut self) {
         if self.node.granted.get() {
-            self.pass_on();
+            // Granted: already unlinked, and now claimed. A normal return took the value; an
+            // unwind did not.
+            self.list.unclaimed.set(self.list.unclaimed.get() - 1);
+            if let (Some(v), Some(h)) = (self.node.value.take(), self.hand_on.take()) {
+                h(v);
+            }
         } else {
             // SAFETY: not granted means Waiting, so still in the list (entry-state table).
-            unsafe { self.list.unlink_waiting(self.node) };
-        }
-    }
-}
-
-impl<V, F: FnOnce(V)> Enqueued<'_, V, F> {
-    /// A Granted entry whose waiter unwinds (a normal return takes the grant without the
-    /// guard): its grant goes to the entry granted after it, that one's to the next, and so
-    /// on; what is left over is handed on (the list's docs).
-    #[cold]
-    #[inline(never)]
-    fn pass_on(&mut self) {
-        let (list, node) = (self.list, self.node);
-        let mut v = node.value.take();
-        if v.is_some() {
-            let mut next = node.next.get();
-            // SAFETY: rule 1: a non-null `next` is an entry in the list, so its frame is
-            // alive; nothing here switches.
-            while let Some(n) = unsafe { next.as_ref() }
-                && n.granted.get()
-            {
-                v = n.value.replace(v);
-                next = n.next.get();
-            }
-        }
-        // SAFETY: Granted entries stay in the list until their own waiter takes them out
-        // (entry-state table).
-        unsafe { list.unlink_granted(node) };
-        list.unclaimed.set(list.unclaimed.get() - 1);
-        if let (Some(v), Some(h)) = (v, self.hand_on.take()) {
-            h(v);
+            unsafe { self.list.unlink(self.node) };
         }
     }
 }

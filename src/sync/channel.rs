@@ -1,12 +1,18 @@
 //! `Channel<T>`: a rendezvous — no storage; a put meets a get.
 //!
-//! | getters | putters | held | meaning                                                    |
-//! |---------|---------|------|------------------------------------------------------------|
-//! | none    | none    | none | idle                                                       |
-//! | some    | none    | none | a `put` grants its item to the first getter, then yields   |
-//! | none    | some    | none | a `get` takes the first putter's offer and wakes it        |
-//! | none    | any     | some | a getter granted an item unwound: the next `get` takes it  |
-//! | some    | some    | any  | impossible: each side checks the other before waiting      |
+//! An item put while a getter waits is held until that getter runs, and the getter's grant is
+//! a reservation of a held item, as a `Queue` getter's is (`queue.rs`): the getters that run
+//! take the held items in the order they were put, and one killed before it runs passes its
+//! reservation to the next waiting getter. `reserved` is the getters' list's `unclaimed`.
+//!
+//! | getters | putters | held         | meaning                                                 |
+//! |---------|---------|--------------|---------------------------------------------------------|
+//! | none    | none    | = reserved   | idle                                                    |
+//! | some    | none    | = reserved   | a `put` holds its item, grants the first getter, yields |
+//! | none    | some    | = reserved   | a `get` takes the first putter's offer and wakes it     |
+//! | none    | any     | > reserved   | a granted getter unwound: the next `get` takes an item  |
+//! | some    | some    | any          | impossible: each side checks the other before waiting   |
+//! | some    | any     | > reserved   | impossible: a getter waits only when every held item is reserved, and an unwound getter's reservation goes to a waiting one |
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -28,9 +34,10 @@ use super::{Empty, Full};
 /// putter.join();
 /// ```
 pub struct Channel<T> {
-    getters: WaitList<T>,
+    /// Getters; each grant is a reservation of a held item (module docs).
+    getters: WaitList,
     putters: WaitList<T>,
-    /// Items handed to a getter that unwound before it ran (see the table).
+    /// Items put for getters that have not run yet, in the order they were put (the table).
     held: RefCell<VecDeque<T>>,
 }
 
@@ -66,14 +73,14 @@ impl<T> Channel<T> {
     /// Hands `item` to a getter waiting now, and returns after that getter has run;
     /// `Err(Full(item))` if nobody waits.
     pub fn try_put(&self, item: T) -> Result<(), Full<T>> {
-        match self.getters.grant_one(item) {
-            Ok(()) => {
-                // The getter is queued ahead of us: yielding lets it run first.
-                crate::hub::yield_now();
-                Ok(())
-            }
-            Err(item) => Err(Full(item)),
+        if self.getters.is_empty() {
+            return Err(Full(item));
         }
+        self.held.borrow_mut().push_back(item);
+        let _ = self.getters.grant_one(());
+        // The getter is queued ahead of us: yielding lets it run first.
+        crate::hub::yield_now();
+        Ok(())
     }
 
     fn put_deadline(&self, item: T, deadline: Option<Instant>) -> Result<(), Full<T>> {
@@ -99,10 +106,15 @@ impl<T> Channel<T> {
 
     /// Takes an item from a waiting putter, if there is one now.
     pub fn try_get(&self) -> Result<T, Empty> {
-        if let Some(v) = self.held.borrow_mut().pop_front() {
-            return Ok(v);
+        if self.held.borrow().len() > self.getters.unclaimed() {
+            return Ok(self.take_held());
         }
         self.putters.take_one().flatten().ok_or(Empty)
+    }
+
+    /// The first held item; there is one (the table).
+    fn take_held(&self) -> T {
+        self.held.borrow_mut().pop_front().expect("greenfiber: a channel's reserved item is held")
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<T, Empty> {
@@ -110,14 +122,14 @@ impl<T> Channel<T> {
             return Ok(v);
         }
         // Rule 4 in hub/park.rs: no switch between try_get's check and the enqueue.
-        let hand_on = |item| {
-            if let Err(item) = self.getters.grant_one(item) {
-                self.held.borrow_mut().push_front(item);
-            }
+        // A getter that unwinds before it runs passes its reservation on; its item stays held.
+        let pass_on = |()| {
+            let _ = self.getters.grant_one(());
         };
-        match self.getters.wait_for("a channel get", None, deadline, hand_on) {
-            Outcome::Granted(Some(v)) => Ok(v),
-            _ => Err(Empty),
+        match self.getters.wait_for("a channel get", None, deadline, pass_on) {
+            // Claimed: take the item it reserved, with no switch in between.
+            Outcome::Granted(_) => Ok(self.take_held()),
+            Outcome::TimedOut(_) => Err(Empty),
         }
     }
 

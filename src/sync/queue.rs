@@ -1,20 +1,28 @@
 //! `Queue<T>` over a private storage — FIFO, LIFO or priority (smallest first) — plus
 //! `JoinableQueue`. One core, three storages (Habit 9); the public types are thin wrappers.
 //!
-//! Core state (`cap` ≥ 1; `usize::MAX` when unbounded):
+//! Every item put is stored; a getter takes its item from the storage when it runs, as in
+//! gevent. What a waiting getter is granted is a *reservation*: one of the stored items is
+//! its, and nobody else may take it, but which one is decided when it runs (the front of a
+//! FIFO, the top of a LIFO, the smallest of a priority queue, at that moment). So a getter
+//! killed before it runs gives up only its reservation, which passes to the next waiting
+//! getter, and the getters that run take the items in the storage's order, whichever died.
 //!
-//! | storage      | getters | putters | meaning                                                  |
-//! |--------------|---------|---------|----------------------------------------------------------|
-//! | empty        | none    | none    | idle                                                     |
-//! | empty        | some    | none    | each `put` grants its item to the first getter            |
-//! | 0 < len < cap| none    | none    | `put` stores, `get` pops                                 |
-//! | len ≥ cap    | none    | some    | each `get` pops, then moves the first putter's item in    |
-//! | non-empty    | some    | any     | impossible: a getter is only enqueued on an empty storage, and items reach storage only when no getter waits |
-//! | < cap        | any     | some    | impossible while no item was handed back (below)          |
+//! Core state (`cap` ≥ 1; `usize::MAX` when unbounded; `reserved` is the getters' wait
+//! list's `unclaimed`: getters granted that have not run yet):
 //!
-//! A getter granted an item that unwinds before it runs hands the item back: to the next
-//! getter, else to the front of the storage (for FIFO; LIFO and priority just push it). That can
-//! leave the storage one over `cap` for a while; nothing is lost.
+//! | storage                 | getters | putters | meaning                                        |
+//! |-------------------------|---------|---------|------------------------------------------------|
+//! | len = reserved          | none    | none    | idle (every item is some granted getter's)     |
+//! | len = reserved          | some    | none    | each `put` stores and grants the first getter  |
+//! | reserved < len < cap    | none    | none    | `put` stores, `get` pops                       |
+//! | len ≥ cap               | none    | some    | each `get` pops, then moves the first putter's item in |
+//! | len > reserved          | some    | any     | impossible: a getter waits only when every item is reserved, and a put with getters waiting grants one |
+//! | < cap                   | any     | some    | impossible: a putter waits only on a full queue, and every pop admits the first putter |
+//!
+//! Invariant: `len ≥ reserved`. A granted getter takes its reservation out of the list and an
+//! item out of the storage in one step (no switch between); one that dies first passes its
+//! reservation on (`pass_reservation`), leaving the item stored.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -28,8 +36,6 @@ use super::{Empty, Full, SyncError};
 trait Storage<T>: Default {
     fn push(&mut self, v: T);
     fn pop(&mut self) -> Option<T>;
-    /// Puts back an item that was popped but not delivered (it comes out next).
-    fn unpop(&mut self, v: T);
     fn len(&self) -> usize;
 }
 
@@ -60,9 +66,6 @@ impl<T> Storage<T> for Fifo<T> {
     fn pop(&mut self) -> Option<T> {
         self.0.pop_front()
     }
-    fn unpop(&mut self, v: T) {
-        self.0.push_front(v)
-    }
     fn len(&self) -> usize {
         self.0.len()
     }
@@ -74,9 +77,6 @@ impl<T> Storage<T> for Lifo<T> {
     }
     fn pop(&mut self) -> Option<T> {
         self.0.pop()
-    }
-    fn unpop(&mut self, v: T) {
-        self.0.push(v)
     }
     fn len(&self) -> usize {
         self.0.len()
@@ -90,9 +90,6 @@ impl<T: Ord> Storage<T> for Priority<T> {
     fn pop(&mut self) -> Option<T> {
         self.0.pop().map(|Reverse(v)| v)
     }
-    fn unpop(&mut self, v: T) {
-        self.0.push(Reverse(v))
-    }
     fn len(&self) -> usize {
         self.0.len()
     }
@@ -102,7 +99,8 @@ impl<T: Ord> Storage<T> for Priority<T> {
 struct Core<T, S> {
     items: RefCell<S>,
     cap: usize,
-    getters: WaitList<T>,
+    /// Getters; each grant is a reservation of a stored item (module docs).
+    getters: WaitList,
     putters: WaitList<T>,
     /// Items accepted so far (stored or handed to a getter): `JoinableQueue` counts with it.
     accepted: Cell<usize>,
@@ -123,25 +121,19 @@ impl<T, S: Storage<T>> Core<T, S> {
         }
     }
 
-    /// Stores or hands on `item` if that needs no wait; else gives it back.
+    /// Stores `item`, and grants it to the first waiting getter, if that needs no wait; else
+    /// gives it back.
     #[inline]
     fn put_now(&self, item: T) -> Result<(), T> {
-        let item = match self.getters.grant_one(item) {
-            Ok(()) => return self.accept(),
-            Err(item) => item,
-        };
         let mut items = self.items.borrow_mut();
-        if items.len() < self.cap {
-            items.push(item);
-            drop(items);
-            self.accept()
-        } else {
-            Err(item)
+        if items.len() >= self.cap {
+            return Err(item);
         }
-    }
-
-    fn accept(&self) -> Result<(), T> {
+        items.push(item);
+        drop(items);
         self.accepted.set(self.accepted.get() + 1);
+        // With a getter waiting, every other item was reserved: this one is its.
+        let _ = self.getters.grant_one(());
         Ok(())
     }
 
@@ -165,8 +157,19 @@ impl<T, S: Storage<T>> Core<T, S> {
         }
     }
 
+    /// Takes an item that is not reserved for a granted getter, if there is one.
     #[inline]
     fn get_now(&self) -> Option<T> {
+        if self.items.borrow().len() <= self.getters.unclaimed() {
+            return None;
+        }
+        self.take()
+    }
+
+    /// Pops the storage's next item, and admits the first waiting putter's item to the slot
+    /// it opened.
+    #[inline]
+    fn take(&self) -> Option<T> {
         let mut items = self.items.borrow_mut();
         let v = items.pop()?;
         // A slot opened: admit the first waiting putter's item. (The test first: with no
@@ -192,18 +195,21 @@ impl<T, S: Storage<T>> Core<T, S> {
     /// The wait of a get that found the queue empty: out of line, as `put_wait`.
     #[inline(never)]
     fn get_wait(&self, deadline: Option<Instant>) -> Result<T, Empty> {
-        let hand_on = |item| self.hand_back(item);
-        match self.getters.wait_for("an empty queue", None, deadline, hand_on) {
-            Outcome::Granted(Some(v)) => Ok(v),
-            _ => Err(Empty),
+        let pass_on = |()| self.pass_reservation();
+        match self.getters.wait_for("an empty queue", None, deadline, pass_on) {
+            // The reservation is claimed (no longer counted): take the item it kept, with no
+            // switch in between (the invariant in the module docs).
+            Outcome::Granted(_) => {
+                Ok(self.take().expect("greenfiber: a granted getter's item is stored"))
+            }
+            Outcome::TimedOut(_) => Err(Empty),
         }
     }
 
-    /// An item granted to a getter that unwound: to the next getter, else back in front.
-    fn hand_back(&self, item: T) {
-        if let Err(item) = self.getters.grant_one(item) {
-            self.items.borrow_mut().unpop(item);
-        }
+    /// The reservation of a getter that unwound before it ran: to the next waiting getter;
+    /// without one, its item is simply free to take.
+    fn pass_reservation(&self) {
+        let _ = self.getters.grant_one(());
     }
 
     fn len(&self) -> usize {
@@ -300,10 +306,12 @@ macro_rules! queue_api {
 
 /// A first-in, first-out queue for fibers (gevent's `Queue`), unbounded or bounded.
 ///
-/// `get` waits while empty, `put` while full; waiters are served in FIFO order and an item or
-/// slot is handed to the first waiter directly. A getter killed after being handed an item
-/// (before it ran) gives the item back to the next getter or the queue's front. A putter killed
-/// after its item was accepted leaves the item in the queue (the put happened).
+/// `get` waits while empty, `put` while full; waiters are served in FIFO order. An item put
+/// while getters wait is reserved for the first of them, which takes the queue's front when it
+/// runs; a getter killed before it runs passes its reservation to the next getter, so the
+/// getters that run get the items in order. A putter killed after its item was accepted leaves
+/// the item in the queue (the put happened). As in gevent, an item reserved for a getter that
+/// has not run yet still counts in `len` and toward the capacity.
 ///
 /// ```
 /// use greenfiber::sync::{Empty, Full, Queue};

@@ -3,10 +3,8 @@
 //! primitive grants and where an unclaimed grant goes.
 //!
 //! A releaser never just "wakes" a waiter and hopes it finds the permit or item when it runs:
-//! it *grants* the value to the first waiting entry in one step. If that waiter is then killed
-//! or interrupted before it runs, its grant moves along the entries granted after it (each
-//! takes the one before it, so items keep the getters' order), and the one left over is passed
-//! on (`hand_on`: the last column).
+//! it *grants* the value to the first entry and unlinks it in one step. If that waiter is then
+//! killed or interrupted before it runs, the entry's guard passes the grant on (`hand_on`).
 //!
 //! | primitive          | list      | grant `V`        | offer      | unclaimed grant goes to                    |
 //! |--------------------|-----------|------------------|------------|--------------------------------------------|
@@ -14,9 +12,9 @@
 //! | RLock              | (its Lock)| a permit `()`    | —          | as Lock                                    |
 //! | Event, AsyncResult | waiters   | "it is set" `()` | —          | nowhere (every waiter was granted)         |
 //! | Condition          | waiters   | a notify `()`    | —          | the next waiter, else dropped (as notify)  |
-//! | Queue getters      | getters   | the item `T`     | —          | the next getter, else the storage's front  |
+//! | Queue getters      | getters   | a reservation `()` | —        | the next getter, else nowhere: the item stays stored (`queue.rs`) |
 //! | Queue putters      | putters   | — (offer taken)  | the item   | nothing: the item is already in the queue  |
-//! | Channel getters    | getters   | the item `T`     | —          | the next getter, else held for the next get|
+//! | Channel getters    | getters   | a reservation `()` | —        | the next getter, else nowhere: the item stays held (`channel.rs`) |
 //! | Channel putters    | putters   | — (offer taken)  | the item   | nothing: a getter has it                   |
 //! | JoinableQueue join | joiners   | "all done" `()`  | —          | nowhere                                    |
 
