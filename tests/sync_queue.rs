@@ -232,6 +232,19 @@ fn channel_items_reach_the_getters_that_run_in_the_order_they_were_put() {
 }
 
 #[test]
+fn an_item_admitted_from_a_putter_goes_to_a_waiting_getter() {
+    // bounded(1): getter 0's item fills the queue, so the second put waits; when getter 0
+    // takes its item the put's item is admitted, and it is getter 1's.
+    let q = Rc::new(Queue::bounded(1));
+    let (gs, got) = getters(2, &q, |q| q.get());
+    q.put(1);
+    q.put(2);
+    let done = joinall(&gs, Some(Duration::from_secs(5)));
+    let state = (done, got.borrow().clone(), q.len(), q.getters_waiting());
+    assert_eq!(state, (2, vec![(0, 1), (1, 2)], 0, 0), "(joined, got, len, getters waiting)");
+}
+
+#[test]
 fn a_reserved_item_is_not_taken_by_a_later_get() {
     // An item put while a getter waits is that getter's, though it is still in the queue
     // (it counts in `len`) until the getter runs.

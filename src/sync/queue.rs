@@ -17,7 +17,8 @@
 //! | len = reserved          | some    | none    | each `put` stores and grants the first getter  |
 //! | reserved < len < cap    | none    | none    | `put` stores, `get` pops                       |
 //! | len ≥ cap               | none    | some    | each `get` pops, then moves the first putter's item in |
-//! | len > reserved          | some    | any     | impossible: a getter waits only when every item is reserved, and a put with getters waiting grants one |
+//! | len = reserved = cap    | some    | some    | every slot holds a granted getter's item: each claim pops one, admits the first putter's item and grants it to the first getter |
+//! | len > reserved          | some    | any     | impossible: a getter waits only when every item is reserved, and every item stored while getters wait (put, or admitted from a putter) grants one |
 //! | < cap                   | any     | some    | impossible: a putter waits only on a full queue, and every pop admits the first putter |
 //!
 //! Invariant: `len ≥ reserved`. A granted getter takes its reservation out of the list and an
@@ -179,6 +180,9 @@ impl<T, S: Storage<T>> Core<T, S> {
         {
             items.push(x);
             self.accepted.set(self.accepted.get() + 1);
+            // Every other item may be reserved (a full queue of granted getters' items, with
+            // getters and putters waiting): the one admitted is the first waiting getter's.
+            let _ = self.getters.grant_one(());
         }
         Some(v)
     }
