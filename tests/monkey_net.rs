@@ -537,3 +537,104 @@ fn a_std_stream_patched_code_waited_on_can_be_handed_to_greenfiber_net() {
     reader.get().unwrap();
     assert_eq!(&peer.get().unwrap(), b"done");
 }
+
+fn errno() -> i32 {
+    // SAFETY: this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+fn set_errno(e: i32) {
+    // SAFETY: this thread's errno slot.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// A blocking TCP socket that a fiber used first, so the hooks made it non-blocking underneath
+/// (a `recv` on the unconnected socket fails at once with ENOTCONN).
+fn taken_over_socket() -> i32 {
+    // SAFETY: plain socket creation.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd > 2);
+    let g = spawn(move || {
+        // SAFETY: a valid 1-byte buffer.
+        let r = unsafe { libc::recv(fd, [0u8; 1].as_mut_ptr().cast(), 1, 0) };
+        (r, errno())
+    });
+    assert_eq!(g.get().unwrap(), (-1, libc::ENOTCONN));
+    fd
+}
+
+#[test]
+fn a_call_that_waited_outside_fibers_and_succeeded_leaves_errno_as_it_was() {
+    monkey::patch_all();
+    let _w = watchdog("errno outside fibers", 20);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let std::net::SocketAddr::V4(a) = listener.local_addr().unwrap() else { unreachable!() };
+    // SAFETY: all-zero is a valid sockaddr_in, filled in below.
+    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_port = a.port().to_be();
+    sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+    // A blocking connect on a taken-over socket, from a plain thread: the hooks wait for it.
+    let fd = taken_over_socket();
+    let connected = std::thread::spawn(move || {
+        set_errno(1234);
+        let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: a valid sockaddr_in of `len` bytes.
+        let r = unsafe { libc::connect(fd, (&raw const sin).cast(), len) };
+        (r, errno())
+    });
+    assert_eq!(connected.join().unwrap(), (0, 1234), "(result, errno)");
+    let (mut s, _) = listener.accept().unwrap();
+    // A read from a plain thread that has to wait for the data.
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4];
+        set_errno(1234);
+        // SAFETY: a valid 4-byte buffer.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 4) };
+        (r, errno())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b"ping").unwrap();
+    assert_eq!(reader.join().unwrap(), (4, 1234), "(result, errno)");
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+}
+
+#[test]
+fn the_other_copy_of_a_socket_a_fiber_took_over_blocks_outside_fibers() {
+    monkey::patch_all();
+    let _w = watchdog("dup outside fibers", 20);
+    let mut sv = [0i32; 2];
+    let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+    // SAFETY: a valid array of two fds.
+    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, sv.as_mut_ptr()) }, 0);
+    let (a, b) = (sv[0], sv[1]);
+    // SAFETY: `a` is open.
+    let c = unsafe { libc::dup(a) };
+    // A fiber reads through the copy: the shared open file becomes non-blocking underneath.
+    let g = spawn(move || {
+        // SAFETY: valid one-byte buffers on open fds.
+        unsafe {
+            libc::write(b, b"x".as_ptr().cast(), 1);
+            libc::read(c, [0u8; 1].as_mut_ptr().cast(), 1)
+        }
+    });
+    assert_eq!(g.get().unwrap(), 1);
+    // A plain thread reads through the original: it must block until data comes.
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 4];
+        // SAFETY: a valid 4-byte buffer.
+        let n = unsafe { libc::read(a, buf.as_mut_ptr().cast(), 4) };
+        (n, if n < 0 { errno() } else { 0 })
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: a valid 4-byte buffer.
+    assert_eq!(unsafe { libc::write(b, b"ping".as_ptr().cast(), 4) }, 4);
+    assert_eq!(t.join().unwrap(), (4, 0), "(result, errno)");
+    // SAFETY: our own fds.
+    unsafe {
+        libc::close(a);
+        libc::close(b);
+        libc::close(c);
+    }
+}

@@ -81,7 +81,8 @@ impl Drop for Busy {
 }
 
 fn errno() -> c_int {
-    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
+    unsafe { *libc::__errno_location() }
 }
 
 fn set_errno(e: c_int) {
@@ -411,15 +412,18 @@ fn io_until(
     if active() {
         return io_slow(name, h, fd, dir, until, &mut op);
     }
+    // Kept for a call that has to wait and then succeeds (rule 2).
+    let saved = errno();
     let r = op();
     if r == -1 && PATCHED.load(Relaxed) {
-        return io_failed(name, fd, dir, until, &mut op);
+        return io_failed(name, fd, dir, until, &mut op, saved);
     }
     r
 }
 
 /// A call outside any fiber failed: if it was EAGAIN on an fd that is non-blocking only
-/// because of us, block as the user's blocking fd would (with a real `poll`).
+/// because of us, block as the user's blocking fd would (with a real `poll`). A call that
+/// then succeeds puts back `saved`, errno as the caller left it (rule 2).
 #[cold]
 #[inline(never)]
 fn io_failed(
@@ -428,14 +432,36 @@ fn io_failed(
     dir: Direction,
     until: Option<Option<Instant>>,
     op: &mut dyn FnMut() -> isize,
+    saved: c_int,
 ) -> isize {
     let e = errno();
-    if (e != libc::EAGAIN && e != libc::EINPROGRESS)
-        || !fd_table::get(fd).is_some_and(|s| s.blocking_emulated())
-    {
+    if (e != libc::EAGAIN && e != libc::EINPROGRESS) || !emulated_here(fd) {
         return -1;
     }
-    guarded(name, || block_outside(fd, dir, until, op))
+    let r = guarded(name, || block_outside(fd, dir, until, op));
+    if r >= 0 {
+        set_errno(saved);
+    }
+    r
+}
+
+/// Whether the hooks emulate blocking on `fd` outside fibers: it is `OURS_NB`, or it is the
+/// copy of one (`SHARED`, blocking in the user's view) whose open file a fiber made
+/// non-blocking through the other copy, which only `prepare` in a fiber would have noticed so
+/// far. (A copy still blocking underneath is left alone: its EAGAIN is an `SO_RCVTIMEO` or
+/// `SO_SNDTIMEO` expiry.)
+fn emulated_here(fd: c_int) -> bool {
+    let Some(st) = fd_table::get(fd) else { return false };
+    if st.blocking_emulated() {
+        return true;
+    }
+    if !st.has(MANAGED) || !st.has(SHARED) || st.has(USER_NB) {
+        return false;
+    }
+    // SAFETY: F_GETFL with an int flag argument (rule 1).
+    let fl = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+    // Non-blocking already, so `take_over` only records it as ours (a shared fd's rule).
+    fl >= 0 && fl & libc::O_NONBLOCK != 0 && take_over(fd, true)
 }
 
 fn block_outside(
@@ -495,7 +521,7 @@ fn io_slow(
         if !in_fiber() || !prepare(fd) {
             let r = op();
             if r == -1 {
-                return io_failed(name, fd, dir, until, op);
+                return io_failed(name, fd, dir, until, op, saved);
             }
             return r;
         }
@@ -1107,10 +1133,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     if active() {
         return connect_slow(fd, addr, len);
     }
+    let saved = errno();
     // SAFETY: rule 1.
     let r = unsafe { real::connect(fd, addr, len) };
     if r == -1 && PATCHED.load(Relaxed) {
-        return connect_failed(fd, addr, len);
+        return connect_failed(fd, addr, len, saved);
     }
     r
 }
@@ -1118,26 +1145,32 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// A connect outside a fiber on an fd that is non-blocking only because of us.
 #[cold]
 #[inline(never)]
-fn connect_failed(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+fn connect_failed(fd: c_int, addr: *const sockaddr, len: socklen_t, saved: c_int) -> c_int {
     if errno() == libc::EAGAIN
         && fd_table::get(fd).is_some_and(|s| s.blocking_emulated())
         && is_unix(fd)
     {
         return guarded("connect", || {
-            connect_again(fd, addr, len, &|d| {
-                let ts = timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ };
-                // SAFETY: a valid timespec; no remainder wanted (an EINTR just ends the pause
-                // early, and the loop tries again).
-                unsafe { real::nanosleep(&ts, std::ptr::null_mut()) };
-                Ok(())
-            })
+            connect_again(
+                fd,
+                addr,
+                len,
+                &|d| {
+                    let ts = timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ };
+                    // SAFETY: a valid timespec; no remainder wanted (an EINTR just ends the pause
+                    // early, and the loop tries again).
+                    unsafe { real::nanosleep(&ts, std::ptr::null_mut()) };
+                    Ok(())
+                },
+                saved,
+            )
         });
     }
     let mut op = || {
         // SAFETY: the same fd; a zero-size poll has nothing to connect.
         finish_connect(fd) as isize
     };
-    io_failed("connect", fd, Direction::Write, None, &mut op) as c_int
+    io_failed("connect", fd, Direction::Write, None, &mut op, saved) as c_int
 }
 
 /// True for a Unix-domain socket, whose non-blocking connect fails with EAGAIN (instead of
@@ -1150,13 +1183,14 @@ fn is_unix(fd: c_int) -> bool {
 /// until the listener accepts, up to SO_SNDTIMEO (then EAGAIN, as Linux). Nothing signals
 /// room in a backlog to the connecting side, so try again after `pause`s that grow from 1 ms
 /// to 16 ms. `pause` fails with the errno to return (a kill or a timeout of the fiber).
+/// Success puts back `saved`, errno as the caller left it (rule 2).
 fn connect_again(
     fd: c_int,
     addr: *const sockaddr,
     len: socklen_t,
     pause: &dyn Fn(Duration) -> Result<(), c_int>,
+    saved: c_int,
 ) -> c_int {
-    let saved = errno();
     let deadline = sock_deadline(fd, Direction::Write);
     let mut wait = Duration::from_millis(1);
     loop {
@@ -1205,7 +1239,7 @@ fn connect_slow(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
         if !in_fiber() || !prepare(fd) {
             // SAFETY: rule 1.
             let r = unsafe { real::connect(fd, addr, len) };
-            return if r == -1 { connect_failed(fd, addr, len) } else { r };
+            return if r == -1 { connect_failed(fd, addr, len, saved) } else { r };
         }
         if let Some(e) = refused() {
             set_errno(e);
@@ -1219,12 +1253,18 @@ fn connect_slow(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
         match errno() {
             libc::EINPROGRESS => {}
             libc::EAGAIN if is_unix(fd) => {
-                return connect_again(fd, addr, len, &|d| {
-                    block(|| {
-                        crate::hub::sleep(d);
-                        Ok(())
-                    })
-                });
+                return connect_again(
+                    fd,
+                    addr,
+                    len,
+                    &|d| {
+                        block(|| {
+                            crate::hub::sleep(d);
+                            Ok(())
+                        })
+                    },
+                    saved,
+                );
             }
             _ => return -1,
         }
