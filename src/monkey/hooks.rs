@@ -1554,6 +1554,72 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     unsafe { real::close(fd) }
 }
 
+/// Hook for `fclose(3)`: glibc closes the stream's fd internally, past the `close` hook, so
+/// the fd is forgotten here first, as `close` does.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
+    if PATCHED.load(Relaxed) && !f.is_null() {
+        guarded("fclose", || {
+            count!("fclose");
+            // SAFETY: the caller's open stream (the contract); `fileno` only reads it.
+            let fd = unsafe { libc::fileno(f) };
+            if fd >= 0 {
+                forget_range(fd as c_uint, fd as c_uint);
+            }
+        });
+    }
+    // SAFETY: rule 1.
+    unsafe { real::fclose(f) }
+}
+
+/// Hook for `close_range(2)`: forgets every fd of the range, as `close` does, then closes them
+/// with the system call (which is all glibc's function does). A call that only marks them
+/// close-on-exec closes nothing.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if PATCHED.load(Relaxed) && flags as c_uint & libc::CLOSE_RANGE_CLOEXEC == 0 {
+        guarded("close_range", || forget_range(first, last));
+    }
+    // SAFETY: the system call's contract, with the caller's arguments.
+    unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) as c_int }
+}
+
+/// Hook for `closefrom(3)`: `close_range(low, ~0, 0)`, then, on a kernel without that system
+/// call, each fd in turn up to the descriptor limit, as glibc does.
+///
+/// # Safety
+/// The libc function's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn closefrom(low: c_int) {
+    let low = low.max(0) as c_uint;
+    // SAFETY: this function's own contract.
+    if unsafe { close_range(low, c_uint::MAX, 0) } == 0 {
+        return;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(0, c_int::MAX as c_long) as c_uint;
+    for fd in low..max {
+        // SAFETY: closing an fd the caller asked to close (an unused number just fails).
+        unsafe { real::close(fd as c_int) };
+    }
+}
+
+/// Forgets the fds `first..=last` that the hooks know, as `close` does before it closes one.
+fn forget_range(first: c_uint, last: c_uint) {
+    let last = last.min(fd_table::MAX_FDS as c_uint - 1);
+    for fd in first..=last {
+        if before_close(fd as c_int) {
+            fd_table::closed(fd as c_int);
+        }
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn close_slow(fd: c_int) -> c_int {

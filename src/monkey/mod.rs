@@ -38,7 +38,7 @@
 //! | `ioctl(FIONBIO)`, `fcntl(F_SETFL)` | record the user's own blocking mode |
 //! | `fcntl(F_GETFL)` | hides the O_NONBLOCK the hooks set |
 //! | `fcntl(F_DUPFD*)`, `dup`, `dup2`, `dup3` | the copy shares the state; once a fiber makes one copy non-blocking underneath, the other emulates blocking too |
-//! | `close` | forget the fd; a fiber waiting on it wakes with EBADF |
+//! | `close`, `close_range`, `closefrom`, `fclose` | forget the fd(s); a fiber waiting on one wakes with EBADF |
 //! | `socket`, `socketpair`, `pipe2` | record the new fds |
 //!
 //! Sockets and pipes are managed (made non-blocking underneath, lazily, the first time a fiber
@@ -63,7 +63,10 @@
 //! - DNS (`getaddrinfo`, used by `ToSocketAddrs` for names) is not hooked and blocks the
 //!   thread; resolve in the blocking thread pool, or use IP addresses.
 //! - Crates that make raw syscalls (`libc::syscall`, rustix's linux_raw backend) and static
-//!   binaries are not patched: they never enter the hooks.
+//!   binaries are not patched: they never enter the hooks. An fd such code closes keeps the
+//!   hooks' state for its number, and a new file that gets the number inherits it (a fiber
+//!   could wait on a registration the kernel dropped, or skip making a new blocking pipe
+//!   non-blocking). Close such fds with `close`, or never let a fiber use them.
 //! - Hooks do not yield inside signal handlers: a signal handler must not make a blocking
 //!   hooked call on a managed fd inside a fiber (writing to fds 0–2 or to a self-pipe the
 //!   program made non-blocking passes through, as does any hook called while another hook's
