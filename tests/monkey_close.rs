@@ -43,10 +43,11 @@ fn reuse_after(how: How) -> Result<isize, greenfiber::Timeout> {
     // SAFETY: a valid array of two fds.
     assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, sv.as_mut_ptr()) }, 0);
     let (a, b) = (sv[0], sv[1]);
-    // SAFETY (both fibers): valid 4-byte buffers on open fds.
+    // SAFETY: a valid 4-byte buffer on an open fd.
     let r = spawn(move || unsafe { libc::read(a, [0u8; 4].as_mut_ptr().cast(), 4) });
     let w = spawn(move || {
         greenfiber::sleep(Duration::from_millis(20));
+        // SAFETY: a valid 4-byte buffer on an open fd.
         unsafe { libc::write(b, b"ping".as_ptr().cast(), 4) }
     });
     assert_eq!((r.get().unwrap(), w.get().unwrap()), (4, 4)); // `a` is in the reactor now
