@@ -21,8 +21,11 @@
 //! rules every primitive follows:
 //!
 //! 1. **FIFO.** Waiters are served in the order they started waiting. A release goes to the
-//!    first waiter, never to a fiber that arrives later (no barging): a permit or item is
-//!    *granted* to the waiter, not left for whoever runs first.
+//!    first waiter, never to a fiber that arrives later (no barging): a permit is *granted* to
+//!    the waiter, not left for whoever runs first. A `Queue`'s or `Channel`'s getter is granted
+//!    a reservation: the item stays stored, nobody else may take it, and the getter takes the
+//!    storage's next item when it runs (as in gevent), so the getters that run get the items in
+//!    the storage's order even if one of them is killed first.
 //! 2. **Kill and timeout lose nothing.** A waiter that is killed, times out or is interrupted
 //!    by `with_timeout` leaves its list. If it had already been granted something and had not
 //!    yet run, the grant passes to the next waiter or back to the primitive. No wake-up is lost
