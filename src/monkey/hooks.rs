@@ -1567,7 +1567,7 @@ pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
             // SAFETY: the caller's open stream (the contract); `fileno` only reads it.
             let fd = unsafe { libc::fileno(f) };
             if fd >= 0 {
-                forget_range(fd as c_uint, fd as c_uint);
+                forget(fd);
             }
         });
     }
@@ -1614,9 +1614,16 @@ pub unsafe extern "C" fn closefrom(low: c_int) {
 fn forget_range(first: c_uint, last: c_uint) {
     let last = last.min(fd_table::MAX_FDS as c_uint - 1);
     for fd in first..=last {
-        if before_close(fd as c_int) {
-            fd_table::closed(fd as c_int);
-        }
+        forget(fd as c_int);
+    }
+}
+
+/// Forgets `fd` before it is closed: its registration on this thread, and its state (a new
+/// generation). Before, not after: once closed, another thread may get the same number from
+/// socket()/accept() and record it, and a later bump would wipe that.
+fn forget(fd: c_int) {
+    if before_close(fd) {
+        fd_table::closed(fd);
     }
 }
 
@@ -1626,11 +1633,7 @@ fn close_slow(fd: c_int) -> c_int {
     guarded("close", || {
         count!("close");
         let saved = errno();
-        // Forget the fd *before* closing it: once closed, another thread may get the same
-        // number from socket()/accept() and record it, and a later bump would wipe that.
-        if before_close(fd) {
-            fd_table::closed(fd);
-        }
+        forget(fd);
         // SAFETY: rule 1.
         let r = unsafe { real::close(fd) };
         if r == 0 {
